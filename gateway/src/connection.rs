@@ -1,0 +1,375 @@
+//! One SSE connection: joins its topics' hubs, replays what the client missed from history,
+//! then forwards live events — per topic in history order, with no gap and no duplicate.
+//!
+//! The connection subscribes to a hub *before* reading history, so an event is either in
+//! the history it reads or in the broadcast it buffered (or both: then the per-topic
+//! position drops the second copy). Its SSE `id:` is the list of per-topic positions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use streamgate::cursor::{TopicCursor, format_cursors};
+use streamgate::event::{Frame, comment, id_line, reset_body, retry};
+use streamgate::redis::Backoff;
+use streamgate::stream::HistoryEntry;
+use streamgate::topic::Topic;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::history::{self, HistoryRead, Position};
+use crate::hub::{Delivery, LiveEvent, ResetNotice, ResetReason, Subscription};
+use crate::startup::AppState;
+
+/// What `/admin/connections` shows of a connection.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// Local id.
+    pub id: u64,
+    /// Its topics, in URL order.
+    pub topics: Vec<Topic>,
+    /// The peer.
+    pub remote: SocketAddr,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// Events sent (resets included).
+    pub events_sent: AtomicU64,
+    /// Per-topic positions.
+    pub positions: Mutex<Vec<Position>>,
+}
+
+/// Every open SSE connection of this instance, and counters.
+#[derive(Debug, Default)]
+pub struct Connections {
+    next_id: AtomicU64,
+    open: AtomicUsize,
+    map: Mutex<HashMap<u64, Arc<ConnectionInfo>>>,
+    /// Connections opened since start.
+    pub opened_total: AtomicU64,
+    /// Connections closed because they fell behind.
+    pub slow_closed_total: AtomicU64,
+    /// Connections refused at the limit.
+    pub refused_total: AtomicU64,
+}
+
+/// Removes a connection from the registry when its stream ends.
+pub struct ConnectionGuard {
+    connections: Arc<Connections>,
+    info: Arc<ConnectionInfo>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.connections.map.lock().expect("connections lock").remove(&self.info.id);
+        self.connections.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Connections {
+    /// Admits a connection unless `limit` are open.
+    pub fn admit(
+        self: &Arc<Self>,
+        limit: usize,
+        topics: Vec<Topic>,
+        remote: SocketAddr,
+    ) -> Option<ConnectionGuard> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.refused_total.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.opened_total.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let positions = Mutex::new(vec![Position::START; topics.len()]);
+        let info = Arc::new(ConnectionInfo {
+            id,
+            topics,
+            remote,
+            connected_at: SystemTime::now(),
+            events_sent: AtomicU64::new(0),
+            positions,
+        });
+        self.map.lock().expect("connections lock").insert(id, Arc::clone(&info));
+        Some(ConnectionGuard { connections: Arc::clone(self), info })
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of every open connection.
+    pub fn snapshot(&self) -> Vec<Arc<ConnectionInfo>> {
+        let mut all: Vec<_> = self.map.lock().expect("connections lock").values().cloned().collect();
+        all.sort_by_key(|info| info.id);
+        all
+    }
+}
+
+/// Per-connection delivery state.
+struct Lanes {
+    positions: Vec<Position>,
+    info: Arc<ConnectionInfo>,
+}
+
+impl Lanes {
+    fn single(&self) -> bool {
+        self.positions.len() == 1
+    }
+
+    fn cursor_line(&self) -> Bytes {
+        let cursors: Vec<TopicCursor> = self.positions.iter().map(Position::cursor).collect();
+        id_line(&format_cursors(&cursors)).expect("cursors never contain line breaks")
+    }
+
+    fn sent(&self, bytes: Bytes) -> Bytes {
+        self.info.events_sent.fetch_add(1, Ordering::Relaxed);
+        self.info.positions.lock().expect("positions lock").clone_from(&self.positions);
+        bytes
+    }
+
+    fn with_id(&self, body: Bytes) -> Bytes {
+        let id = self.cursor_line();
+        let mut out = BytesMut::with_capacity(id.len() + body.len());
+        out.extend_from_slice(&id);
+        out.extend_from_slice(&body);
+        out.freeze()
+    }
+
+    /// A live event from lane `lane`'s hub, if this connection has not sent it yet.
+    fn live_event(&mut self, lane: usize, event: &LiveEvent) -> Option<Bytes> {
+        let position = &mut self.positions[lane];
+        match &position.epoch {
+            None => position.epoch = Some(event.epoch.clone()),
+            Some(epoch) if *epoch != event.epoch => return None, // the hub's reset comes first
+            Some(_) if event.id <= position.last => return None,
+            Some(_) => {}
+        }
+        position.last = event.id;
+        let bytes = if self.single() { event.frame.full() } else { self.with_id(event.frame.body()) };
+        Some(self.sent(bytes))
+    }
+
+    fn live_reset(&mut self, lane: usize, notice: &ResetNotice) -> Option<Bytes> {
+        let position = &mut self.positions[lane];
+        if position.epoch.is_none() {
+            *position = notice.after.clone();
+            return None;
+        }
+        if !notice.affects(position) {
+            return None;
+        }
+        *position = notice.after.clone();
+        Some(self.sent(self.with_id(notice.body.clone())))
+    }
+
+    fn reset(&mut self, lane: usize, topic: &Topic, reason: ResetReason, after: Position) -> Bytes {
+        self.positions[lane] = after;
+        self.sent(self.with_id(reset_body(topic, reason.as_str())))
+    }
+
+    fn history_event(&mut self, lane: usize, entry: &HistoryEntry) -> Option<Bytes> {
+        let position = &mut self.positions[lane];
+        if entry.id <= position.last {
+            return None;
+        }
+        position.last = entry.id;
+        let cursor = position.cursor();
+        let frame = Frame::encode(&cursor.to_string(), entry.name.as_deref(), &entry.data).ok()?;
+        let bytes = if self.single() { frame.full() } else { self.with_id(frame.body()) };
+        Some(self.sent(bytes))
+    }
+}
+
+/// A connection's hold on its topics' hubs.
+pub struct Joined {
+    subscriptions: Vec<Subscription>,
+    subscribed: Option<Vec<(broadcast::Receiver<Delivery>, Position)>>,
+}
+
+fn subscribe_all(subscriptions: &[Subscription]) -> Vec<(broadcast::Receiver<Delivery>, Position)> {
+    subscriptions.iter().map(|s| s.hub().subscribe()).collect()
+}
+
+/// Joins every topic's hub and waits up to `wait` for them to be ready (their membership in
+/// Redis). When they are, the connection subscribes at once, before its response starts:
+/// a client that has seen the response then gets every event published after that. When
+/// Redis is slow or down, the stream starts anyway and waits with heartbeats.
+pub async fn join(state: &AppState, topics: &[Topic], wait: std::time::Duration) -> Joined {
+    let subscriptions: Vec<Subscription> = topics.iter().map(|t| state.hubs.join(t)).collect();
+    let all_ready = async {
+        for subscription in &subscriptions {
+            if !subscription.hub().wait_ready(&state.shutdown).await {
+                return false;
+            }
+        }
+        true
+    };
+    let ready = tokio::time::timeout(wait, all_ready).await.unwrap_or(false);
+    let subscribed = ready.then(|| subscribe_all(&subscriptions));
+    Joined { subscriptions, subscribed }
+}
+
+/// The outcome of checking a client's cursor against the history's first read.
+enum Replay {
+    /// Deliver `read` and go on reading after the last entry.
+    Continue(HistoryRead),
+    /// Read again from the start of the current epoch.
+    Restart,
+    /// Nothing to replay.
+    Done,
+}
+
+/// Builds the SSE body of one connection.
+///
+/// `joined` holds the topics' subscriptions, in URL order, and — when their hubs were
+/// already ready before the response started — the receivers and hub positions taken
+/// then, so that every event published after the client saw the response is delivered.
+pub fn event_stream(
+    state: AppState,
+    topics: Vec<Topic>,
+    cursors: Option<Vec<TopicCursor>>,
+    joined: Joined,
+    guard: ConnectionGuard,
+) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    async_stream::stream! {
+        let guard = guard;
+        let Joined { subscriptions, mut subscribed } = joined;
+        let shutdown = state.shutdown.clone();
+        let mut heartbeat = tokio::time::interval(state.config.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.reset();
+        yield Ok(retry(state.config.retry_interval.as_millis() as u64));
+        yield Ok(comment(&format!("streamgate instance {}", state.config.instance_id)));
+
+        for subscription in subscriptions.iter().filter(|_| subscribed.is_none()) {
+            loop {
+                tokio::select! {
+                    ready = subscription.hub().wait_ready(&shutdown) => {
+                        if !ready { return; }
+                        break;
+                    }
+                    _ = heartbeat.tick() => yield Ok(comment("")),
+                }
+            }
+        }
+        let mut lanes = Lanes { positions: Vec::with_capacity(topics.len()), info: Arc::clone(&guard.info) };
+        let mut receivers = Vec::with_capacity(topics.len());
+        let subscribed = subscribed.take().unwrap_or_else(|| subscribe_all(&subscriptions));
+        for (lane, (receiver, hub_position)) in subscribed.into_iter().enumerate() {
+            receivers.push(BroadcastStream::new(receiver).map(move |item| (lane, item)));
+            let start = match &cursors {
+                Some(cursors) => Position::from_cursor(&cursors[lane]),
+                None => hub_position,
+            };
+            lanes.positions.push(start);
+        }
+
+        // Replay what each topic's cursor missed, in bounded batches.
+        if cursors.is_some() {
+            let mut backoff = Backoff::redis();
+            for (lane, topic) in topics.iter().enumerate() {
+                let mut first = true;
+                loop {
+                    let after = lanes.positions[lane].last;
+                    let read = history::read_after(&state.pool, &state.keys, topic, after, state.config.replay_batch);
+                    let read = tokio::select! {
+                        read = read => read,
+                        _ = shutdown.cancelled() => return,
+                    };
+                    let read = match read {
+                        Ok(read) => { backoff.reset(); read }
+                        Err(error) => {
+                            tracing::debug!(%error, topic = %topic, "Replay read failed; retrying.");
+                            tokio::select! {
+                                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                                _ = heartbeat.tick() => yield Ok(comment("")),
+                                _ = shutdown.cancelled() => return,
+                            }
+                            continue;
+                        }
+                    };
+                    let read = if first {
+                        first = false;
+                        let (step, notice) = check_cursor(&lanes.positions[lane], read);
+                        if let Some((reason, after)) = notice {
+                            yield Ok(lanes.reset(lane, topic, reason, after));
+                        }
+                        match step {
+                            Replay::Continue(read) => read,
+                            Replay::Restart => continue,
+                            Replay::Done => break,
+                        }
+                    } else {
+                        read
+                    };
+                    let exhausted = read.entries.len() < state.config.replay_batch;
+                    if lanes.positions[lane].epoch.is_none() {
+                        lanes.positions[lane].epoch = read.epoch.clone();
+                    }
+                    for entry in &read.entries {
+                        if let Some(bytes) = lanes.history_event(lane, entry) {
+                            yield Ok(bytes);
+                        }
+                    }
+                    if exhausted { break; }
+                }
+            }
+        }
+
+        let mut live = futures_util::stream::select_all(receivers);
+        loop {
+            tokio::select! {
+                item = live.next() => match item {
+                    Some((lane, Ok(Delivery::Event(event)))) => {
+                        if let Some(bytes) = lanes.live_event(lane, &event) { yield Ok(bytes); }
+                    }
+                    Some((lane, Ok(Delivery::Reset(notice)))) => {
+                        if let Some(bytes) = lanes.live_reset(lane, &notice) { yield Ok(bytes); }
+                    }
+                    Some((_, Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                        state.connections.slow_closed_total.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(connection = guard.info.id, missed, "Closing a subscriber that fell behind; it resumes from its cursor.");
+                        return;
+                    }
+                    None => return,
+                },
+                _ = heartbeat.tick() => yield Ok(comment("")),
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Compares a client's position with the first history read after it. Returns what to do
+/// next and, when events may have been lost, the reset to announce.
+fn check_cursor(position: &Position, read: HistoryRead) -> (Replay, Option<(ResetReason, Position)>) {
+    let Some(epoch) = read.epoch.clone() else {
+        return match position.epoch {
+            Some(_) => (Replay::Done, Some((ResetReason::HistoryLost, Position::START))),
+            None => (Replay::Done, None),
+        };
+    };
+    let Some(client_epoch) = &position.epoch else {
+        return (Replay::Continue(read), None); // `0`: everything held, whatever the epoch
+    };
+    let restart = (Replay::Restart, Some((ResetReason::HistoryLost, Position::start_of(epoch.clone()))));
+    if *client_epoch != epoch {
+        return restart;
+    }
+    match read.entries.first() {
+        None if read.last.is_some_and(|last| last < position.last) => restart,
+        None => (Replay::Done, None),
+        Some(first) if first.prev == position.last => (Replay::Continue(read), None),
+        Some(first) if first.prev > position.last => {
+            let after = position.clone();
+            (Replay::Continue(read), Some((ResetReason::Trimmed, after)))
+        }
+        Some(_) => restart,
+    }
+}

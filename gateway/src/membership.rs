@@ -1,0 +1,344 @@
+//! This instance's presence in Redis: its liveness key, and its subscriber count in every
+//! topic's group hash (`HINCRBY <group> <instance> ±n`).
+//!
+//! Connections do not talk to Redis to join a topic: they change a local count and mark
+//! the topic dirty. One task flushes all dirty topics in a single pipeline, so a storm of
+//! 10,000 reconnects costs a handful of round trips, not 10,000. A connection that is the
+//! first on a topic waits for the flush that carries its membership (a *generation*), since
+//! only then do producers route the topic here.
+//!
+//! Liveness: a key with a TTL, refreshed every third of it by a script that also tells
+//! whether the key had expired (the janitor may have swept this instance, or Redis lost its
+//! data). Then, and after every Redis outage, every membership is written again in full
+//! and every topic catches up from history.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use streamgate::keys::Keys;
+use streamgate::redis::{Backoff, OutageLog, RedisError};
+use streamgate::topic::{InstanceId, Topic};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Claims or refreshes the liveness key unless a janitor is sweeping this instance.
+/// KEYS: alive, sweep. ARGV: process token, ttl ms. Returns `kept` (it was ours and
+/// alive), `claimed` (it was missing or an earlier life's), or `sweeping`.
+const CLAIM_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'sweeping' end
+local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET')
+if old == ARGV[1] then return 'kept' end
+return 'claimed'
+"#;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Local subscribers per topic.
+    counts: HashMap<Topic, u32>,
+    /// What Redis holds for this instance, as far as we know.
+    registered: HashMap<Topic, u32>,
+    /// Topics whose count changed since the last flush.
+    dirty: HashSet<Topic>,
+    /// The generation the next flush will publish.
+    next_generation: u64,
+    /// Write every membership in full at the next flush.
+    resync: bool,
+}
+
+/// The instance's registrations. Shared by the HTTP handlers and the flush task.
+#[derive(Debug)]
+pub struct Membership {
+    instance: InstanceId,
+    keys: Keys,
+    token: String,
+    state: Mutex<State>,
+    wake: Notify,
+    flushed: watch::Sender<u64>,
+    live: AtomicBool,
+    resynced: watch::Sender<u64>,
+}
+
+impl Membership {
+    /// A registry for `instance`.
+    pub fn new(instance: InstanceId, keys: Keys) -> Membership {
+        Membership {
+            instance,
+            keys,
+            token: format!("{:016x}", fastrand::u64(..)),
+            state: Mutex::new(State { next_generation: 1, ..State::default() }),
+            wake: Notify::new(),
+            flushed: watch::channel(0).0,
+            live: AtomicBool::new(false),
+            resynced: watch::channel(0).0,
+        }
+    }
+
+    /// The instance id.
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
+    }
+
+    /// Whether the instance is registered as live (for `/readyz`).
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more local subscriber of `topic`. Returns the flush generation after
+    /// which Redis holds the membership.
+    pub fn add(&self, topic: &Topic) -> u64 {
+        let mut state = self.state.lock().expect("membership lock");
+        *state.counts.entry(topic.clone()).or_default() += 1;
+        state.dirty.insert(topic.clone());
+        let generation = state.next_generation;
+        drop(state);
+        self.wake.notify_one();
+        generation
+    }
+
+    /// Counts one subscriber of `topic` less.
+    pub fn remove(&self, topic: &Topic) {
+        let mut state = self.state.lock().expect("membership lock");
+        if let Some(count) = state.counts.get_mut(topic) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                state.counts.remove(topic);
+            }
+        }
+        state.dirty.insert(topic.clone());
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Waits until the flush of `generation` has reached Redis, or `cancel` fires.
+    pub async fn wait_flushed(&self, generation: u64, cancel: &CancellationToken) -> bool {
+        let mut flushed = self.flushed.subscribe();
+        tokio::select! {
+            result = flushed.wait_for(|done| *done >= generation) => result.is_ok(),
+            _ = cancel.cancelled() => false,
+        }
+    }
+
+    /// A counter that moves each time memberships were rewritten after an outage or an
+    /// expired liveness key: topics must then catch up from history.
+    pub fn resyncs(&self) -> watch::Receiver<u64> {
+        self.resynced.subscribe()
+    }
+
+    /// Start-up: waits out a janitor's sweep, claims liveness, and removes what an earlier
+    /// life under the same id left (memberships, topic record, instance stream).
+    pub async fn reset_and_claim(&self, pool: &Pool, liveness_ttl: Duration) -> Result<(), RedisError> {
+        let mut conn = pool.get().await?;
+        loop {
+            let claim = self.claim(&mut conn, liveness_ttl).await?;
+            if claim != "sweeping" {
+                break;
+            }
+            tracing::info!(instance = %self.instance, "A janitor is sweeping this instance id; waiting.");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let topics_key = self.keys.instance_topics(&self.instance);
+        let stale: Vec<String> = redis::cmd("SMEMBERS").arg(&topics_key).query_async(&mut conn).await?;
+        let mut pipe = redis::pipe();
+        for topic in &stale {
+            if let Ok(topic) = Topic::parse(topic.as_str(), usize::MAX) {
+                pipe.cmd("HDEL").arg(self.keys.group(&topic)).arg(self.instance.as_str()).ignore();
+            }
+        }
+        pipe.cmd("DEL").arg(&topics_key).ignore();
+        pipe.cmd("DEL").arg(self.keys.instance_stream(&self.instance)).ignore();
+        pipe.query_async::<()>(&mut conn).await?;
+        if !stale.is_empty() {
+            tracing::info!(instance = %self.instance, topics = stale.len(), "Removed memberships of an earlier life.");
+        }
+        self.live.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        liveness_ttl: Duration,
+    ) -> Result<String, RedisError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let (claim,): (String,) = redis::pipe()
+            .cmd("EVAL")
+            .arg(CLAIM_SCRIPT)
+            .arg(2)
+            .arg(self.keys.instance_alive(&self.instance))
+            .arg(self.keys.instance_sweep(&self.instance))
+            .arg(&self.token)
+            .arg(liveness_ttl.as_millis() as u64)
+            .cmd("ZADD")
+            .arg(self.keys.instances())
+            .arg(now_ms)
+            .arg(self.instance.as_str())
+            .ignore()
+            .query_async(conn)
+            .await?;
+        Ok(claim)
+    }
+
+    /// Flushes dirty topics and refreshes liveness until `shutdown`, then deregisters.
+    pub async fn run(self: Arc<Self>, pool: Pool, liveness_ttl: Duration, shutdown: CancellationToken) {
+        let mut heartbeat = tokio::time::interval(liveness_ttl / 3);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = Backoff::redis();
+        let mut outage = OutageLog::new("membership");
+        loop {
+            let beat = tokio::select! {
+                _ = self.wake.notified() => false,
+                _ = heartbeat.tick() => true,
+                _ = shutdown.cancelled() => break,
+            };
+            let result = self.flush_once(&pool, liveness_ttl, beat).await;
+            match result {
+                Ok(()) => {
+                    backoff.reset();
+                    if outage.recovered() {
+                        self.state.lock().expect("membership lock").resync = true;
+                        self.wake.notify_one();
+                    }
+                }
+                Err(error) => {
+                    outage.failed(&error);
+                    self.live.store(false, Ordering::Relaxed);
+                    self.state.lock().expect("membership lock").resync = true;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    self.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    async fn flush_once(&self, pool: &Pool, liveness_ttl: Duration, beat: bool) -> Result<(), RedisError> {
+        let mut conn = pool.get().await?;
+        let resync_pending = self.state.lock().expect("membership lock").resync;
+        if beat || resync_pending {
+            match self.claim(&mut conn, liveness_ttl).await?.as_str() {
+                "kept" => {}
+                "claimed" => {
+                    if self.is_live() {
+                        tracing::warn!(instance = %self.instance, "Liveness key had expired; registering again.");
+                    }
+                    self.state.lock().expect("membership lock").resync = true;
+                }
+                _ => {
+                    self.live.store(false, Ordering::Relaxed);
+                    tracing::warn!(instance = %self.instance, "A janitor is sweeping this instance; will register again.");
+                    self.state.lock().expect("membership lock").resync = true;
+                    return Ok(());
+                }
+            }
+        }
+        let (generation, resync, changes) = {
+            let mut state = self.state.lock().expect("membership lock");
+            let generation = state.next_generation;
+            state.next_generation += 1;
+            let resync = std::mem::take(&mut state.resync);
+            let topics: Vec<Topic> =
+                if resync { state.counts.keys().cloned().collect() } else { state.dirty.drain().collect() };
+            if resync {
+                state.dirty.clear();
+                state.registered.clear();
+            }
+            let changes: Vec<(Topic, u32, u32)> = topics
+                .into_iter()
+                .map(|t| {
+                    let want = state.counts.get(&t).copied().unwrap_or(0);
+                    let have = state.registered.get(&t).copied().unwrap_or(0);
+                    (t, want, have)
+                })
+                .collect();
+            (generation, resync, changes)
+        };
+        let result = self.write(&mut conn, resync, &changes).await;
+        let mut state = self.state.lock().expect("membership lock");
+        match result {
+            Ok(()) => {
+                for (topic, want, _) in changes {
+                    if want == 0 {
+                        state.registered.remove(&topic);
+                    } else {
+                        state.registered.insert(topic, want);
+                    }
+                }
+                drop(state);
+                self.live.store(true, Ordering::Relaxed);
+                self.flushed.send_replace(generation);
+                if resync {
+                    self.resynced.send_modify(|n| *n += 1);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                // Whatever was half-written is corrected by the full rewrite that follows.
+                state.resync = true;
+                Err(error)
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        resync: bool,
+        changes: &[(Topic, u32, u32)],
+    ) -> Result<(), RedisError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let topics_key = self.keys.instance_topics(&self.instance);
+        let field = self.instance.as_str();
+        let mut pipe = redis::pipe();
+        for (topic, want, have) in changes {
+            let group = self.keys.group(topic);
+            if *want == 0 {
+                pipe.cmd("HDEL").arg(&group).arg(field).ignore();
+                pipe.cmd("SREM").arg(&topics_key).arg(topic.as_str()).ignore();
+            } else if resync {
+                pipe.cmd("HSET").arg(&group).arg(field).arg(*want).ignore();
+                pipe.cmd("SADD").arg(&topics_key).arg(topic.as_str()).ignore();
+            } else if want != have {
+                let delta = i64::from(*want) - i64::from(*have);
+                pipe.cmd("HINCRBY").arg(&group).arg(field).arg(delta).ignore();
+                if *have == 0 {
+                    pipe.cmd("SADD").arg(&topics_key).arg(topic.as_str()).ignore();
+                }
+            }
+        }
+        pipe.query_async::<()>(conn).await?;
+        Ok(())
+    }
+
+    /// Shutdown: removes every membership, the liveness key and the instance stream, so
+    /// producers stop routing here at once.
+    pub async fn deregister(&self, pool: &Pool) -> Result<(), RedisError> {
+        self.live.store(false, Ordering::Relaxed);
+        let topics: Vec<Topic> = {
+            let state = self.state.lock().expect("membership lock");
+            state.counts.keys().chain(state.registered.keys()).cloned().collect()
+        };
+        let mut conn = pool.get().await?;
+        let mut pipe = redis::pipe();
+        for topic in &topics {
+            pipe.cmd("HDEL").arg(self.keys.group(topic)).arg(self.instance.as_str()).ignore();
+        }
+        pipe.cmd("DEL").arg(self.keys.instance_topics(&self.instance)).ignore();
+        pipe.cmd("DEL").arg(self.keys.instance_alive(&self.instance)).ignore();
+        pipe.cmd("DEL").arg(self.keys.instance_stream(&self.instance)).ignore();
+        pipe.cmd("ZREM").arg(self.keys.instances()).arg(self.instance.as_str()).ignore();
+        pipe.query_async::<()>(&mut conn).await?;
+        tracing::info!(instance = %self.instance, topics = topics.len(), "Deregistered.");
+        Ok(())
+    }
+}

@@ -1,0 +1,2 @@
+//! The Streamgate janitor: removes dead instances' state and trims stale streams.
+//! Not built yet (issue 5).

@@ -1,0 +1,319 @@
+//! The HTTP API: `POST /publish`, `GET /healthz`, `GET /readyz`.
+//!
+//! Handlers return `Result<_, AppError>`; [`AppError`] is the one place that maps failures
+//! to a status and a JSON body `{"error": "..."}` (plus `"index"` when one event of a batch
+//! is at fault). 4xx carry a message for the client; 5xx an opaque one, with the cause
+//! logged once here.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+use crate::input::{BodyRejection, Limits, Rejection, parse_body};
+use crate::publisher::{PublishError, Published, Publisher};
+
+/// Seconds a client is asked to wait before retrying while Redis is unavailable.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The routing core.
+    pub publisher: Arc<Publisher>,
+    /// Limits on what a publisher may hand in.
+    pub limits: Limits,
+    /// The bearer token `POST /publish` requires, if any.
+    pub publish_token: Option<Arc<str>>,
+}
+
+/// The router, apart from serving it, so tests can drive it with `oneshot` too.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/publish", post(publish))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// One event's result, as `POST /publish` and `producer publish` print it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PublishResult {
+    /// The topic.
+    pub topic: String,
+    /// The SSE id a one-topic subscriber sees for the event (`<ms>-<seq>~<epoch>`).
+    pub id: String,
+    /// Whether it was a repeat of an idempotency key (nothing new written).
+    pub duplicate: bool,
+}
+
+impl From<&Published> for PublishResult {
+    fn from(published: &Published) -> Self {
+        PublishResult {
+            topic: published.topic.as_str().to_owned(),
+            id: published.cursor.to_string(),
+            duplicate: published.duplicate,
+        }
+    }
+}
+
+/// The body of a successful `POST /publish`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PublishResponse {
+    /// One result per event, in the order of the request.
+    pub results: Vec<PublishResult>,
+}
+
+/// Every way a request can fail.
+#[derive(Debug)]
+pub enum AppError {
+    /// 400: the body or one of its events can never be valid.
+    BadRequest {
+        /// For the client.
+        message: String,
+        /// The offending event's index.
+        index: Option<usize>,
+    },
+    /// 413: over a size limit.
+    TooLarge {
+        /// For the client.
+        message: String,
+        /// The offending event's index.
+        index: Option<usize>,
+    },
+    /// 415: not `application/json`.
+    UnsupportedMediaType,
+    /// 401: a publish token is configured and the request's is missing or wrong.
+    Unauthorized,
+    /// 503: Redis is unavailable; retry after a second.
+    Unavailable(PublishError),
+    /// 500: anything else.
+    Internal(PublishError),
+}
+
+impl From<BodyRejection> for AppError {
+    fn from(BodyRejection { rejection, index }: BodyRejection) -> Self {
+        match rejection {
+            Rejection::Malformed(message) => AppError::BadRequest { message, index },
+            Rejection::TooLarge(message) => AppError::TooLarge { message, index },
+        }
+    }
+}
+
+impl From<PublishError> for AppError {
+    fn from(error: PublishError) -> Self {
+        if error.is_unavailable() { AppError::Unavailable(error) } else { AppError::Internal(error) }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let error_body = |message: &str, index: Option<usize>| match index {
+            Some(index) => json!({ "error": message, "index": index }),
+            None => json!({ "error": message }),
+        };
+        match self {
+            AppError::BadRequest { message, index } => {
+                (StatusCode::BAD_REQUEST, Json(error_body(&message, index))).into_response()
+            }
+            AppError::TooLarge { message, index } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, Json(error_body(&message, index))).into_response()
+            }
+            AppError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Json(error_body("the Content-Type must be application/json", None)),
+            )
+                .into_response(),
+            AppError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+                Json(error_body("a valid `Authorization: Bearer <token>` header is required", None)),
+            )
+                .into_response(),
+            AppError::Unavailable(error) => {
+                tracing::warn!(%error, "Publish failed: Redis unavailable.");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))],
+                    Json(error_body("temporarily unavailable, retry later", None)),
+                )
+                    .into_response()
+            }
+            AppError::Internal(error) => {
+                tracing::error!(%error, "Publish failed.");
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(error_body("internal error", None))).into_response()
+            }
+        }
+    }
+}
+
+/// `POST /publish`: one event object or an array of them; one result per event.
+async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, AppError> {
+    if let Some(token) = &state.publish_token {
+        authorize(&headers, token)?;
+    }
+    if !is_json(&headers) {
+        return Err(AppError::UnsupportedMediaType);
+    }
+    let body = read_body(&headers, body, state.limits.max_request_bytes).await?;
+    let batch = parse_body(&state.limits, &body)?;
+    let published = state.publisher.publish(&batch).await?;
+    let results = published.iter().map(PublishResult::from).collect();
+    Ok(Json(PublishResponse { results }))
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: Redis answers a PING through the pool.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let ping = async {
+        let mut conn = state.publisher.pool().get().await.map_err(|e| e.to_string())?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())
+    };
+    match ping.await {
+        Ok(_) => Json(json!({ "status": "ready" })).into_response(),
+        Err(error) => {
+            tracing::debug!(%error, "Not ready: Redis does not answer.");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))],
+                Json(json!({ "status": "unavailable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn authorize(headers: &HeaderMap, token: &str) -> Result<(), AppError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or(AppError::Unauthorized)?;
+    if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(AppError::Unauthorized)
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal how much of a guess
+/// was right. (The length can still show; the token's length is not the secret.)
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
+/// `application/json`, with no parameter other than `charset=utf-8` (JSON is UTF-8).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut parts = value.split(';').map(str::trim);
+    let essence_ok = parts.next().is_some_and(|essence| essence.eq_ignore_ascii_case("application/json"));
+    essence_ok
+        && parts.filter(|p| !p.is_empty()).all(|parameter| {
+            parameter.split_once('=').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("charset")
+                    && value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            })
+        })
+}
+
+/// Reads the body up to `limit` bytes. Done by hand rather than with `axum::body::to_bytes`
+/// because its error does not say whether the limit was hit (413) or the client went away
+/// (400) without naming `http-body-util`'s error type.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, AppError> {
+    let too_large = || AppError::TooLarge {
+        message: format!("the request body is over {limit} bytes (MAX_REQUEST_BYTES)"),
+        index: None,
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut bytes = BytesMut::with_capacity(declared.map_or(0, |length| length as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| AppError::BadRequest {
+            message: format!("could not read the request body: {error}"),
+            index: None,
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content_type(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn json_content_type_with_utf8_charset_only() {
+        for good in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+        ] {
+            assert!(is_json(&content_type(good)), "{good}");
+        }
+        for bad in [
+            "text/plain",
+            "application/json-seq",
+            "application/json; charset=latin1",
+            "application/x-www-form-urlencoded",
+        ] {
+            assert!(!is_json(&content_type(bad)), "{bad}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let mut headers = HeaderMap::new();
+        assert!(authorize(&headers, "secret").is_err());
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secre"));
+        assert!(authorize(&headers, "secret").is_err());
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic secret"));
+        assert!(authorize(&headers, "secret").is_err());
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        assert!(authorize(&headers, "secret").is_ok());
+    }
+
+    #[tokio::test]
+    async fn body_over_the_limit_is_too_large_even_without_content_length() {
+        let error = read_body(&HeaderMap::new(), Body::from(vec![b'x'; 11]), 10).await.unwrap_err();
+        assert!(matches!(error, AppError::TooLarge { index: None, .. }));
+        let ok = read_body(&HeaderMap::new(), Body::from(vec![b'x'; 10]), 10).await.unwrap();
+        assert_eq!(ok.len(), 10);
+    }
+}

@@ -1,0 +1,23 @@
+//! The producer service: takes events from upstream services, makes each part of its
+//! topic's history, and routes it to the gateways that have subscribers for the topic.
+//!
+//! - [`settings`]: every setting ([`settings::SETTINGS`]) and [`settings::ProducerConfig`].
+//! - [`input`]: what upstreams hand in (HTTP body, ingest entry, command line), parsed once
+//!   into [`publisher::Publish`] values under [`input::Limits`].
+//! - [`publisher`]: the routing core — one atomic append script per batch, liveness, one
+//!   routing pipeline. Its semantics are the gateway's contract.
+//! - [`http`]: the axum router (`POST /publish`, `/healthz`, `/readyz`) and [`http::AppError`].
+//! - [`ingest`]: the consumer-group loop over the ingest stream, with dead letters.
+//! - [`startup`]: [`startup::Application`], which binds, serves and runs the ingest consumer.
+//! - [`cli`]: the command line (`serve`, `publish`).
+//!
+//! Architecture invariant: only [`publisher`] writes histories and instance streams; the
+//! three ingest paths differ in how they read input, never in how they route it.
+
+pub mod cli;
+pub mod http;
+pub mod ingest;
+pub mod input;
+pub mod publisher;
+pub mod settings;
+pub mod startup;

@@ -1,0 +1,59 @@
+//! The `producer` binary: parses flags, loads configuration, installs telemetry, and runs
+//! `serve` (the default) or `publish`. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use producer::cli::{Cli, Command};
+use producer::settings::ProducerConfig;
+use producer::startup::Application;
+use streamgate::config::EXIT_BAD_CONFIG;
+use streamgate::settings::or_exit;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = or_exit(ProducerConfig::load(&cli.sources()));
+    let telemetry = match streamgate::telemetry::init("producer", config.common.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        }
+    };
+    let code = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Publish(args) => {
+            match producer::cli::publish(&config, &args, &mut std::io::stdout()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::from(error.exit_code())
+                }
+            }
+        }
+    };
+    telemetry.shutdown();
+    code
+}
+
+async fn serve(config: ProducerConfig) -> ExitCode {
+    let application = match Application::build(config).await {
+        Ok(application) => application,
+        Err(error) => {
+            tracing::error!(%error, "Producer failed to start.");
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    streamgate::shutdown::cancel_on_signal(shutdown.clone());
+    match application.run_until_stopped(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "Producer stopped with an error.");
+            ExitCode::FAILURE
+        }
+    }
+}

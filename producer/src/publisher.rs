@@ -1,0 +1,446 @@
+//! The routing core: make a batch of events part of their topics' histories, then put each
+//! on the instance stream of every live gateway with subscribers for its topic.
+//!
+//! A batch costs a constant number of Redis round trips, whatever its size:
+//!
+//! 1. One Lua script (`append.lua`) appends the whole batch atomically. Per event it checks
+//!    the idempotency record, appends to the history with `p` = the topic's previous id,
+//!    trims it, and reads the topic's group hash — in the same atomic step, which is what
+//!    makes "gateway registers, then reads history" and "producer appends, then reads
+//!    membership" catch every event by one path or the other (DELIVERY.md, race 1).
+//! 2. At most one pipeline of `EXISTS` for the liveness of instances not seen alive lately.
+//! 3. One pipeline of `XADD`s to the live instance streams, plus the topic index update.
+//!
+//! Step 1 on Redis Cluster: every key one event touches shares the topic's hash tag, but a
+//! batch spans topics, so one would group the batch by hash slot and run one script per
+//! slot. Streamgate targets a standalone Redis (or a primary with replicas) today.
+//!
+//! When step 2 or 3 fails after step 1 succeeded, the publish still succeeds: the events
+//! are in history, and a gateway fills the gap from history when the next routed event
+//! names a predecessor it never saw (DELIVERY.md, race 3).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use deadpool_redis::Pool;
+use redis::{ErrorKind, Script, ServerErrorKind, Value};
+use streamgate::cursor::{Epoch, HistoryId, TopicCursor};
+use streamgate::event::Event;
+use streamgate::keys::Keys;
+use streamgate::redis::RedisError;
+use streamgate::stream::{HistoryEntry, RoutedEntry};
+use streamgate::topic::{InstanceId, Topic};
+
+/// The batch append script; see its header for the KEYS/ARGV/reply layout.
+const APPEND_SCRIPT: &str = include_str!("append.lua");
+
+/// Above this many cached instances, entries older than the cache time are pruned, so a
+/// long-running producer does not remember every gateway that ever existed.
+const MAX_CACHED_INSTANCES: usize = 1024;
+
+/// Retention, deduplication and routing settings of a [`Publisher`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherConfig {
+    /// Events kept per topic history (approximately); `None` for no limit.
+    pub history_max_len: Option<u64>,
+    /// Age after which events are trimmed (approximately); `None` for no limit.
+    pub history_max_age: Option<Duration>,
+    /// How long an idempotency key is remembered.
+    pub dedup_window: Duration,
+    /// Approximate bound of each instance stream.
+    pub instance_stream_max_len: u64,
+    /// How long an instance seen alive is trusted before checking again.
+    pub liveness_cache: Duration,
+}
+
+/// One event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The event.
+    pub event: Event,
+    /// The upstream's key for it: a repeat within the dedup window is a duplicate.
+    pub idempotency_key: Option<String>,
+}
+
+/// The outcome of publishing one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The event's topic.
+    pub topic: Topic,
+    /// The event's position in its topic's history: its `to_string()` is the SSE id a
+    /// one-topic subscriber sees.
+    pub cursor: TopicCursor,
+    /// Whether the event had been published before (same idempotency key within the dedup
+    /// window); the cursor is then the original's and nothing new was written.
+    pub duplicate: bool,
+}
+
+/// Why a batch could not be published. Nothing of the batch is in history.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Redis cannot be reached or cannot take writes right now; retrying later may work.
+    #[error("redis unavailable: {0}")]
+    Unavailable(#[source] RedisError),
+    /// Redis refused the batch (for example a key of the wrong type).
+    #[error("redis refused the batch: {0}")]
+    Refused(#[source] RedisError),
+    /// The append script answered something this code does not understand.
+    #[error("unexpected reply from the append script: {0}")]
+    UnexpectedReply(String),
+}
+
+impl PublishError {
+    /// Whether the failure is Redis being unavailable (worth retrying as is).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, PublishError::Unavailable(_))
+    }
+
+    fn from_redis(error: impl Into<RedisError>) -> PublishError {
+        let error = error.into();
+        if is_unavailable(&error) { PublishError::Unavailable(error) } else { PublishError::Refused(error) }
+    }
+}
+
+/// Whether an error means "Redis cannot serve right now" rather than "Redis said no".
+fn is_unavailable(error: &RedisError) -> bool {
+    let RedisError::Redis(error) = error else {
+        // The pool could not hand out a connection (timeout, closed).
+        return true;
+    };
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+        // Out of memory, or refusing writes after a failed snapshot: both pass.
+        || matches!(error.code(), Some("OOM" | "MISCONF"))
+}
+
+/// What the append script did with one event.
+#[derive(Debug)]
+struct Appended {
+    id: HistoryId,
+    epoch: Epoch,
+    prev: HistoryId,
+    duplicate: bool,
+    /// The group hash: (instance, subscriber count) pairs, unvalidated.
+    members: Vec<(String, String)>,
+    /// For a duplicate, the original's data and name (which the routed copy must carry).
+    original: Option<(String, Option<String>)>,
+}
+
+/// Publishes batches of events: appends to history, then routes to live instances.
+#[derive(Debug)]
+pub struct Publisher {
+    pool: Pool,
+    keys: Keys,
+    config: PublisherConfig,
+    append: Script,
+    /// When each instance was last seen alive. Only "alive" is cached: an instance seen
+    /// dead is checked again on its next use, so a gateway restarting under the same id
+    /// (a StatefulSet pod) is never skipped once its liveness key is back.
+    seen_alive: Mutex<HashMap<InstanceId, Instant>>,
+}
+
+impl Publisher {
+    /// A publisher writing under `keys` through `pool`.
+    pub fn new(pool: Pool, keys: Keys, config: PublisherConfig) -> Publisher {
+        Publisher { pool, keys, config, append: Script::new(APPEND_SCRIPT), seen_alive: Mutex::default() }
+    }
+
+    /// The pool it writes through.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Publishes a batch: one result per event, in order. On error nothing of the batch
+    /// is in history.
+    #[tracing::instrument(name = "publish", skip_all, fields(n_events = batch.len()))]
+    pub async fn publish(&self, batch: &[Publish]) -> Result<Vec<Published>, PublishError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.get().await.map_err(PublishError::from_redis)?;
+        let appended = self.append(&mut conn, batch).await?;
+        if let Err(error) = self.route(&mut conn, batch, &appended).await {
+            tracing::warn!(
+                %error,
+                n_events = batch.len(),
+                "Failed to route appended events; gateways will fill the gap from history."
+            );
+        }
+        Ok(batch
+            .iter()
+            .zip(appended)
+            .map(|(publish, appended)| Published {
+                topic: publish.event.topic.clone(),
+                cursor: TopicCursor::at(appended.epoch, appended.id),
+                duplicate: appended.duplicate,
+            })
+            .collect())
+    }
+
+    /// Step 1: the atomic append of the whole batch.
+    async fn append(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        batch: &[Publish],
+    ) -> Result<Vec<Appended>, PublishError> {
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .arg(self.config.history_max_len.unwrap_or(0))
+            .arg(self.config.history_max_age.map_or(0, |age| age.as_millis().max(1)).to_string())
+            .arg(self.config.dedup_window.as_millis().max(1).to_string())
+            .arg(batch.len());
+        for Publish { event, idempotency_key } in batch {
+            let history = self.keys.history(&event.topic);
+            invocation.key(&history).key(self.keys.meta(&event.topic)).key(self.keys.group(&event.topic));
+            match idempotency_key {
+                Some(key) => invocation.key(self.keys.idempotency(&event.topic, key)),
+                None => invocation.key(&history),
+            };
+            invocation
+                .arg(&event.data)
+                .arg(event.name.as_ref().map_or("", |name| name.as_str()))
+                .arg(Epoch::generate().as_str())
+                .arg(if idempotency_key.is_some() { "1" } else { "0" });
+        }
+        let reply: Value = invocation.invoke_async(conn).await.map_err(PublishError::from_redis)?;
+        decode_reply(reply, batch.len())
+    }
+
+    /// Steps 2 and 3: liveness, then one pipeline of routed entries and the topic index.
+    async fn route(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        batch: &[Publish],
+        appended: &[Appended],
+    ) -> Result<(), RedisError> {
+        let targets: Vec<Vec<InstanceId>> =
+            appended.iter().map(|a| subscribed_instances(&a.members)).collect();
+        let wanted: BTreeSet<&InstanceId> = targets.iter().flatten().collect();
+        let live = self.live_instances(conn, wanted).await?;
+
+        let mut pipe = redis::pipe();
+        for ((publish, appended), targets) in batch.iter().zip(appended).zip(&targets) {
+            let instances: Vec<&InstanceId> = targets.iter().filter(|i| live.contains(*i)).collect();
+            if instances.is_empty() {
+                continue;
+            }
+            let (data, name) = match &appended.original {
+                Some((data, name)) => (data.clone(), name.clone()),
+                None => {
+                    (publish.event.data.clone(), publish.event.name.as_ref().map(|n| n.as_str().to_owned()))
+                }
+            };
+            let entry = HistoryEntry { id: appended.id, prev: appended.prev, name, data };
+            let fields = RoutedEntry::fields(publish.event.topic.as_str(), &entry, &appended.epoch);
+            for instance in instances {
+                pipe.cmd("XADD")
+                    .arg(self.keys.instance_stream(instance))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.config.instance_stream_max_len)
+                    .arg("*")
+                    .arg(&fields)
+                    .ignore();
+            }
+        }
+        // The janitor's index of topics by last publish; GT so it never moves backwards
+        // when producers' clocks disagree.
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let topics: BTreeSet<&str> = batch.iter().map(|p| p.event.topic.as_str()).collect();
+        let index = pipe.cmd("ZADD").arg(self.keys.topics()).arg("GT");
+        for topic in topics {
+            index.arg(now_ms).arg(topic);
+        }
+        index.ignore();
+        let () = pipe.query_async(conn).await?;
+        Ok(())
+    }
+
+    /// Which of `wanted` are live: cached "alive" answers younger than the cache time,
+    /// and one pipelined `EXISTS` round trip for the rest.
+    async fn live_instances(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        wanted: BTreeSet<&InstanceId>,
+    ) -> Result<HashSet<InstanceId>, RedisError> {
+        let now = Instant::now();
+        let mut live = HashSet::new();
+        let mut unknown = Vec::new();
+        {
+            let seen_alive = self.seen_alive.lock().unwrap_or_else(PoisonError::into_inner);
+            for instance in wanted {
+                match seen_alive.get(instance) {
+                    Some(seen) if now.duration_since(*seen) < self.config.liveness_cache => {
+                        live.insert(instance.clone());
+                    }
+                    _ => unknown.push(instance.clone()),
+                }
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(live);
+        }
+        let mut pipe = redis::pipe();
+        for instance in &unknown {
+            pipe.exists(self.keys.instance_alive(instance));
+        }
+        let alive: Vec<bool> = pipe.query_async(conn).await?;
+        let mut seen_alive = self.seen_alive.lock().unwrap_or_else(PoisonError::into_inner);
+        for (instance, alive) in unknown.into_iter().zip(alive) {
+            if alive {
+                seen_alive.insert(instance.clone(), now);
+                live.insert(instance);
+            } else {
+                seen_alive.remove(&instance);
+            }
+        }
+        if seen_alive.len() > MAX_CACHED_INSTANCES {
+            let ttl = self.config.liveness_cache;
+            seen_alive.retain(|_, seen| now.duration_since(*seen) < ttl);
+        }
+        Ok(live)
+    }
+}
+
+/// The instances of a group hash with a positive subscriber count. Fields that are not a
+/// valid instance id or count are skipped: they cannot name an instance stream.
+fn subscribed_instances(members: &[(String, String)]) -> Vec<InstanceId> {
+    members
+        .iter()
+        .filter(|(_, count)| count.trim().parse::<i64>().is_ok_and(|count| count > 0))
+        .filter_map(|(instance, _)| InstanceId::parse(instance.as_str()).ok())
+        .collect()
+}
+
+fn unexpected(what: impl Into<String>) -> PublishError {
+    PublishError::UnexpectedReply(what.into())
+}
+
+fn text(value: Value) -> Result<String, PublishError> {
+    match value {
+        Value::BulkString(bytes) => {
+            String::from_utf8(bytes).map_err(|_| unexpected("text that is not UTF-8"))
+        }
+        Value::SimpleString(text) => Ok(text),
+        Value::Okay => Ok("OK".to_owned()),
+        other => Err(unexpected(format!("expected text, got {other:?}"))),
+    }
+}
+
+fn history_id(value: Value) -> Result<HistoryId, PublishError> {
+    let text = text(value)?;
+    text.parse().map_err(|_| unexpected(format!("malformed stream id {text:?}")))
+}
+
+/// Decodes the append script's reply (see the script's header).
+fn decode_reply(reply: Value, n_events: usize) -> Result<Vec<Appended>, PublishError> {
+    let Value::Array(items) = reply else {
+        return Err(unexpected(format!("expected an array, got {reply:?}")));
+    };
+    if items.len() != n_events {
+        return Err(unexpected(format!("{} results for {n_events} events", items.len())));
+    }
+    items.into_iter().map(decode_one).collect()
+}
+
+fn decode_one(item: Value) -> Result<Appended, PublishError> {
+    let Value::Array(fields) = item else {
+        return Err(unexpected(format!("expected an array per event, got {item:?}")));
+    };
+    let mut fields = fields.into_iter();
+    let mut next = || fields.next().ok_or_else(|| unexpected("too few fields in an event's result"));
+    let duplicate = match next()? {
+        Value::Int(0) => false,
+        Value::Int(1) => true,
+        other => return Err(unexpected(format!("expected 0 or 1, got {other:?}"))),
+    };
+    let id = history_id(next()?)?;
+    let epoch_text = text(next()?)?;
+    let epoch =
+        Epoch::parse(&epoch_text).ok_or_else(|| unexpected(format!("malformed epoch {epoch_text:?}")))?;
+    let prev = history_id(next()?)?;
+    let members = match next()? {
+        Value::Array(flat) => {
+            let mut flat = flat.into_iter();
+            let mut pairs = Vec::with_capacity(flat.len() / 2);
+            while let (Some(instance), Some(count)) = (flat.next(), flat.next()) {
+                pairs.push((text(instance)?, text(count)?));
+            }
+            pairs
+        }
+        other => return Err(unexpected(format!("expected the group hash, got {other:?}"))),
+    };
+    let original = if duplicate {
+        let data = text(next()?)?;
+        let name = text(next()?)?;
+        Some((data, Some(name).filter(|name| !name.is_empty())))
+    } else {
+        None
+    };
+    Ok(Appended { id, epoch, prev, duplicate, members, original })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn decodes_appended_and_duplicate_results() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                bulk("5-0"),
+                bulk("abc"),
+                bulk("4-0"),
+                Value::Array(vec![bulk("gw-1"), bulk("2"), bulk("gw-2"), bulk("0")]),
+            ]),
+            Value::Array(vec![
+                Value::Int(1),
+                bulk("3-0"),
+                bulk("abc"),
+                bulk("2-0"),
+                Value::Array(vec![]),
+                bulk("data"),
+                bulk(""),
+            ]),
+        ]);
+        let decoded = decode_reply(reply, 2).unwrap();
+        assert!(!decoded[0].duplicate);
+        assert_eq!(decoded[0].id.to_string(), "5-0");
+        assert_eq!(decoded[0].prev.to_string(), "4-0");
+        assert_eq!(subscribed_instances(&decoded[0].members), vec![InstanceId::parse("gw-1").unwrap()]);
+        assert!(decoded[1].duplicate);
+        assert_eq!(decoded[1].original, Some(("data".to_owned(), None)));
+    }
+
+    #[test]
+    fn wrong_number_of_results_is_an_error() {
+        assert!(matches!(decode_reply(Value::Array(vec![]), 1), Err(PublishError::UnexpectedReply(_))));
+    }
+
+    #[test]
+    fn members_with_bad_ids_or_counts_are_skipped() {
+        let members: Vec<(String, String)> = [("gw-1", "1"), ("bad id", "3"), ("gw-2", "-1"), ("gw-3", "x")]
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        assert_eq!(subscribed_instances(&members), vec![InstanceId::parse("gw-1").unwrap()]);
+    }
+}

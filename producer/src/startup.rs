@@ -1,0 +1,106 @@
+//! Building and running the producer service: [`Application::build`] connects to Redis and
+//! binds the listener itself, so tests ask for port 0 and read the port back;
+//! [`Application::run_until_stopped`] serves HTTP and consumes the ingest stream until the
+//! shutdown token is cancelled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use deadpool_redis::Pool;
+use streamgate::redis::RedisError;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{AppState, router};
+use crate::ingest::IngestConsumer;
+use crate::publisher::Publisher;
+use crate::settings::ProducerConfig;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Redis is unreachable or refused the start-up check.
+    #[error("cannot reach redis: {0}")]
+    Redis(#[from] RedisError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Builds the Redis pool and the [`Publisher`] from the configuration, checking that Redis
+/// answers. Shared by `serve` and the `publish` command.
+pub async fn build_publisher(config: &ProducerConfig) -> Result<Arc<Publisher>, StartupError> {
+    let pool: Pool = streamgate::redis::pool(&config.common.redis_url, config.common.redis_pool_size)?;
+    streamgate::redis::check_ready(&pool).await?;
+    Ok(Arc::new(Publisher::new(pool, config.common.keys.clone(), config.publisher.clone())))
+}
+
+/// The producer service, built and bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    ingest: Option<IngestConsumer>,
+}
+
+impl Application {
+    /// Connects to Redis (failing with one clear error if it does not answer) and binds
+    /// `LISTEN_ADDR` (port 0 picks a free port).
+    pub async fn build(config: ProducerConfig) -> Result<Application, StartupError> {
+        let publisher = build_publisher(&config).await?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
+        let ingest = config.ingest.enabled.then(|| {
+            IngestConsumer::new(
+                Arc::clone(&publisher),
+                config.limits,
+                config.ingest.clone(),
+                config.common.redis_url.clone(),
+            )
+        });
+        let state = AppState {
+            publisher,
+            limits: config.limits,
+            publish_token: config.publish_token.as_deref().map(Arc::from),
+        };
+        Ok(Application { listener, local_addr, state, ingest })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled: in-flight requests finish, and the ingest
+    /// consumer finishes its batch in hand, before this returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let ingest = self.ingest.map(|consumer| tokio::spawn(consumer.run(shutdown.clone())));
+        tracing::info!(addr = %self.local_addr, "Producer listening.");
+        let served = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        // The server can also stop on its own (an accept error): stop the consumer too.
+        shutdown.cancel();
+        if let Some(ingest) = ingest
+            && let Err(error) = ingest.await
+        {
+            tracing::error!(%error, "The ingest consumer panicked.");
+        }
+        served
+    }
+}

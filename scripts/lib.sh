@@ -1,0 +1,143 @@
+# shellcheck shell=bash
+#
+# Helpers shared by the scripts in this directory. Source it, do not run it:
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Every `ensure_*` function checks first and only installs what is missing, so a
+# machine that already has everything never touches apt. Installation targets a
+# fresh Debian (bookworm) machine; on other systems the helpers say what is
+# missing and fail.
+
+if [[ -n "${STREAMGATE_LIB_SH_LOADED:-}" ]]; then
+    return 0
+fi
+STREAMGATE_LIB_SH_LOADED=1
+
+# Set once `apt-get update` has run in this shell, so it runs at most once.
+STREAMGATE_APT_UPDATED=""
+
+# Set by `ensure_nextest`: "1" when `cargo nextest` can be used, "" otherwise.
+STREAMGATE_HAVE_NEXTEST=""
+
+# Prints a banner for one step of a script.
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+# Prints a message to stderr.
+warn() {
+    printf 'warning: %s\n' "$*" >&2
+}
+
+# Prints a message to stderr and returns 1 (the caller's `set -e` stops the script).
+fail() {
+    printf 'error: %s\n' "$*" >&2
+    return 1
+}
+
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        fail "need root to run '$*', and sudo is not installed"
+    fi
+}
+
+# Succeeds when the Debian package is installed (not merely known or removed).
+apt_package_installed() {
+    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed$'
+}
+
+# ensure_apt_packages PKG... — installs the packages that are not installed yet.
+ensure_apt_packages() {
+    local missing=()
+    local package
+    for package in "$@"; do
+        if ! apt_package_installed "$package"; then
+            missing+=("$package")
+        fi
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return 0
+    fi
+
+    echo "Installing ${missing[*]} with apt (it is missing)..."
+    if ! command -v apt-get >/dev/null 2>&1; then
+        fail "${missing[*]} missing and apt-get is not available: install it by hand"
+    fi
+    if [[ -z "$STREAMGATE_APT_UPDATED" ]]; then
+        as_root apt-get update
+        STREAMGATE_APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# Toolchain pieces the build needs: a C compiler and linker, pkg-config, and the OpenSSL
+# headers (the redis crate links the system OpenSSL through native-tls).
+ensure_build_deps() {
+    local missing=()
+    command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    if ! { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; }; then
+        missing+=(libssl-dev)
+    fi
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        ensure_apt_packages "${missing[@]}"
+    fi
+}
+
+# The redis-server binary the integration tests start (on free ports of their own, so a
+# system service that apt may start on port 6379 does not disturb them).
+ensure_redis() {
+    if [[ -n "${REDIS_SERVER_BIN:-}" ]]; then
+        [[ -x "$REDIS_SERVER_BIN" ]] || fail "REDIS_SERVER_BIN=$REDIS_SERVER_BIN is not an executable"
+        return 0
+    fi
+    command -v redis-server >/dev/null 2>&1 && return 0
+    ensure_apt_packages redis-server
+    command -v redis-server >/dev/null 2>&1 || fail "redis-server is still not on PATH after installing it"
+}
+
+# nginx, used by the tests that put the gateway behind a reverse proxy. Debian installs
+# it in /usr/sbin, which is not on a normal user's PATH.
+ensure_nginx() {
+    if command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; then
+        return 0
+    fi
+    ensure_apt_packages nginx-light
+}
+
+# rustfmt and clippy, when the toolchain is managed by rustup and lacks them.
+ensure_rust_components() {
+    local missing=()
+    cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+    cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return 0
+    fi
+    command -v rustup >/dev/null 2>&1 || fail "cargo ${missing[*]} missing and rustup is not available"
+    echo "Installing ${missing[*]} with rustup (it is missing)..."
+    rustup component add "${missing[@]}"
+}
+
+# cargo-nextest, the test runner. Sets STREAMGATE_HAVE_NEXTEST=1 when it is usable; when
+# it can be neither found nor installed, warns and leaves it empty so the caller falls
+# back to `cargo test`.
+ensure_nextest() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        STREAMGATE_HAVE_NEXTEST=1
+        return 0
+    fi
+    echo "Installing cargo-nextest with cargo install (it is missing)..."
+    if cargo install cargo-nextest --locked; then
+        STREAMGATE_HAVE_NEXTEST=1
+    else
+        warn "could not install cargo-nextest; falling back to cargo test"
+        STREAMGATE_HAVE_NEXTEST=""
+    fi
+}

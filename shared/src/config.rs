@@ -1,0 +1,315 @@
+//! Layered configuration: built-in defaults < TOML file < environment < command-line flags.
+//!
+//! Each service declares its settings as a table of [`Setting`]s (name, default, what is
+//! allowed). A setting is known by its environment variable name (`REDIS_URL`); in a TOML
+//! file the same setting is the lower-case key (`redis_url`). The file is named by
+//! `--config PATH` or `STREAMGATE_CONFIG`. Every value is parsed once, here, into a typed
+//! field; an invalid one becomes a [`ConfigError`] naming the setting, the value and what is
+//! allowed, which the binaries print as one line before exiting with code 2.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The environment variable that names a configuration file.
+pub const CONFIG_FILE_ENV: &str = "STREAMGATE_CONFIG";
+
+/// The exit code of a process stopped by bad configuration.
+pub const EXIT_BAD_CONFIG: i32 = 2;
+
+/// One configurable setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The environment variable name, also the setting's name in messages.
+    pub name: &'static str,
+    /// The built-in default, as text ("" for none).
+    pub default: &'static str,
+    /// What values are allowed, for error messages and the README.
+    pub allowed: &'static str,
+    /// What it does.
+    pub help: &'static str,
+}
+
+impl Setting {
+    /// The key in a TOML file.
+    pub fn file_key(&self) -> String {
+        self.name.to_ascii_lowercase()
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that is not allowed.
+    #[error("invalid {setting}={value:?}: expected {allowed}")]
+    Invalid {
+        /// The setting's name.
+        setting: String,
+        /// The rejected value.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// A key in the configuration file that no setting has.
+    #[error("unknown setting {key:?} in configuration file {path}")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// The file.
+        path: String,
+    },
+    /// A flag or override naming no setting.
+    #[error("unknown setting {0:?}")]
+    UnknownSetting(String),
+    /// The configuration file could not be read or parsed.
+    #[error("cannot read configuration file {path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Where the values come from. Tests build one in memory; binaries use [`Sources::from_process`].
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A TOML file (from `--config` or `STREAMGATE_CONFIG`).
+    pub file: Option<PathBuf>,
+    /// Environment variables.
+    pub env: HashMap<String, String>,
+    /// Command-line flags, as (setting name, value); later entries win.
+    pub flags: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The process environment, the file given by `--config` (or `STREAMGATE_CONFIG`), and
+    /// the given flags.
+    pub fn from_process(config_flag: Option<PathBuf>, flags: Vec<(String, String)>) -> Sources {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let file =
+            config_flag.or_else(|| env.get(CONFIG_FILE_ENV).filter(|p| !p.is_empty()).map(PathBuf::from));
+        Sources { file, env, flags }
+    }
+}
+
+/// The merged values of a service's settings, before typing.
+#[derive(Debug)]
+pub struct Layered {
+    values: HashMap<&'static str, String>,
+}
+
+impl Layered {
+    /// Merges the layers for `settings`.
+    pub fn load(settings: &[Setting], sources: &Sources) -> Result<Layered, ConfigError> {
+        let mut builder = config::Config::builder();
+        for setting in settings {
+            builder =
+                builder.set_default(setting.file_key(), setting.default).expect("a plain key always sets");
+        }
+        if let Some(path) = &sources.file {
+            let display = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| ConfigError::File { path: display.clone(), message: error.to_string() })?;
+            let file = config::Config::builder()
+                .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+                .build()
+                .map_err(|error| ConfigError::File { path: display.clone(), message: error.to_string() })?;
+            let table = file
+                .try_deserialize::<HashMap<String, config::Value>>()
+                .map_err(|error| ConfigError::File { path: display.clone(), message: error.to_string() })?;
+            for key in table.keys() {
+                if !settings.iter().any(|s| s.file_key() == *key) {
+                    return Err(ConfigError::UnknownKey { key: key.clone(), path: display });
+                }
+            }
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        for setting in settings {
+            if let Some(value) = sources.env.get(setting.name) {
+                builder = builder.set_override(setting.file_key(), value.as_str()).expect("plain key");
+            }
+        }
+        for (name, value) in &sources.flags {
+            let setting = settings
+                .iter()
+                .find(|s| s.name.eq_ignore_ascii_case(name) || s.file_key() == name.replace('-', "_"))
+                .ok_or_else(|| ConfigError::UnknownSetting(name.clone()))?;
+            builder = builder.set_override(setting.file_key(), value.as_str()).expect("plain key");
+        }
+        let merged = builder.build().map_err(|error| ConfigError::File {
+            path: sources.file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            message: error.to_string(),
+        })?;
+        let mut values = HashMap::new();
+        for setting in settings {
+            let value = merged.get_string(&setting.file_key()).map_err(|_| ConfigError::Invalid {
+                setting: setting.name.to_owned(),
+                value: String::from("<not text>"),
+                allowed: setting.allowed.to_owned(),
+            })?;
+            values.insert(setting.name, value);
+        }
+        Ok(Layered { values })
+    }
+
+    /// The raw text of a setting.
+    pub fn raw(&self, setting: &Setting) -> &str {
+        self.values.get(setting.name).map(String::as_str).unwrap_or("")
+    }
+
+    /// Parses a setting with `parse`, which returns `None` for a value that is not allowed.
+    pub fn get_with<T>(
+        &self,
+        setting: &Setting,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        let raw = self.raw(setting).trim();
+        parse(raw).ok_or_else(|| ConfigError::Invalid {
+            setting: setting.name.to_owned(),
+            value: raw.to_owned(),
+            allowed: setting.allowed.to_owned(),
+        })
+    }
+
+    /// Parses a setting with its `FromStr`.
+    pub fn get<T: FromStr>(&self, setting: &Setting) -> Result<T, ConfigError> {
+        self.get_with(setting, |raw| raw.parse().ok())
+    }
+
+    /// An optional text setting: `None` when empty.
+    pub fn get_optional(&self, setting: &Setting) -> Option<String> {
+        let raw = self.raw(setting).trim();
+        (!raw.is_empty()).then(|| raw.to_owned())
+    }
+
+    /// A whole number within `range`.
+    pub fn get_in_range<T>(
+        &self,
+        setting: &Setting,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd,
+    {
+        self.get_with(setting, |raw| raw.parse().ok().filter(|v| range.contains(v)))
+    }
+
+    /// A duration such as `15s`, `500ms` or `2m`, within `range`.
+    pub fn get_duration(
+        &self,
+        setting: &Setting,
+        range: std::ops::RangeInclusive<Duration>,
+    ) -> Result<Duration, ConfigError> {
+        self.get_with(setting, |raw| parse_duration(raw).filter(|d| range.contains(d)))
+    }
+
+    /// A size in bytes such as `65536`, `64KiB` or `1MiB`, within `range`.
+    pub fn get_bytes(
+        &self,
+        setting: &Setting,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, ConfigError> {
+        self.get_with(setting, |raw| parse_bytes(raw).filter(|b| range.contains(b)))
+    }
+}
+
+/// Parses a human duration (`15s`, `500ms`, `2m`, `1h 30m`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text.trim()).ok()
+}
+
+/// Parses a size: a byte count with an optional `KiB`, `MiB` or `GiB` (or `K`, `M`, `G`).
+pub fn parse_bytes(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let count: usize = digits.parse().ok()?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    count.checked_mul(multiplier)
+}
+
+/// Parses a boolean (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`).
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// A comma-separated list; empty items are dropped.
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Setting = Setting { name: "SETTING_A", default: "from-default", allowed: "text", help: "" };
+    const N: Setting =
+        Setting { name: "SETTING_N", default: "5", allowed: "a whole number from 1 to 10", help: "" };
+    const ALL: &[Setting] = &[A, N];
+
+    fn write_file(text: &str) -> tempfile::NamedTempFile {
+        use std::io::Write as _;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn each_layer_overrides_the_one_below() {
+        let loaded = Layered::load(ALL, &Sources::default()).unwrap();
+        assert_eq!(loaded.raw(&A), "from-default");
+
+        let file = write_file("setting_a = \"from-file\"\nsetting_n = 7\n");
+        let mut sources = Sources { file: Some(file.path().into()), ..Sources::default() };
+        let loaded = Layered::load(ALL, &sources).unwrap();
+        assert_eq!(loaded.raw(&A), "from-file");
+        assert_eq!(loaded.get_in_range(&N, 1..=10).unwrap(), 7u32);
+
+        sources.env.insert("SETTING_A".into(), "from-env".into());
+        assert_eq!(Layered::load(ALL, &sources).unwrap().raw(&A), "from-env");
+
+        sources.flags.push(("SETTING_A".into(), "from-flag".into()));
+        assert_eq!(Layered::load(ALL, &sources).unwrap().raw(&A), "from-flag");
+    }
+
+    #[test]
+    fn invalid_value_names_setting_value_and_what_is_allowed() {
+        let sources =
+            Sources { env: HashMap::from([("SETTING_N".into(), "11".into())]), ..Sources::default() };
+        let error = Layered::load(ALL, &sources).unwrap().get_in_range(&N, 1u32..=10).unwrap_err();
+        assert_eq!(error.to_string(), "invalid SETTING_N=\"11\": expected a whole number from 1 to 10");
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error() {
+        let file = write_file("setting_x = 1\n");
+        let sources = Sources { file: Some(file.path().into()), ..Sources::default() };
+        assert!(matches!(Layered::load(ALL, &sources), Err(ConfigError::UnknownKey { .. })));
+    }
+
+    #[test]
+    fn parses_sizes_durations_and_booleans() {
+        assert_eq!(parse_bytes("64KiB"), Some(65536));
+        assert_eq!(parse_bytes("1 MiB"), Some(1 << 20));
+        assert_eq!(parse_bytes("100"), Some(100));
+        assert_eq!(parse_bytes("12parsecs"), None);
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_bool("Yes"), Some(true));
+        assert_eq!(parse_bool("maybe"), None);
+        assert_eq!(parse_list("a, b,,c"), vec!["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,29 @@
+//! Streamgate's shared library: the concepts every service speaks.
+//!
+//! - [`config`] — layered settings (defaults < TOML file < environment < flags) with
+//!   one-line errors.
+//! - [`topic`] — validated names — [`topic::Topic`], [`topic::EventName`],
+//!   [`topic::InstanceId`].
+//! - [`cursor`] — positions in a topic's history (history id + epoch) and the SSE `id:`
+//!   format that carries them.
+//! - [`event`] — the event model and the one SSE encoder.
+//! - [`keys`] — every Redis key name, with hash tags for Redis Cluster.
+//! - [`stream`] — history and routed entries as stored in Redis streams.
+//! - [`redis`] — the connection pool, dedicated blocking connections, backoff, outage logs.
+//! - [`settings`] — settings every service shares (Redis URL, key prefix, log format).
+//! - [`telemetry`] — tracing subscriber and optional OTLP export.
+//! - [`shutdown`] — Ctrl-C / SIGTERM handling.
+//!
+//! Architecture invariant: this crate knows nothing of HTTP or axum, so the janitor never
+//! links an HTTP stack.
+
+pub mod config;
+pub mod cursor;
+pub mod event;
+pub mod keys;
+pub mod redis;
+pub mod settings;
+pub mod shutdown;
+pub mod stream;
+pub mod telemetry;
+pub mod topic;

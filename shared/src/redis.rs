@@ -1,0 +1,213 @@
+//! Redis connections: a pool for ordinary commands, dedicated connections for blocking
+//! reads, start-up checks, and the reconnect policy (capped exponential backoff with one log
+//! line per state change, not per retry).
+//!
+//! redis-rs gives async connections a 500 ms response timeout by default, which breaks
+//! `XREAD BLOCK`; blocking reads therefore get their own connection without a response
+//! timeout, never a pool checkout, and a caller resumes from the last id it handled after a
+//! reconnect.
+
+use std::time::Duration;
+
+use deadpool_redis::{Manager, Pool, Runtime};
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+
+/// How long to wait for a TCP connection to Redis.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The response timeout of pooled connections. Generous: a batch append script for a
+/// thousand events is one command.
+const POOLED_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a pool checkout may wait for a free connection or a new one.
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A Redis error, or a pool that could not hand out a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// A command or connection failed.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// The pool could not hand out a connection.
+    #[error("redis pool: {0}")]
+    Pool(String),
+}
+
+impl From<deadpool_redis::PoolError> for RedisError {
+    fn from(error: deadpool_redis::PoolError) -> Self {
+        match error {
+            deadpool_redis::PoolError::Backend(error) => RedisError::Redis(error),
+            other => RedisError::Pool(other.to_string()),
+        }
+    }
+}
+
+/// Parses and checks a Redis URL (`redis://`, `rediss://` for TLS, `redis+unix://`), with
+/// optional user name, password and database: `redis://:secret@host:6379/0`.
+pub fn validate_url(url: &str) -> Option<String> {
+    use redis::IntoConnectionInfo as _;
+    url.into_connection_info().ok().map(|_| url.to_owned())
+}
+
+/// Builds the pool for ordinary commands. Connections are made lazily.
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, RedisError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(POOLED_RESPONSE_TIMEOUT));
+    let manager = Manager::new_with_config(url, config)?;
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|error| RedisError::Pool(error.to_string()))
+}
+
+/// Opens a dedicated connection for blocking commands (`XREAD BLOCK`, `XREADGROUP BLOCK`):
+/// no response timeout. Never share it: other commands would wait behind the block.
+pub async fn blocking_connection(url: &str) -> Result<MultiplexedConnection, RedisError> {
+    let client = redis::Client::open(url)?;
+    let config =
+        AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT)).set_response_timeout(None);
+    Ok(client.get_multiplexed_async_connection_with_config(&config).await?)
+}
+
+/// Pings Redis and warns loudly when its eviction policy could delete Streamgate's keys.
+pub async fn check_ready(pool: &Pool) -> Result<(), RedisError> {
+    let mut conn = pool.get().await?;
+    let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+    let policy: Result<Vec<String>, _> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await;
+    match policy {
+        Ok(pair) => {
+            if let Some(policy) = pair.get(1)
+                && policy != "noeviction"
+            {
+                tracing::warn!(
+                    policy = %policy,
+                    "Redis maxmemory-policy is not noeviction: a full Redis will silently delete topic \
+                     histories and memberships, and clients will get reset events. Set maxmemory-policy \
+                     noeviction."
+                );
+            }
+        }
+        // Managed Redis services often forbid CONFIG; that is no reason to stop.
+        Err(error) => tracing::debug!(%error, "Could not read maxmemory-policy."),
+    }
+    Ok(())
+}
+
+/// Capped exponential backoff with jitter, for reconnect loops.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial` and doubles up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff { initial, max, current: initial }
+    }
+
+    /// The default for Redis reconnects: 100 ms doubling to 5 s.
+    pub fn redis() -> Backoff {
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    /// The next delay (with up to 25% random jitter), and doubles the base.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let jitter = base.mul_f64(fastrand::f64() * 0.25);
+        base + jitter
+    }
+
+    /// Back to the initial delay after a success.
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+/// Logs a dependency's outages once when they start and once when they end, never per retry.
+#[derive(Debug)]
+pub struct OutageLog {
+    what: &'static str,
+    down_since: Option<std::time::Instant>,
+    failures: u64,
+}
+
+impl OutageLog {
+    /// A log for `what` (for example "instance stream reader").
+    pub fn new(what: &'static str) -> OutageLog {
+        OutageLog { what, down_since: None, failures: 0 }
+    }
+
+    /// Records a failure; logs only the first of an outage.
+    pub fn failed(&mut self, error: &dyn std::fmt::Display) {
+        self.failures += 1;
+        if self.down_since.is_none() {
+            self.down_since = Some(std::time::Instant::now());
+            tracing::warn!(component = self.what, %error, "Redis unavailable; retrying with backoff.");
+        }
+    }
+
+    /// Records a success; logs the end of an outage. Returns whether one had been going on.
+    pub fn recovered(&mut self) -> bool {
+        let Some(since) = self.down_since.take() else {
+            return false;
+        };
+        tracing::info!(
+            component = self.what,
+            outage_ms = since.elapsed().as_millis() as u64,
+            failed_attempts = self.failures,
+            "Redis available again."
+        );
+        self.failures = 0;
+        true
+    }
+
+    /// Whether an outage is going on.
+    pub fn is_down(&self) -> bool {
+        self.down_since.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let delays: Vec<_> = (0..5).map(|_| backoff.next_delay()).collect();
+        for (delay, base) in delays.iter().zip([100u64, 200, 400, 400, 400]) {
+            assert!(*delay >= Duration::from_millis(base) && *delay <= Duration::from_millis(base * 5 / 4));
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() < Duration::from_millis(126));
+    }
+
+    #[test]
+    fn urls_with_password_and_tls_are_accepted() {
+        for url in ["redis://127.0.0.1:6379", "redis://:secret@host:6380/2", "rediss://user:pw@host:6380"] {
+            assert!(validate_url(url).is_some(), "{url}");
+        }
+        for url in ["http://host", "not a url", ""] {
+            assert!(validate_url(url).is_none(), "{url}");
+        }
+    }
+
+    #[test]
+    fn outage_log_reports_transitions_only() {
+        let mut log = OutageLog::new("test");
+        assert!(!log.recovered());
+        log.failed(&"boom");
+        log.failed(&"boom");
+        assert!(log.is_down());
+        assert!(log.recovered());
+        assert!(!log.is_down());
+    }
+}

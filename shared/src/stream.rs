@@ -1,0 +1,145 @@
+//! The entries Streamgate keeps in Redis streams, and how they are read back.
+//!
+//! A **history entry** (in `P:h:{T}`) has fields `d` (data), `p` (the id of the topic's
+//! previous event, `0-0` for the first of an epoch) and, when named, `n` (event name).
+//! A **routed entry** (in an instance stream `P:i:{I}:s`) repeats the event for the live
+//! path: `t` topic, `i` history id, `p` previous id, `e` epoch, `d`, and `n` when named.
+//! `p` is what lets a gateway see a gap (a predecessor newer than what it delivered) and
+//! fill it from the history; anything at or below what it delivered is a duplicate.
+
+use redis::Value;
+use redis::streams::StreamId;
+
+use crate::cursor::{Epoch, HistoryId};
+
+/// One event as stored in a topic's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Its history id.
+    pub id: HistoryId,
+    /// The id of the event before it in the same epoch (`0-0` for the first).
+    pub prev: HistoryId,
+    /// The event name, if any.
+    pub name: Option<String>,
+    /// The payload.
+    pub data: String,
+}
+
+/// One event as routed to an instance stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedEntry {
+    /// The topic (not yet validated: the gateway looks it up among its own topics).
+    pub topic: String,
+    /// The event in the topic's history.
+    pub entry: HistoryEntry,
+    /// The history's epoch.
+    pub epoch: Epoch,
+}
+
+/// Why a stream entry could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed stream entry {id}: {reason}")]
+pub struct EntryError {
+    /// The entry's stream id.
+    pub id: String,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn field(entry: &StreamId, name: &str) -> Option<String> {
+    entry.map.get(name).and_then(text)
+}
+
+impl HistoryEntry {
+    /// Decodes a history stream entry.
+    pub fn decode(entry: &StreamId) -> Result<HistoryEntry, EntryError> {
+        let error = |reason| EntryError { id: entry.id.clone(), reason };
+        Ok(HistoryEntry {
+            id: entry.id.parse().map_err(|_| error("bad id"))?,
+            prev: field(entry, "p").and_then(|p| p.parse().ok()).ok_or_else(|| error("no previous id"))?,
+            name: field(entry, "n"),
+            data: field(entry, "d").ok_or_else(|| error("no data"))?,
+        })
+    }
+}
+
+impl RoutedEntry {
+    /// Decodes an instance stream entry.
+    pub fn decode(entry: &StreamId) -> Result<RoutedEntry, EntryError> {
+        let error = |reason| EntryError { id: entry.id.clone(), reason };
+        let id = field(entry, "i").and_then(|i| i.parse().ok()).ok_or_else(|| error("no history id"))?;
+        Ok(RoutedEntry {
+            topic: field(entry, "t").ok_or_else(|| error("no topic"))?,
+            epoch: field(entry, "e").and_then(|e| Epoch::parse(&e)).ok_or_else(|| error("no epoch"))?,
+            entry: HistoryEntry {
+                id,
+                prev: field(entry, "p")
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| error("no previous id"))?,
+                name: field(entry, "n"),
+                data: field(entry, "d").ok_or_else(|| error("no data"))?,
+            },
+        })
+    }
+
+    /// The field/value pairs to `XADD` to an instance stream.
+    pub fn fields(topic: &str, entry: &HistoryEntry, epoch: &Epoch) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("t", topic.to_owned()),
+            ("i", entry.id.to_string()),
+            ("p", entry.prev.to_string()),
+            ("e", epoch.as_str().to_owned()),
+            ("d", entry.data.clone()),
+        ];
+        if let Some(name) = &entry.name {
+            fields.push(("n", name.clone()));
+        }
+        fields
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn stream_id(id: &str, fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: id.to_owned(),
+            map: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect::<HashMap<_, _>>(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn routed_entry_round_trips_through_its_fields() {
+        let entry = HistoryEntry {
+            id: "5-1".parse().unwrap(),
+            prev: "5-0".parse().unwrap(),
+            name: Some("status".into()),
+            data: "{\"a\":1}".into(),
+        };
+        let epoch = Epoch::parse("abc").unwrap();
+        let fields = RoutedEntry::fields("order:1", &entry, &epoch);
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let decoded = RoutedEntry::decode(&stream_id("9-0", &pairs)).unwrap();
+        assert_eq!(decoded, RoutedEntry { topic: "order:1".into(), entry, epoch });
+    }
+
+    #[test]
+    fn history_entry_without_previous_id_is_malformed() {
+        let error = HistoryEntry::decode(&stream_id("5-0", &[("d", "x")])).unwrap_err();
+        assert_eq!(error.reason, "no previous id");
+    }
+}

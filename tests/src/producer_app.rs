@@ -1,0 +1,149 @@
+//! The producer under test: in-process on port 0 ([`spawn_producer`]), or as the real
+//! binary ([`producer_binary`]) for tests that need a process to kill or a command line.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use producer::settings::ProducerConfig;
+use producer::startup::Application;
+use streamgate::keys::Keys;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Environment variable naming a prebuilt producer binary, which skips the build.
+pub const PRODUCER_BIN_ENV: &str = "STREAMGATE_PRODUCER_BIN";
+
+/// A producer running in this process.
+pub struct TestProducer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its key schema.
+    pub keys: Keys,
+    /// Its configuration.
+    pub config: ProducerConfig,
+    http: reqwest::Client,
+    stop: CancellationToken,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The settings every test producer gets, before the test's own: its Redis and prefix,
+/// port 0, and an ingest stream under the prefix, off unless a test turns it on.
+pub fn test_settings(redis_url: &str, prefix: &str) -> Vec<(String, String)> {
+    [
+        ("REDIS_URL", redis_url.to_owned()),
+        ("KEY_PREFIX", prefix.to_owned()),
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("INGEST_ENABLED", "false".to_owned()),
+        ("INGEST_STREAM", format!("{prefix}:ingest")),
+        ("INGEST_DEAD_LETTER", format!("{prefix}:ingest:dead")),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
+/// Starts a producer on 127.0.0.1:0 against `redis_url` under `prefix`, with the
+/// [`test_settings`] and then `overrides`.
+pub async fn spawn_producer(redis_url: &str, prefix: &str, overrides: &[(&str, &str)]) -> TestProducer {
+    let defaults = test_settings(redis_url, prefix);
+    let mut settings: Vec<(&str, &str)> = defaults.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    settings.extend_from_slice(overrides);
+    let config = ProducerConfig::with_overrides(&settings).expect("test producer configuration");
+    let application = Application::build(config.clone()).await.expect("producer starts");
+    let port = application.port();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(application.run_until_stopped(stop.clone()));
+    TestProducer {
+        port,
+        keys: config.common.keys.clone(),
+        config,
+        http: reqwest::Client::new(),
+        stop,
+        task: Some(task),
+    }
+}
+
+impl TestProducer {
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `POST /publish` with a JSON body.
+    pub async fn publish(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.post_publish(body.to_string(), &[("content-type", "application/json")]).await
+    }
+
+    /// `POST /publish` with a raw body and the given headers.
+    pub async fn post_publish(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.http.post(self.url("/publish")).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("POST /publish")
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// Graceful shutdown (as on SIGTERM), waiting for it to finish.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("producer stops within 20 s")
+                .expect("producer task")
+                .expect("producer serve");
+        }
+    }
+}
+
+impl Drop for TestProducer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The path of the `producer` binary, built once per test process.
+///
+/// A dependency's binaries are not built for another package's tests, so this runs
+/// `cargo build -p producer --bin producer` (a no-op when it is up to date; `scripts/test`
+/// builds every binary beforehand anyway). Set `STREAMGATE_PRODUCER_BIN` to skip it. Under
+/// `cargo test`, which holds the build lock while tests run, build the binaries first
+/// (`cargo build --bins`) and set that variable, or use `cargo nextest`.
+pub fn producer_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os(PRODUCER_BIN_ENV) {
+                return PathBuf::from(path);
+            }
+            // <target>/<profile>/deps/it-<hash> → <target>/<profile>/producer
+            let test_binary = std::env::current_exe().expect("current test executable");
+            let profile_dir =
+                test_binary.parent().and_then(|deps| deps.parent()).expect("target profile directory");
+            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "-p", "producer", "--bin", "producer"]);
+            if profile_dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status =
+                build.current_dir(&workspace).status().expect("run cargo build for the producer binary");
+            assert!(status.success(), "cargo build -p producer failed: {status}");
+            let binary = profile_dir.join(format!("producer{}", std::env::consts::EXE_SUFFIX));
+            assert!(binary.exists(), "no producer binary at {}", binary.display());
+            binary
+        })
+        .clone()
+}

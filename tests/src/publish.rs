@@ -1,0 +1,39 @@
+//! The producer's routing core, in-process, for tests that need events published.
+
+use std::time::Duration;
+
+use producer::publisher::{Publish, Published, Publisher, PublisherConfig};
+use streamgate::event::Event;
+use streamgate::keys::Keys;
+use streamgate::topic::{EventName, Topic};
+
+/// A publisher against `redis_url` under `prefix`, with default retention.
+pub fn publisher(redis_url: &str, prefix: &str) -> Publisher {
+    let pool = streamgate::redis::pool(redis_url, 4).expect("pool");
+    let config = PublisherConfig {
+        history_max_len: Some(10_000),
+        history_max_age: None,
+        dedup_window: Duration::from_secs(600),
+        instance_stream_max_len: 100_000,
+        liveness_cache: Duration::ZERO,
+    };
+    Publisher::new(pool, Keys::new(prefix).expect("prefix"), config)
+}
+
+/// An event for `topic` with `data` and an optional name.
+pub fn event(topic: &str, name: Option<&str>, data: &str) -> Publish {
+    Publish {
+        event: Event {
+            topic: Topic::parse(topic, 256).expect("topic"),
+            name: name.map(|n| EventName::parse(n).expect("event name")),
+            data: data.to_owned(),
+        },
+        idempotency_key: None,
+    }
+}
+
+/// Publishes one event and returns its cursor text.
+pub async fn publish_one(publisher: &Publisher, topic: &str, data: &str) -> String {
+    let results: Vec<Published> = publisher.publish(&[event(topic, None, data)]).await.expect("publish");
+    results[0].cursor.to_string()
+}

@@ -1,0 +1,80 @@
+//! An SSE client for tests, parsing with an independent parser (eventsource-stream), that
+//! behaves like a browser's `EventSource` where it matters: it sends `Last-Event-ID`.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use futures_util::{Stream, StreamExt};
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
+
+/// One open event stream.
+pub struct SseStream {
+    /// The response status.
+    pub status: reqwest::StatusCode,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    events: Events,
+}
+
+/// Opens `url` with an optional `Last-Event-ID`. Panics unless the server answers.
+pub async fn connect(url: &str, last_event_id: Option<&str>) -> SseStream {
+    let client = reqwest::Client::new();
+    let mut request = client.get(url).header("accept", "text/event-stream");
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.send().await.expect("gateway answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let events = response.bytes_stream().eventsource().map(|item| item.map_err(|e| e.to_string())).boxed();
+    SseStream { status, headers, events }
+}
+
+impl SseStream {
+    /// The next event, or `None` if the stream ended or `timeout` passed.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        match tokio::time::timeout(timeout, self.events.next()).await {
+            Ok(Some(Ok(event))) => Some(event),
+            _ => None,
+        }
+    }
+
+    /// Collects `n` events, failing the test if they do not arrive within `deadline`.
+    pub async fn take(&mut self, n: usize, deadline: Duration) -> Vec<Event> {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut events = Vec::with_capacity(n);
+        while events.len() < n {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Some(event) => events.push(event),
+                None => panic!("got {} of {n} events before the deadline: {events:?}", events.len()),
+            }
+        }
+        events
+    }
+
+    /// Asserts that no event arrives within `window`.
+    pub async fn expect_silence(&mut self, window: Duration) {
+        if let Some(event) = self.next_event(window).await {
+            panic!("expected no event, got {event:?}");
+        }
+    }
+}
+
+/// Reads raw bytes of a response body until `needle` appears or `deadline` passes.
+pub async fn read_raw_until(url: &str, needle: &str, deadline: Duration) -> String {
+    let response = reqwest::Client::new().get(url).send().await.expect("gateway answers");
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    let until = tokio::time::Instant::now() + deadline;
+    while !seen.contains(needle) {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, body.next()).await {
+            Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => break,
+        }
+    }
+    seen
+}

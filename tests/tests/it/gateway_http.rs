@@ -1,0 +1,137 @@
+//! The gateway's HTTP contract that needs no publisher: request validation, headers, the
+//! stream's opening, heartbeats, health and readiness, memberships in Redis.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use streamgate_tests::gateway_app::spawn_gateway;
+use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::sse_client::{connect, read_raw_until};
+
+#[tokio::test]
+async fn each_bad_request_gets_400_with_a_json_error() {
+    let redis = RedisServer::start();
+    let gateway =
+        spawn_gateway(&redis.url(), &unique_prefix("bad"), &[("MAX_TOPICS_PER_CONNECTION", "2")]).await;
+    let client = reqwest::Client::new();
+    let cases = [
+        ("/events", None, "no topic"),
+        ("/events?topic=", None, "must not be empty"),
+        ("/events?topic=a&topic=b&topic=c", None, "too many topics"),
+        ("/events?topic=a%0Ab", None, "forbidden character"),
+        ("/events?topic=a&lastEventId=nonsense", None, "malformed cursor"),
+        ("/events?topic=a", Some("1-0"), "malformed cursor"),
+    ];
+    for (path, header, expected) in cases {
+        let mut request = client.get(gateway.url(path));
+        if let Some(header) = header {
+            request = request.header("last-event-id", header);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains(expected), "{path}: {message}");
+    }
+    let long = "x".repeat(257);
+    let response = client.get(gateway.url(&format!("/events?topic={long}"))).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn stream_opens_with_headers_retry_and_instance_comment() {
+    let redis = RedisServer::start();
+    let gateway = spawn_gateway(&redis.url(), &unique_prefix("open"), &[]).await;
+    let stream = connect(&gateway.url("/events?topic=order:1"), None).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.headers["content-type"], "text/event-stream");
+    assert_eq!(stream.headers["cache-control"], "no-cache");
+    assert_eq!(stream.headers["x-accel-buffering"], "no");
+    assert_eq!(stream.headers["x-streamgate-instance"], gateway.instance.as_str());
+    let raw = read_raw_until(&gateway.url("/events?topic=order:1"), "instance", Duration::from_secs(5)).await;
+    assert!(raw.starts_with("retry: 2000\n\n: streamgate instance "), "{raw:?}");
+}
+
+#[tokio::test]
+async fn heartbeat_comments_arrive_at_the_configured_interval() {
+    let redis = RedisServer::start();
+    let gateway = spawn_gateway(&redis.url(), &unique_prefix("hb"), &[("HEARTBEAT_INTERVAL", "1s")]).await;
+    let started = std::time::Instant::now();
+    let raw =
+        read_raw_until(&gateway.url("/events?topic=quiet"), ": \n\n: \n\n", Duration::from_secs(10)).await;
+    // Greeting, then at least two bare heartbeat comments.
+    assert!(raw.matches(": \n\n").count() >= 2, "{raw:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "heartbeats came too fast");
+}
+
+#[tokio::test]
+async fn memberships_are_counted_and_removed_when_the_last_subscriber_leaves() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("members");
+    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
+    let mut conn = redis.client().await;
+    let group = format!("{prefix}:g:{{room}}");
+    let first = connect(&gateway.url("/events?topic=room"), None).await;
+    let second = connect(&gateway.url("/events?topic=room&topic=other"), None).await;
+    wait_for(|| async {
+        conn.clone().hget::<_, _, Option<i64>>(&group, &gateway.instance).await.unwrap() == Some(2)
+    })
+    .await;
+    drop(first);
+    drop(second);
+    wait_for(|| async { !conn.clone().exists::<_, bool>(&group).await.unwrap() }).await;
+    let alive: bool = conn.exists(format!("{prefix}:i:{{{}}}:alive", gateway.instance)).await.unwrap();
+    assert!(alive);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let mut redis = RedisServer::start();
+    let gateway = spawn_gateway(&redis.url(), &unique_prefix("ready"), &[]).await;
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(gateway.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(client.get(gateway.url("/readyz")).send().await.unwrap().status(), 200);
+    redis.stop();
+    let response = client.get(gateway.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(client.get(gateway.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_removes_memberships_and_liveness() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("bye");
+    let gateway = spawn_gateway(&redis.url(), &prefix, &[("DRAIN_TIMEOUT", "2s")]).await;
+    let mut conn = redis.client().await;
+    let group = format!("{prefix}:g:{{t}}");
+    let mut stream = connect(&gateway.url("/events?topic=t"), None).await;
+    wait_for(|| async { conn.clone().exists::<_, bool>(&group).await.unwrap() }).await;
+    let instance = gateway.instance.clone();
+    gateway.shutdown().await;
+    assert!(stream.next_event(Duration::from_secs(5)).await.is_none(), "the stream ends");
+    assert!(!conn.exists::<_, bool>(&group).await.unwrap());
+    assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:alive")).await.unwrap());
+}
+
+#[tokio::test]
+async fn over_the_connection_limit_gets_503_with_retry_after() {
+    let redis = RedisServer::start();
+    let gateway = spawn_gateway(&redis.url(), &unique_prefix("limit"), &[("MAX_CONNECTIONS", "1")]).await;
+    let _first = connect(&gateway.url("/events?topic=a"), None).await;
+    let response = reqwest::get(gateway.url("/events?topic=a")).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+}
+
+/// Polls `condition` every 20 ms until it holds, failing after 10 s.
+pub async fn wait_for<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
