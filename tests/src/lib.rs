@@ -3,11 +3,13 @@
 //! - [`redis_server`]: a real `redis-server` child process per test or per group of
 //!   tests, on a free port, that can be stopped, crashed and restarted; plus
 //!   [`redis_server::unique_prefix`] to isolate tests sharing one server.
+//! - [`binaries`]: paths of the real service binaries.
 //! - [`gateway_app`]: a real gateway in-process on port 0.
 //! - [`publish`]: the producer's routing core in-process.
 //! - [`producer_app`]: a real producer in-process on port 0, and the producer binary.
 //! - [`sse_client`]: an SSE client with an independent parser.
 
+pub mod binaries;
 pub mod gateway_app;
 pub mod producer_app;
 pub mod publish;

@@ -1,6 +1,7 @@
 //! Streamgate's integration tests, in one binary so they compile once. Each module tests
 //! one area against real processes (redis-server, the services on port 0).
 
+mod config_layers;
 mod gateway_delivery;
 mod gateway_http;
 mod redis_harness;
