@@ -2,6 +2,7 @@
 //! one area against real processes (redis-server, the services on port 0).
 
 mod config_layers;
+mod docs;
 mod gateway_delivery;
 mod gateway_http;
 mod redis_harness;
