@@ -147,3 +147,76 @@ pub fn producer_binary() -> PathBuf {
         })
         .clone()
 }
+
+/// A `producer serve` child process, killed (SIGKILL) when dropped.
+pub struct ProducerProcess {
+    child: std::process::Child,
+}
+
+impl ProducerProcess {
+    /// Starts `producer serve` with exactly `settings` as its configuration environment
+    /// (the test's own environment is inherited, minus any configuration file) and
+    /// `HOSTNAME=hostname`, which makes its ingest consumer's name start with `hostname-`.
+    /// Its logs go to stderr when `TEST_LOG` is set.
+    pub fn spawn(binary: &std::path::Path, settings: &[(String, String)], hostname: &str) -> ProducerProcess {
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .env_remove(streamgate::config::CONFIG_FILE_ENV)
+            .env("HOSTNAME", hostname)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        if std::env::var_os("TEST_LOG").is_none() {
+            command.stderr(std::process::Stdio::null());
+        }
+        for (name, value) in settings {
+            command.env(name, value);
+        }
+        ProducerProcess { child: command.spawn().expect("spawn the producer binary") }
+    }
+
+    /// Kills the process with SIGKILL, like a crash, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProducerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every entry of a stream, oldest first.
+pub async fn stream_entries(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<redis::streams::StreamId> {
+    let reply: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(key).arg("-").arg("+").query_async(conn).await.expect("XRANGE");
+    reply.ids
+}
+
+/// A topic's history, decoded, oldest first.
+pub async fn history(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    topic: &str,
+) -> Vec<streamgate::stream::HistoryEntry> {
+    let topic = streamgate::topic::Topic::parse(topic, usize::MAX).expect("topic");
+    stream_entries(conn, &keys.history(&topic))
+        .await
+        .iter()
+        .map(|entry| streamgate::stream::HistoryEntry::decode(entry).expect("well-formed history entry"))
+        .collect()
+}
+
+/// A stream entry's field as text.
+pub fn field(entry: &redis::streams::StreamId, name: &str) -> Option<String> {
+    match entry.map.get(name)? {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        redis::Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}

@@ -5,4 +5,6 @@ mod config_layers;
 mod docs;
 mod gateway_delivery;
 mod gateway_http;
+mod producer_ingest;
+mod producer_publish;
 mod redis_harness;
