@@ -135,3 +135,67 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn cors_origins_are_configurable() {
+    let redis = RedisServer::start();
+    let gateway =
+        spawn_gateway(&redis.url(), &unique_prefix("cors"), &[("CORS_ORIGINS", "https://app.example")]).await;
+    let client = reqwest::Client::new();
+    let allowed =
+        client.get(gateway.url("/healthz")).header("origin", "https://app.example").send().await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    let other =
+        client.get(gateway.url("/healthz")).header("origin", "https://evil.example").send().await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let closed = spawn_gateway(&redis.url(), &unique_prefix("nocors"), &[]).await;
+    let response =
+        client.get(closed.url("/healthz")).header("origin", "https://app.example").send().await.unwrap();
+    assert!(response.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn admin_lists_connections_and_the_demo_page_is_served() {
+    let redis = RedisServer::start();
+    let gateway = spawn_gateway(&redis.url(), &unique_prefix("admin"), &[]).await;
+    let _stream = connect(&gateway.url("/events?topic=a&topic=b"), None).await;
+    let admin: serde_json::Value =
+        reqwest::get(gateway.url("/admin/connections")).await.unwrap().json().await.unwrap();
+    assert_eq!(admin["instance"], gateway.instance.as_str());
+    assert_eq!(admin["totals"]["open"], 1);
+    let connection = &admin["connections"][0];
+    assert_eq!(connection["topics"], serde_json::json!(["a", "b"]));
+    assert!(connection["remoteAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(connection["connectedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(connection["eventsSent"], 0);
+    assert_eq!(connection["cursor"], "0,0");
+
+    let page = reqwest::get(gateway.url("/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("new EventSource(") && html.contains("localStorage"));
+}
+
+#[tokio::test]
+async fn the_router_can_be_nested_in_another_application() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("nest");
+    let config = gateway::GatewayConfig::with_overrides(&[
+        ("REDIS_URL", redis.url().as_str()),
+        ("KEY_PREFIX", prefix.as_str()),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+    ])
+    .unwrap();
+    let application = gateway::Application::build(config).await.unwrap();
+    let app = axum::Router::new().nest("/realtime", gateway::router(application.state().clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    });
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/realtime/healthz")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let stream = connect(&format!("http://127.0.0.1:{port}/realtime/events?topic=x"), None).await;
+    assert_eq!(stream.status, 200);
+}

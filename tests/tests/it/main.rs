@@ -5,6 +5,7 @@ mod config_layers;
 mod docs;
 mod gateway_delivery;
 mod gateway_http;
+mod gateway_resilience;
 mod producer_ingest;
 mod producer_publish;
 mod redis_harness;

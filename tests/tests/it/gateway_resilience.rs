@@ -1,0 +1,136 @@
+//! The gateway under stress and faults: slow consumers, Redis restarts, restarts under the
+//! same instance id, connection storms.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use streamgate_tests::gateway_app::spawn_gateway;
+use streamgate_tests::publish::{publish_one, publisher};
+use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::sse_client::connect;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn a_slow_consumer_is_closed_and_resumes_from_its_cursor_without_loss() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("slow");
+    let gateway = spawn_gateway(&redis.url(), &prefix, &[("QUEUE_SIZE", "16")]).await;
+    let publisher = publisher(&redis.url(), &prefix);
+    let url = gateway.url("/events?topic=firehose");
+    let mut slow = connect(&url, None).await;
+    let total = 300usize;
+    let padding = "x".repeat(50_000);
+    for n in 0..total {
+        publish_one(&publisher, "firehose", &format!("{n} {padding}")).await;
+    }
+    // The client did not read while 15 MB were published: the gateway closes it once it
+    // has fallen QUEUE_SIZE events behind. It reads what was in flight, then the end.
+    let mut received: Vec<(usize, String)> = Vec::new();
+    while let Some(event) = slow.next_event(Duration::from_secs(5)).await {
+        received.push((event.data.split(' ').next().unwrap().parse().unwrap(), event.id));
+    }
+    assert!(received.len() < total, "the slow client should have been cut off");
+    let admin: serde_json::Value =
+        reqwest::get(gateway.url("/admin/connections")).await.unwrap().json().await.unwrap();
+    assert!(admin["totals"]["slowClosedTotal"].as_u64().unwrap() >= 1, "{admin}");
+
+    // Like EventSource, it reconnects with the last id it saw and misses nothing.
+    let last_id = received.last().map(|(_, id)| id.clone());
+    let mut resumed = connect(&url, last_id.as_deref()).await;
+    let rest = resumed.take(total - received.len(), WAIT).await;
+    let mut all: Vec<usize> = received.iter().map(|(n, _)| *n).collect();
+    all.extend(rest.iter().map(|e| e.data.split(' ').next().unwrap().parse::<usize>().unwrap()));
+    assert_eq!(all, (0..total).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn clients_stay_connected_through_a_redis_restart_and_miss_nothing() {
+    let mut redis = RedisServer::builder().append_only(true).start();
+    let prefix = unique_prefix("outage");
+    let gateway = spawn_gateway(&redis.url(), &prefix, &[("HEARTBEAT_INTERVAL", "1s")]).await;
+    let publisher = publisher(&redis.url(), &prefix);
+    let url = gateway.url("/events?topic=t");
+    let mut before = connect(&url, None).await;
+    for n in 0..5 {
+        publish_one(&publisher, "t", &n.to_string()).await;
+    }
+    assert_eq!(before.take(5, WAIT).await.len(), 5);
+
+    redis.stop();
+    // A new connection during the outage is held open (200), never refused with a 5xx.
+    let mut during = tokio::time::timeout(Duration::from_secs(10), connect(&url, None)).await.unwrap();
+    assert_eq!(during.status, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart();
+
+    // The publisher's pool reconnects on its own; retry until it does.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut published = 5;
+    while published < 10 {
+        let event = streamgate_tests::publish::event("t", None, &published.to_string());
+        match publisher.publish(&[event]).await {
+            Ok(_) => published += 1,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(error) => panic!("publishing after the restart: {error}"),
+        }
+    }
+    let data: Vec<String> = before.take(5, WAIT).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(data, ["5", "6", "7", "8", "9"]);
+    let data: Vec<String> = during.take(5, WAIT).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(data, ["5", "6", "7", "8", "9"]);
+    before.expect_silence(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn a_restart_under_the_same_instance_id_resets_the_earlier_lifes_state() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("stale");
+    let mut conn = redis.client().await;
+    let instance = "gw-stateful-0";
+    // What a SIGKILLed earlier life left behind.
+    let _: () = conn.hset(format!("{prefix}:g:{{old}}"), instance, 7).await.unwrap();
+    let _: () = conn.sadd(format!("{prefix}:i:{{{instance}}}:topics"), "old").await.unwrap();
+    let _: String = conn.xadd(format!("{prefix}:i:{{{instance}}}:s"), "*", &[("t", "old")]).await.unwrap();
+    let gateway = spawn_gateway(&redis.url(), &prefix, &[("INSTANCE_ID", instance)]).await;
+    assert!(!conn.exists::<_, bool>(format!("{prefix}:g:{{old}}")).await.unwrap());
+    assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:topics")).await.unwrap());
+    assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:s")).await.unwrap());
+    assert!(conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:alive")).await.unwrap());
+    assert_eq!(gateway.instance, instance);
+}
+
+#[tokio::test]
+async fn a_connection_storm_registers_membership_in_few_round_trips() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("storm");
+    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
+    let mut conn = redis.client().await;
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
+    let n = 400;
+    let url = gateway.url("/events?topic=storm");
+    let connects = (0..n).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { connect(&url, None).await })
+    });
+    let streams: Vec<_> = futures_util::future::join_all(connects).await;
+    assert_eq!(streams.len(), n);
+    let group = format!("{prefix}:g:{{storm}}");
+    let count: i64 = conn.hget(&group, &gateway.instance).await.unwrap();
+    assert_eq!(count, n as i64);
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    let membership_writes = calls(&stats, "hincrby") + calls(&stats, "hset");
+    assert!(membership_writes < n as u64 / 4, "{membership_writes} membership writes for {n} connections");
+}
+
+fn calls(stats: &str, command: &str) -> u64 {
+    stats
+        .lines()
+        .find(|line| line.starts_with(&format!("cmdstat_{command}:")))
+        .and_then(|line| line.split("calls=").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
