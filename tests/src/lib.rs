@@ -4,14 +4,18 @@
 //!   tests, on a free port, that can be stopped, crashed and restarted; plus
 //!   [`redis_server::unique_prefix`] to isolate tests sharing one server.
 //! - [`binaries`]: paths of the real service binaries.
+//! - [`eventsource`]: browser-like subscribers, a retrying publisher, the exact check.
 //! - [`gateway_app`]: a real gateway in-process on port 0.
 //! - [`publish`]: the producer's routing core in-process.
 //! - [`producer_app`]: a real producer in-process on port 0, and the producer binary.
+//! - [`rig`]: gateway and producer processes behind a real nginx, Redis with AOF.
 //! - [`sse_client`]: an SSE client with an independent parser.
 
 pub mod binaries;
+pub mod eventsource;
 pub mod gateway_app;
 pub mod producer_app;
 pub mod publish;
 pub mod redis_server;
+pub mod rig;
 pub mod sse_client;

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use producer::settings::ProducerConfig;
@@ -11,9 +10,6 @@ use producer::startup::Application;
 use streamgate::keys::Keys;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Environment variable naming a prebuilt producer binary, which skips the build.
-pub const PRODUCER_BIN_ENV: &str = "STREAMGATE_PRODUCER_BIN";
 
 /// A producer running in this process.
 pub struct TestProducer {
@@ -113,39 +109,9 @@ impl Drop for TestProducer {
     }
 }
 
-/// The path of the `producer` binary, built once per test process.
-///
-/// A dependency's binaries are not built for another package's tests, so this runs
-/// `cargo build -p producer --bin producer` (a no-op when it is up to date; `scripts/test`
-/// builds every binary beforehand anyway). Set `STREAMGATE_PRODUCER_BIN` to skip it. Under
-/// `cargo test`, which holds the build lock while tests run, build the binaries first
-/// (`cargo build --bins`) and set that variable, or use `cargo nextest`.
+/// The path of the real `producer` binary (see [`crate::binaries::workspace_binary`]).
 pub fn producer_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            if let Some(path) = std::env::var_os(PRODUCER_BIN_ENV) {
-                return PathBuf::from(path);
-            }
-            // <target>/<profile>/deps/it-<hash> → <target>/<profile>/producer
-            let test_binary = std::env::current_exe().expect("current test executable");
-            let profile_dir =
-                test_binary.parent().and_then(|deps| deps.parent()).expect("target profile directory");
-            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args(["build", "--quiet", "-p", "producer", "--bin", "producer"]);
-            if profile_dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status =
-                build.current_dir(&workspace).status().expect("run cargo build for the producer binary");
-            assert!(status.success(), "cargo build -p producer failed: {status}");
-            let binary = profile_dir.join(format!("producer{}", std::env::consts::EXE_SUFFIX));
-            assert!(binary.exists(), "no producer binary at {}", binary.display());
-            binary
-        })
-        .clone()
+    crate::binaries::workspace_binary("producer")
 }
 
 /// A `producer serve` child process, killed (SIGKILL) when dropped.

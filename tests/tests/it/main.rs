@@ -3,6 +3,7 @@
 
 mod config_layers;
 mod docs;
+mod e2e;
 mod gateway_delivery;
 mod gateway_http;
 mod gateway_resilience;

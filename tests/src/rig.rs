@@ -1,0 +1,341 @@
+//! The end-to-end rig: real `gateway` and `producer` processes, a real nginx in front of
+//! the gateways, and a real redis-server with AOF — all on 127.0.0.1, torn down on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::binaries::workspace_binary;
+use crate::redis_server::{RedisServer, unique_prefix};
+
+/// A free TCP port on 127.0.0.1 (bound, read and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A service binary running as a child process; SIGKILLed on drop.
+pub struct Service {
+    /// What it is, for messages (`gateway-0`).
+    pub name: String,
+    /// Its HTTP port on 127.0.0.1.
+    pub port: u16,
+    binary: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    log_dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts `binary args...` with `env` added to a clean configuration environment.
+    pub fn spawn(name: &str, binary: &str, args: &[&str], port: u16, env: Vec<(String, String)>) -> Service {
+        let mut service = Service {
+            name: name.to_owned(),
+            port,
+            binary: workspace_binary(binary),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env,
+            child: None,
+            log_dir: tempfile::tempdir().expect("log dir"),
+        };
+        service.start();
+        service
+    }
+
+    fn start(&mut self) {
+        let mut command = Command::new(&self.binary);
+        command.args(&self.args).env_remove(streamgate::config::CONFIG_FILE_ENV).stdin(Stdio::null());
+        command.stdout(Stdio::null());
+        // Logs go to a file the test can read (and print, with TEST_LOG set, on failure).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open service log");
+        command.stderr(log);
+        command.env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info,tower_http=warn".into()));
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        self.child = Some(command.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.name)));
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Where its stderr (logs) goes.
+    pub fn log_path(&self) -> PathBuf {
+        self.log_dir.path().join(format!("{}.log", self.name))
+    }
+
+    /// Its logs so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits until `GET /readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(response) = client.get(self.url("/readyz")).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} not ready within 20 s", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (at most `within`). Returns whether it exited.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real nginx load-balancing `/events` and the rest over the gateways, with the SSE-safe
+/// settings a deployment uses.
+pub struct Nginx {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// The nginx binary (Debian's nginx-light puts it in /usr/sbin).
+fn nginx_binary() -> PathBuf {
+    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    panic!("nginx is not installed: run scripts/test, which installs it");
+}
+
+impl Nginx {
+    /// Starts nginx on a free port in front of `upstreams`, cutting upstream reads idle
+    /// for `read_timeout` (an nginx duration such as `2s`).
+    pub async fn start(upstreams: &[u16], read_timeout: &str) -> Nginx {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let servers: String = upstreams
+            .iter()
+            .map(|p| format!("        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n"))
+            .collect();
+        let config = format!(
+            r#"daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    upstream gateways {{
+{servers}    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://gateways;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Last-Event-ID $http_last_event_id;
+            proxy_buffering off;
+            proxy_cache off;
+            proxy_read_timeout {read_timeout};
+            proxy_connect_timeout 1s;
+            proxy_next_upstream error timeout http_502 http_503;
+        }}
+    }}
+}}
+"#,
+            dir = dir.path().display()
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, config).expect("write nginx.conf");
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "nginx did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Nginx { port, child, _dir: dir }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Options of a rig.
+#[derive(Debug, Clone)]
+pub struct RigOptions {
+    /// Gateway processes.
+    pub gateways: usize,
+    /// Producer processes.
+    pub producers: usize,
+    /// nginx `proxy_read_timeout`.
+    pub proxy_read_timeout: &'static str,
+    /// Extra gateway settings.
+    pub gateway_env: Vec<(&'static str, &'static str)>,
+    /// Extra producer settings.
+    pub producer_env: Vec<(&'static str, &'static str)>,
+}
+
+impl Default for RigOptions {
+    fn default() -> Self {
+        RigOptions {
+            gateways: 3,
+            producers: 2,
+            proxy_read_timeout: "2s",
+            gateway_env: Vec::new(),
+            producer_env: Vec::new(),
+        }
+    }
+}
+
+/// Redis with AOF (`appendfsync always`), gateways, producers and nginx.
+pub struct Rig {
+    /// The Redis server.
+    pub redis: RedisServer,
+    /// Key prefix of this rig.
+    pub prefix: String,
+    /// Gateway processes (instance ids `gw-0`, `gw-1`, ...).
+    pub gateways: Vec<Service>,
+    /// Producer processes.
+    pub producers: Vec<Service>,
+    /// The load balancer.
+    pub nginx: Nginx,
+}
+
+impl Rig {
+    /// Starts everything and waits until every service is ready.
+    pub async fn start(name: &str, options: RigOptions) -> Rig {
+        let redis = RedisServer::builder().append_only(true).start();
+        let prefix = unique_prefix(name);
+        let common = |port: u16| {
+            vec![
+                ("REDIS_URL".to_owned(), redis.url()),
+                ("KEY_PREFIX".to_owned(), prefix.clone()),
+                ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+            ]
+        };
+        let mut gateways = Vec::new();
+        for index in 0..options.gateways {
+            let port = free_port();
+            let mut env = common(port);
+            env.push(("INSTANCE_ID".into(), format!("gw-{index}")));
+            for (name, value) in [
+                ("HEARTBEAT_INTERVAL", "1s"),
+                ("RETRY_INTERVAL", "250ms"),
+                ("LIVENESS_TTL", "3s"),
+                ("DRAIN_TIMEOUT", "2s"),
+            ]
+            .iter()
+            .chain(options.gateway_env.iter())
+            {
+                env.push(((*name).into(), (*value).into()));
+            }
+            gateways.push(Service::spawn(&format!("gateway-{index}"), "gateway", &[], port, env));
+        }
+        let mut producers = Vec::new();
+        for index in 0..options.producers {
+            let port = free_port();
+            let mut env = common(port);
+            for (name, value) in [
+                ("INGEST_STREAM", format!("{prefix}:ingest")),
+                ("INGEST_DEAD_LETTER", format!("{prefix}:ingest:dead")),
+                ("INGEST_CLAIM_IDLE", "1s".into()),
+                ("LIVENESS_CACHE", "0s".into()),
+            ] {
+                env.push((name.into(), value));
+            }
+            for (name, value) in &options.producer_env {
+                env.push(((*name).into(), (*value).into()));
+            }
+            env.push(("HOSTNAME".into(), format!("producer-{index}")));
+            producers.push(Service::spawn(&format!("producer-{index}"), "producer", &["serve"], port, env));
+        }
+        for service in gateways.iter().chain(producers.iter()) {
+            service.wait_ready().await;
+        }
+        let upstreams: Vec<u16> = gateways.iter().map(|g| g.port).collect();
+        let nginx = Nginx::start(&upstreams, options.proxy_read_timeout).await;
+        Rig { redis, prefix, gateways, producers, nginx }
+    }
+
+    /// Open SSE connections over every live gateway, from their `/admin/connections`.
+    pub async fn open_connections(&self) -> u64 {
+        let mut total = 0;
+        for gateway in &self.gateways {
+            if let Ok(response) = reqwest::get(gateway.url("/admin/connections")).await
+                && let Ok(body) = response.json::<serde_json::Value>().await
+            {
+                total += body["totals"]["open"].as_u64().unwrap_or(0);
+            }
+        }
+        total
+    }
+}
