@@ -139,3 +139,40 @@ fn calls(stats: &str, command: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn a_redis_restart_that_lost_the_data_is_announced_and_delivery_goes_on() {
+    let mut redis = RedisServer::start(); // no persistence: a restart loses everything
+    let prefix = unique_prefix("wiped");
+    let gateway =
+        spawn_gateway(&redis.url(), &prefix, &[("HEARTBEAT_INTERVAL", "1s"), ("LIVENESS_TTL", "3s")]).await;
+    let publisher = publisher(&redis.url(), &prefix);
+    let mut stream = connect(&gateway.url("/events?topic=t"), None).await;
+    publish_one(&publisher, "t", "before").await;
+    assert_eq!(stream.take(1, WAIT).await[0].data, "before");
+
+    redis.restart();
+    // The gateway notices, registers again (its liveness key is gone) and tells the client
+    // that the history it was reading no longer exists.
+    let reset = stream.take(1, WAIT).await;
+    assert_eq!(reset[0].event, "streamgate.reset");
+    assert!(reset[0].data.contains("history_lost"), "{}", reset[0].data);
+    // Once registered again, new events flow, in a new epoch.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut conn = redis.client().await;
+    let group = format!("{prefix}:g:{{t}}");
+    while !conn.exists::<_, bool>(&group).await.unwrap_or(false) {
+        assert!(tokio::time::Instant::now() < deadline, "membership was not registered again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut id = None;
+    while id.is_none() {
+        match publisher.publish(&[streamgate_tests::publish::event("t", None, "after")]).await {
+            Ok(results) => id = Some(results[0].cursor.to_string()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let after = stream.take(1, WAIT).await;
+    assert_eq!(after[0].data, "after");
+    assert_eq!(Some(after[0].id.clone()), id);
+}
