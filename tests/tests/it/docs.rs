@@ -32,3 +32,8 @@ fn every_gateway_setting_is_documented_with_its_default() {
 fn every_producer_setting_is_documented_with_its_default() {
     check(producer::settings::SETTINGS, &readme());
 }
+
+#[test]
+fn every_janitor_setting_is_documented_with_its_default() {
+    check(janitor::settings::SETTINGS, &readme());
+}

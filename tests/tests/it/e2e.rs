@@ -103,6 +103,26 @@ async fn e2e_2_sigkill_a_gateway_mid_stream() {
     publisher.publish_round(&names).await;
     let after: u64 = conn.xlen(&stream).await.unwrap();
     assert_eq!(before, after, "a producer still routes to the dead gateway");
+
+    // A janitor sweep removes the dead instance's memberships and stream; the live
+    // gateways keep theirs.
+    let output = std::process::Command::new(streamgate_tests::binaries::workspace_binary("janitor"))
+        .env("REDIS_URL", rig.redis.url())
+        .env("KEY_PREFIX", &rig.prefix)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run the janitor");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(report["dead_instances"], 1, "{report}");
+    for topic in &topics {
+        let group: HashMap<String, i64> =
+            conn.hgetall(format!("{}:g:{{{topic}}}", rig.prefix)).await.unwrap();
+        assert!(!group.contains_key("gw-0"), "gw-0 still in {topic}: {group:?}");
+        assert!(group.contains_key("gw-1") || group.contains_key("gw-2"), "live gateways lost {topic}");
+    }
+    assert!(!conn.exists::<_, bool>(&stream).await.unwrap(), "the dead gateway's stream is still there");
+    println!("e2e 2 janitor: {report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

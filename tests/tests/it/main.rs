@@ -2,11 +2,13 @@
 //! one area against real processes (redis-server, the services on port 0).
 
 mod config_layers;
+mod deploy_compose;
 mod docs;
 mod e2e;
 mod gateway_delivery;
 mod gateway_http;
 mod gateway_resilience;
+mod janitor_sweep;
 mod producer_ingest;
 mod producer_publish;
 mod redis_harness;

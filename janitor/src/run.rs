@@ -1,0 +1,133 @@
+//! Running the janitor: one sweep (for cron) or a sweep every interval (for compose), each
+//! printing its [`SweepReport`] as one JSON line.
+//!
+//! A single run fails — and the binary exits non-zero with one line — when Redis cannot be
+//! reached or the sweep fails. A loop never exits on a failed sweep: it logs the error and
+//! tries again at the next interval, until the shutdown token fires (SIGTERM, Ctrl-C); a
+//! sweep in progress is finished first, so its claims are released.
+
+use std::io::Write;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use streamgate::redis::{RedisError, redacted_url};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::JanitorConfig;
+use crate::sweep::{SweepError, SweepReport, Sweeper};
+
+/// How the janitor runs, from its command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Report what a sweep would do and change nothing.
+    pub dry_run: bool,
+    /// Sweep every interval until stopped; `None` for one sweep.
+    pub interval: Option<Duration>,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Redis could not be reached (or its pool not built).
+    #[error("cannot reach redis at {url}: {source}")]
+    Unreachable {
+        /// The URL, password redacted.
+        url: String,
+        /// The cause.
+        source: RedisError,
+    },
+    /// The sweep failed part-way; what it did until then stays done.
+    #[error("sweep failed: {0}")]
+    Sweep(#[from] SweepError),
+    /// The report could not be written to stdout.
+    #[error("cannot write the report: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs one sweep, or sweeps every `options.interval` until `shutdown` fires, writing each
+/// report as one JSON line to `out`.
+pub async fn run(
+    config: &JanitorConfig,
+    options: RunOptions,
+    out: &mut (impl Write + Send),
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let url = &config.common.redis_url;
+    let unreachable = |source| RunError::Unreachable { url: redacted_url(url), source };
+    let pool = streamgate::redis::pool(url, config.common.redis_pool_size).map_err(unreachable)?;
+    let sweeper = Sweeper::new(pool.clone(), config.common.keys.clone(), config.sweep.clone());
+    let Some(interval) = options.interval else {
+        streamgate::redis::check_ready(&pool).await.map_err(unreachable)?;
+        let report = sweeper.sweep(options.dry_run).await?;
+        return Ok(write_report(out, &report)?);
+    };
+
+    let mut checked = false;
+    loop {
+        if !checked {
+            checked = check(&pool, url).await;
+        }
+        if checked {
+            // The sweep's span already logs its error.
+            if let Ok(report) = sweeper.sweep(options.dry_run).await {
+                write_report(out, &report)?;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// The start-up check of a loop: logs instead of failing, since Redis may come up later.
+async fn check(pool: &Pool, url: &str) -> bool {
+    match streamgate::redis::check_ready(pool).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, url = redacted_url(url), "Cannot reach Redis; retrying at the next interval.");
+            false
+        }
+    }
+}
+
+/// Writes one report as one JSON line and flushes it, so a reader sees each sweep at once.
+pub fn write_report(out: &mut impl Write, report: &SweepReport) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, report)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_is_one_json_line_with_every_field() {
+        let mut out = Vec::new();
+        let report = SweepReport { dead_instances: 2, dry_run: true, ..SweepReport::default() };
+        write_report(&mut out, &report).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches('\n').count(), 1);
+        assert!(text.ends_with('\n'));
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for field in [
+            "dead_instances",
+            "membership_fields_removed",
+            "instance_streams_deleted",
+            "topic_entries_trimmed",
+            "topic_streams_deleted",
+            "group_hashes_deleted",
+            "malformed_keys_skipped",
+            "keys_examined",
+            "budget_exhausted",
+            "full_scan",
+            "dry_run",
+            "duration_ms",
+        ] {
+            assert!(value.get(field).is_some(), "{field} missing from {text}");
+        }
+        assert_eq!(value["dead_instances"], 2);
+        assert_eq!(value["dry_run"], true);
+    }
+}

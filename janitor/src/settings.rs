@@ -1,0 +1,162 @@
+//! The janitor's settings: the shared ones, the retention it enforces (same names and
+//! meaning as the producer's), and the bounds of one sweep.
+//!
+//! Values are merged by [`streamgate::config::Layered`] (defaults < TOML file < environment
+//! < flags) and typed here, once; an invalid value is a [`ConfigError`] naming the setting.
+
+use std::time::Duration;
+
+use streamgate::config::{ConfigError, Layered, Setting, Sources, parse_bool};
+use streamgate::settings::{COMMON, Common};
+
+use crate::sweep::{Retention, SweepSettings};
+
+/// `HISTORY_MAX_LEN`.
+pub const HISTORY_MAX_LEN: Setting = Setting {
+    name: "HISTORY_MAX_LEN",
+    default: "10000",
+    allowed: "a whole number; 0 means unlimited",
+    help: "Events kept per topic history (trimmed approximately). Keep it equal to the producer's.",
+};
+
+/// `HISTORY_MAX_AGE`.
+pub const HISTORY_MAX_AGE: Setting = Setting {
+    name: "HISTORY_MAX_AGE",
+    default: "24h",
+    allowed: "a duration such as 90s, 30m or 24h; 0 means unlimited",
+    help: "Events older than this are trimmed (by Redis' clock); a history idle this long with no \
+           subscribers is deleted. 0: nothing is trimmed by age and no history is deleted.",
+};
+
+/// `SWEEP_BUDGET`.
+pub const SWEEP_BUDGET: Setting = Setting {
+    name: "SWEEP_BUDGET",
+    default: "100000",
+    allowed: "a whole number from 1 to 1000000000",
+    help: "Most keys one sweep examines; the next full pass resumes where this one stopped.",
+};
+
+/// `SCAN_COUNT`.
+pub const SCAN_COUNT: Setting = Setting {
+    name: "SCAN_COUNT",
+    default: "500",
+    allowed: "a whole number from 1 to 10000",
+    help: "The COUNT of each SCAN, SSCAN and HSCAN, and the size of each batch of keys.",
+};
+
+/// `FULL_SCAN`.
+pub const FULL_SCAN: Setting = Setting {
+    name: "FULL_SCAN",
+    default: "true",
+    allowed: "true or false",
+    help: "Also SCAN the keyspace for orphans no index names (otherwise only the instance and \
+           topic indexes are swept).",
+};
+
+/// `MAX_TOPIC_BYTES`.
+pub const MAX_TOPIC_BYTES: Setting = Setting {
+    name: "MAX_TOPIC_BYTES",
+    default: "256",
+    allowed: "a whole number from 1 to 4096",
+    help: "Longest topic name; keys naming a longer or invalid topic are reported and left alone.",
+};
+
+/// Every setting the janitor reads, shared ones first.
+pub const SETTINGS: &[Setting] = &[
+    COMMON[0],
+    COMMON[1],
+    COMMON[2],
+    COMMON[3],
+    HISTORY_MAX_LEN,
+    HISTORY_MAX_AGE,
+    SWEEP_BUDGET,
+    SCAN_COUNT,
+    FULL_SCAN,
+    MAX_TOPIC_BYTES,
+];
+
+/// The janitor's configuration, typed.
+#[derive(Debug, Clone)]
+pub struct JanitorConfig {
+    /// Settings every service shares (Redis URL, key schema, pool size, log format).
+    pub common: Common,
+    /// What one sweep enforces and how much it may do.
+    pub sweep: SweepSettings,
+}
+
+impl JanitorConfig {
+    /// Loads and types every setting from `sources`.
+    pub fn load(sources: &Sources) -> Result<JanitorConfig, ConfigError> {
+        JanitorConfig::from_layered(&Layered::load(SETTINGS, sources)?)
+    }
+
+    /// The configuration from the built-in defaults and the given `(setting name, value)`
+    /// pairs only (later pairs win), ignoring the process environment and files: for tests
+    /// and for embedding the janitor in another program.
+    pub fn with_overrides(settings: &[(&str, &str)]) -> Result<JanitorConfig, ConfigError> {
+        let flags = settings.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+        JanitorConfig::load(&Sources { flags, ..Sources::default() })
+    }
+
+    /// Types every setting from merged values.
+    pub fn from_layered(layered: &Layered) -> Result<JanitorConfig, ConfigError> {
+        let max_age = layered.get_duration(&HISTORY_MAX_AGE, Duration::ZERO..=Duration::MAX)?;
+        let retention = Retention {
+            max_len: Some(layered.get::<u64>(&HISTORY_MAX_LEN)?).filter(|&len| len > 0),
+            max_age: (!max_age.is_zero()).then_some(max_age),
+        };
+        let sweep = SweepSettings {
+            retention,
+            budget: layered.get_in_range(&SWEEP_BUDGET, 1..=1_000_000_000)?,
+            scan_count: layered.get_in_range(&SCAN_COUNT, 1..=10_000)?,
+            full_scan: layered.get_with(&FULL_SCAN, parse_bool)?,
+            max_topic_bytes: layered.get_in_range(&MAX_TOPIC_BYTES, 1..=4096)?,
+        };
+        Ok(JanitorConfig { common: Common::from_layered(layered)?, sweep })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = JanitorConfig::with_overrides(&[]).unwrap();
+        assert_eq!(config.sweep.retention.max_len, Some(10_000));
+        assert_eq!(config.sweep.retention.max_age, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(config.sweep.budget, 100_000);
+        assert_eq!(config.sweep.scan_count, 500);
+        assert!(config.sweep.full_scan);
+        assert_eq!(config.sweep.max_topic_bytes, 256);
+    }
+
+    #[test]
+    fn zero_means_unlimited_retention() {
+        let config =
+            JanitorConfig::with_overrides(&[("HISTORY_MAX_LEN", "0"), ("HISTORY_MAX_AGE", "0")]).unwrap();
+        assert_eq!(config.sweep.retention, Retention { max_len: None, max_age: None });
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        for (name, value) in [
+            ("SWEEP_BUDGET", "0"),
+            ("SCAN_COUNT", "lots"),
+            ("FULL_SCAN", "perhaps"),
+            ("HISTORY_MAX_AGE", "soon"),
+        ] {
+            let error = JanitorConfig::with_overrides(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("invalid {name}=")), "{error}");
+        }
+    }
+
+    #[test]
+    fn every_setting_is_listed_once_with_help() {
+        let mut names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SETTINGS.len());
+        assert!(SETTINGS.iter().all(|s| !s.help.is_empty() && !s.allowed.is_empty()));
+    }
+}
