@@ -172,3 +172,20 @@ ensure_nextest() {
         STREAMGATE_HAVE_NEXTEST=""
     fi
 }
+
+# Where Debian's libnginx-mod-nchan puts the Nchan module. Configs started with `nginx -p`
+# must load it by this absolute path: the package's own
+# /etc/nginx/modules-enabled/50-mod-nchan.conf names it relative to the prefix.
+STREAMGATE_NCHAN_MODULE="/usr/lib/nginx/modules/ngx_nchan_module.so"
+
+# Nchan, the nginx pub/sub module the benchmarks compare Streamgate with (bench/nchan/):
+# Debian's libnginx-mod-nchan. The package depends on the nginx ABI that Debian's `nginx`
+# package provides (`nginx-abi-1.22.1-7` on bookworm; nginx-light and nginx-core are
+# metapackages over `nginx`), so apt brings a matching nginx with it.
+ensure_nchan() {
+    if apt_package_installed libnginx-mod-nchan && [[ -f "$STREAMGATE_NCHAN_MODULE" ]]; then
+        return 0
+    fi
+    ensure_apt_packages libnginx-mod-nchan
+    [[ -f "$STREAMGATE_NCHAN_MODULE" ]] || fail "libnginx-mod-nchan is installed but $STREAMGATE_NCHAN_MODULE is missing"
+}

@@ -18,10 +18,8 @@ use streamgate::event::{Frame, comment, id_line, reset_body, retry};
 use streamgate::redis::Backoff;
 use streamgate::stream::HistoryEntry;
 use streamgate::topic::Topic;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use crate::fanout::{self, Lagged};
 use crate::history::{self, HistoryRead, Position};
 use crate::hub::{Delivery, LiveEvent, ResetNotice, ResetReason, Subscription};
 use crate::startup::AppState;
@@ -189,10 +187,10 @@ impl Lanes {
 /// A connection's hold on its topics' hubs.
 pub struct Joined {
     subscriptions: Vec<Subscription>,
-    subscribed: Option<Vec<(broadcast::Receiver<Delivery>, Position)>>,
+    subscribed: Option<Vec<(fanout::Receiver<Delivery>, Position)>>,
 }
 
-fn subscribe_all(subscriptions: &[Subscription]) -> Vec<(broadcast::Receiver<Delivery>, Position)> {
+fn subscribe_all(subscriptions: &[Subscription]) -> Vec<(fanout::Receiver<Delivery>, Position)> {
     subscriptions.iter().map(|s| s.hub().subscribe()).collect()
 }
 
@@ -262,7 +260,7 @@ pub fn event_stream(
         let mut receivers = Vec::with_capacity(topics.len());
         let subscribed = subscribed.take().unwrap_or_else(|| subscribe_all(&subscriptions));
         for (lane, (receiver, hub_position)) in subscribed.into_iter().enumerate() {
-            receivers.push(BroadcastStream::new(receiver).map(move |item| (lane, item)));
+            receivers.push(Box::pin(receiver.into_stream().map(move |item| (lane, item))));
             let start = match &cursors {
                 Some(cursors) => Position::from_cursor(&cursors[lane]),
                 None => hub_position,
@@ -332,7 +330,7 @@ pub fn event_stream(
                     Some((lane, Ok(Delivery::Reset(notice)))) => {
                         if let Some(bytes) = lanes.live_reset(lane, &notice) { yield Ok(bytes); }
                     }
-                    Some((_, Err(BroadcastStreamRecvError::Lagged(missed)))) => {
+                    Some((_, Err(Lagged(missed)))) => {
                         state.connections.slow_closed_total.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(connection = guard.info.id, missed, "Closing a subscriber that fell behind; it resumes from its cursor.");
                         return;

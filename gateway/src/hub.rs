@@ -7,7 +7,7 @@
 //! an outage) makes the hub catch up from the topic's history, in bounded batches. Events
 //! are encoded once here and shared as `Bytes` through a broadcast channel whose capacity
 //! is the per-subscriber queue: a subscriber that falls further behind is closed and
-//! resumes from its cursor.
+//! resumes from its cursor ([`crate::fanout`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +21,10 @@ use streamgate::keys::Keys;
 use streamgate::redis::{Backoff, RedisError};
 use streamgate::stream::{HistoryEntry, RoutedEntry};
 use streamgate::topic::Topic;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::fanout;
 use crate::history::{self, Position};
 use crate::membership::Membership;
 
@@ -99,13 +100,14 @@ pub enum Delivery {
 }
 
 enum HubMessage {
-    Routed(RoutedEntry),
+    // Boxed: the inbox's first block is allocated with the hub, idle or not.
+    Routed(Box<RoutedEntry>),
     CatchUp,
 }
 
 struct HubState {
     position: Position,
-    sender: broadcast::Sender<Delivery>,
+    sender: fanout::Sender<Delivery>,
 }
 
 /// One topic's hub.
@@ -130,7 +132,7 @@ impl Hub {
 
     /// Subscribes, returning the receiver and the hub's position at that instant: every
     /// delivery the receiver gets comes after that position.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Delivery>, Position) {
+    pub fn subscribe(&self) -> (fanout::Receiver<Delivery>, Position) {
         let state = self.state.lock().expect("hub lock");
         (state.sender.subscribe(), state.position.clone())
     }
@@ -229,7 +231,7 @@ impl Hubs {
         let Some(entry) = map.get(&topic) else {
             return;
         };
-        if entry.hub.inbox.try_send(HubMessage::Routed(routed)).is_err() {
+        if entry.hub.inbox.try_send(HubMessage::Routed(Box::new(routed))).is_err() {
             // The hub is behind: rather than queue without bound, it catches up from
             // history once its queue drains.
             entry.hub.overflowed.store(true, Ordering::Relaxed);
@@ -264,7 +266,7 @@ impl Hubs {
             topic,
             state: Mutex::new(HubState {
                 position: Position::START,
-                sender: broadcast::channel(self.context.queue_size).0,
+                sender: fanout::channel(self.context.queue_size),
             }),
             inbox,
             overflowed: AtomicBool::new(false),
@@ -312,7 +314,7 @@ impl HubWorker {
             };
             let Some(message) = message else { return };
             let result = match message {
-                HubMessage::Routed(routed) => self.on_routed(routed).await,
+                HubMessage::Routed(routed) => self.on_routed(*routed).await,
                 HubMessage::CatchUp => self.catch_up().await,
             };
             let result = match result {
@@ -422,7 +424,7 @@ impl HubWorker {
         let event = Arc::new(LiveEvent { epoch: epoch.clone(), id: entry.id, frame });
         let mut state = self.hub.state.lock().expect("hub lock");
         state.position = Position { epoch: Some(epoch.clone()), last: entry.id };
-        let _ = state.sender.send(Delivery::Event(event));
+        state.sender.send(Delivery::Event(event));
     }
 
     fn reset(&self, reason: ResetReason, after: Position) {
@@ -431,6 +433,6 @@ impl HubWorker {
             Arc::new(ResetNotice { reason, body: reset_body(&self.hub.topic, reason.as_str()), after });
         let mut state = self.hub.state.lock().expect("hub lock");
         state.position = notice.after.clone();
-        let _ = state.sender.send(Delivery::Reset(notice));
+        state.sender.send(Delivery::Reset(notice));
     }
 }

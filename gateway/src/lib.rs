@@ -5,6 +5,7 @@
 //! - [`http`] — routes (`/events`, `/healthz`, `/readyz`, `/admin/connections`, `/`).
 //! - [`connection`] — one SSE connection: join, replay, live delivery.
 //! - [`hub`] — per-topic sequencing and the encode-once broadcast.
+//! - [`fanout`] — the broadcast ring that allocates only what it holds.
 //! - [`membership`] — liveness and group-hash registration, batched.
 //! - [`reader`] — the instance stream reader.
 //! - [`history`] — reading a topic's history.
@@ -15,6 +16,7 @@
 
 pub mod connection;
 pub mod error;
+pub mod fanout;
 pub mod history;
 pub mod http;
 pub mod hub;

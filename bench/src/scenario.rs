@@ -1,0 +1,642 @@
+//! The benchmark scenarios of issue 8, run against release binaries on this machine.
+//! Each prints one JSON object and one Markdown table row.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::procs::{Proc, SubscriberProc, free_port, release_dir, wait_http_ok};
+use crate::publish::{self, Api};
+use crate::sse::{self, SubscriberReport, merge};
+
+/// Connections per subscriber process: a process may hold 20,000 files here.
+const PER_PROCESS: usize = 9_500;
+
+/// Streamgate started from release binaries with a private Redis.
+struct Streamgate {
+    dir: tempfile::TempDir,
+    redis_url: String,
+    _redis: Proc,
+    gateways: Vec<(Proc, u16)>,
+    producer: (Proc, u16),
+}
+
+impl Streamgate {
+    async fn start(gateways: usize, gateway_env: &[(&str, &str)]) -> Streamgate {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis_port = free_port();
+        let redis = Proc::spawn(
+            "redis",
+            std::path::Path::new("redis-server"),
+            &[
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &dir.path().display().to_string(),
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            &[],
+            dir.path(),
+        );
+        let redis_url = format!("redis://127.0.0.1:{redis_port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let bin = release_dir();
+        let mut started = Vec::new();
+        for index in 0..gateways {
+            let port = free_port();
+            let mut env: Vec<(&str, String)> = vec![
+                ("REDIS_URL", redis_url.clone()),
+                ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
+                ("INSTANCE_ID", format!("bench-gw-{index}")),
+                ("MAX_CONNECTIONS", "1000000".into()),
+            ];
+            env.extend(gateway_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+            started.push((
+                Proc::spawn(&format!("gateway-{index}"), &bin.join("gateway"), &[], &env, dir.path()),
+                port,
+            ));
+        }
+        let producer_port = free_port();
+        let producer = Proc::spawn(
+            "producer",
+            &bin.join("producer"),
+            &["serve"],
+            &[
+                ("REDIS_URL", redis_url.clone()),
+                ("LISTEN_ADDR", format!("127.0.0.1:{producer_port}")),
+                ("INGEST_ENABLED", "false".into()),
+            ],
+            dir.path(),
+        );
+        for (_, port) in &started {
+            wait_http_ok(&format!("http://127.0.0.1:{port}/readyz")).await;
+        }
+        wait_http_ok(&format!("http://127.0.0.1:{producer_port}/readyz")).await;
+        Streamgate { dir, redis_url, _redis: redis, gateways: started, producer: (producer, producer_port) }
+    }
+
+    fn servers(&self) -> String {
+        self.gateways.iter().map(|(_, p)| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    fn api(&self) -> Api {
+        Api::Streamgate { producers: vec![format!("http://127.0.0.1:{}", self.producer.1)] }
+    }
+}
+
+/// Nchan (nginx + libnginx-mod-nchan, Redis storage) from `bench/nchan/run.sh`.
+struct Nchan {
+    master: Proc,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nchan {
+    async fn start() -> Nchan {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nchan/run.sh");
+        // Two workers: both cores, as the gateway's runtime uses both.
+        let master = Proc::spawn(
+            "nchan",
+            std::path::Path::new("bash"),
+            &[
+                &script.display().to_string(),
+                "--port",
+                &port.to_string(),
+                "--workers",
+                "2",
+                "--redis-port",
+                &free_port().to_string(),
+            ],
+            &[],
+            dir.path(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "nchan did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Nchan { master, port, _dir: dir }
+    }
+
+    /// CPU seconds of the master and its workers.
+    fn cpu_seconds(&self) -> f64 {
+        let mut pids = vec![self.master.pid()];
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.master.pid()))
+            .unwrap_or_default();
+        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        pids.iter().map(|p| crate::procs::cpu_seconds(*p)).sum()
+    }
+}
+
+/// The system under test of a fan-out scenario.
+enum System {
+    Streamgate(Streamgate),
+    Nchan(Nchan),
+}
+
+impl System {
+    async fn start(kind: &str) -> System {
+        match kind {
+            "nchan" => System::Nchan(Nchan::start().await),
+            _ => System::Streamgate(Streamgate::start(1, &[]).await),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            System::Streamgate(_) => "Streamgate",
+            System::Nchan(_) => "Nchan",
+        }
+    }
+
+    fn servers(&self) -> String {
+        match self {
+            System::Streamgate(s) => s.servers(),
+            System::Nchan(n) => format!("127.0.0.1:{}", n.port),
+        }
+    }
+
+    fn path_template(&self) -> &'static str {
+        match self {
+            System::Streamgate(_) => "/events?topic={topic}",
+            System::Nchan(_) => "/sub/{topic}",
+        }
+    }
+
+    fn api(&self) -> Api {
+        match self {
+            System::Streamgate(s) => s.api(),
+            System::Nchan(n) => Api::Nchan { base: format!("http://127.0.0.1:{}", n.port) },
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        match self {
+            System::Streamgate(s) => s.gateways.iter().map(|(g, _)| g.cpu_seconds()).sum(),
+            System::Nchan(n) => n.cpu_seconds(),
+        }
+    }
+}
+
+/// Opens `connections` over subscriber processes; returns them once all are connected.
+fn subscribe(
+    servers: &str,
+    topics: usize,
+    connections: usize,
+    last_event_id: Option<&str>,
+) -> Vec<SubscriberProc> {
+    subscribe_with(servers, "/events?topic={topic}", topics, connections, last_event_id)
+}
+
+/// Like [`subscribe`], with the system's subscribe path.
+fn subscribe_with(
+    servers: &str,
+    path_template: &str,
+    topics: usize,
+    connections: usize,
+    last_event_id: Option<&str>,
+) -> Vec<SubscriberProc> {
+    let mut processes = Vec::new();
+    let mut offset = 0;
+    while offset < connections {
+        let n = PER_PROCESS.min(connections - offset);
+        let mut args = vec![
+            "--servers".to_owned(),
+            servers.to_owned(),
+            "--path-template".to_owned(),
+            path_template.to_owned(),
+            "--topics".to_owned(),
+            topics.to_string(),
+            "--offset".to_owned(),
+            offset.to_string(),
+            "--connections".to_owned(),
+            n.to_string(),
+            "--source-offset".to_owned(),
+            offset.to_string(),
+        ];
+        if let Some(id) = last_event_id {
+            args.extend(["--last-event-id".to_owned(), id.to_owned()]);
+        }
+        processes.push(SubscriberProc::spawn(&args));
+        offset += n;
+    }
+    processes
+}
+
+fn connect_all(processes: &mut [SubscriberProc]) -> u64 {
+    processes.iter_mut().map(SubscriberProc::wait_connected).sum()
+}
+
+struct Merged {
+    reports: Vec<SubscriberReport>,
+    latency: Histogram<u64>,
+    connect: Histogram<u64>,
+}
+
+fn merge_reports(processes: Vec<SubscriberProc>) -> Merged {
+    let reports: Vec<SubscriberReport> = processes.into_iter().map(SubscriberProc::finish).collect();
+    let mut latency = Histogram::new(3).expect("histogram");
+    let mut connect = Histogram::new(3).expect("histogram");
+    for report in &reports {
+        merge(&mut latency, &report.latency_us);
+        merge(&mut connect, &report.connect_ms);
+    }
+    Merged { reports, latency, connect }
+}
+
+impl Merged {
+    fn sum(&self, field: impl Fn(&SubscriberReport) -> u64) -> u64 {
+        self.reports.iter().map(field).sum()
+    }
+
+    fn latency_ms(&self) -> Value {
+        let q = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        json!({ "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": self.latency.max() as f64 / 1000.0 })
+    }
+}
+
+fn scaled(n: usize, scale: f64) -> usize {
+    ((n as f64 * scale) as usize).max(1)
+}
+
+/// Runs scenario `name`.
+pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> anyhow::Result<()> {
+    let (result, row) = match name {
+        "s1" => s1_idle_connections(scale).await,
+        "s3" => {
+            fan_out(
+                system,
+                "S3",
+                1,
+                scaled(10_000, scale),
+                20.0,
+                duration,
+                "no loss, p99 ≤ 50 ms, ≤ 2 µs CPU per delivery",
+            )
+            .await
+        }
+        "s4" => {
+            fan_out(
+                system,
+                "S4",
+                scaled(10_000, scale),
+                scaled(10_000, scale),
+                5_000.0,
+                duration,
+                "p50 ≤ 2 ms, p99 ≤ 10 ms",
+            )
+            .await
+        }
+        "s5" => s5_ingest(duration).await,
+        "s6" => s6_replay().await,
+        "s7" => s7_janitor(scale).await,
+        "s8" => s8_max_rate(scale).await,
+        other => anyhow::bail!("unknown scenario {other}: use s1, s3, s4, s5, s6, s7 or s8"),
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    println!("{row}");
+    Ok(())
+}
+
+async fn s1_idle_connections(scale: f64) -> (Value, String) {
+    let connections = scaled(19_000, scale);
+    let system = Streamgate::start(1, &[]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let gateway = &system.gateways[0].0;
+    let idle_kib = gateway.rss_kib();
+    let started = Instant::now();
+    let mut processes = subscribe(&system.servers(), connections, connections, None);
+    let connected = connect_all(&mut processes);
+    let connect_all_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded_kib = gateway.rss_kib();
+    let per_connection = (loaded_kib.saturating_sub(idle_kib)) as f64 * 1024.0 / connected.max(1) as f64;
+    let merged = merge_reports(processes);
+    let result = json!({
+        "scenario": "S1", "connections": connections, "connected": connected,
+        "connect_all_s": connect_all_s,
+        "connect_ms": { "p50": merged.connect.value_at_quantile(0.5), "p99": merged.connect.value_at_quantile(0.99), "max": merged.connect.max() },
+        "gateway_rss_idle_kib": idle_kib, "gateway_rss_loaded_kib": loaded_kib,
+        "rss_bytes_per_connection": per_connection,
+    });
+    let row = format!(
+        "| S1 | {connected}/{connections} idle connections, one topic each, one gateway | RSS ≤ 4 KiB/connection, all in ≤ 10 s | {:.1} KiB/connection above idle ({} → {} MiB); all connected in {:.1} s (p99 {} ms) |",
+        per_connection / 1024.0,
+        idle_kib / 1024,
+        loaded_kib / 1024,
+        connect_all_s,
+        merged.connect.value_at_quantile(0.99)
+    );
+    (result, row)
+}
+
+async fn fan_out(
+    kind: &str,
+    label: &str,
+    topics: usize,
+    connections: usize,
+    rate: f64,
+    duration: Duration,
+    target: &str,
+) -> (Value, String) {
+    let system = System::start(kind).await;
+    let mut processes = subscribe_with(&system.servers(), system.path_template(), topics, connections, None);
+    let connected = connect_all(&mut processes);
+    let cpu_before = system.cpu_seconds();
+    let (published, per_topic) =
+        publish::open_loop(system.api(), topics, |n| format!("bench-{n}"), rate, duration).await;
+    // Let the last events arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = system.cpu_seconds() - cpu_before;
+    let merged = merge_reports(processes);
+    let delivered = merged.sum(|r| r.events);
+    // Connection i listens to topic i mod topics.
+    let expected: u64 = (0..connections).map(|i| per_topic[i % topics]).sum();
+    let missing = expected.saturating_sub(delivered);
+    let cpu_us_per_delivery = cpu * 1e6 / delivered.max(1) as f64;
+    let latency = merged.latency_ms();
+    let result = json!({
+        "scenario": label, "topics": topics, "connections": connections, "connected": connected,
+        "rate": rate, "duration_s": duration.as_secs_f64(), "published": published,
+        "expected_deliveries": expected, "delivered": delivered, "missing": missing,
+        "gaps": merged.sum(|r| r.gaps), "duplicates": merged.sum(|r| r.duplicates),
+        "deliveries_per_s": delivered as f64 / duration.as_secs_f64(),
+        "latency_ms": latency, "server_cpu_s": cpu, "server_cpu_us_per_delivery": cpu_us_per_delivery,
+        "system": system.name(),
+    });
+    let row = format!(
+        "| {label} | {}: {topics} topic(s) × {connections} subscribers, {rate} events/s for {:.0} s | {target} | delivered {delivered}/{expected} (missing {missing}, gaps {}, dups {}); latency p50 {:.2} / p90 {:.2} / p99 {:.2} / p999 {:.2} / max {:.2} ms; {:.0} deliveries/s; server CPU {:.2} µs/delivery |",
+        system.name(),
+        duration.as_secs_f64(),
+        merged.sum(|r| r.gaps),
+        merged.sum(|r| r.duplicates),
+        latency["p50"].as_f64().unwrap_or(0.0),
+        latency["p90"].as_f64().unwrap_or(0.0),
+        latency["p99"].as_f64().unwrap_or(0.0),
+        latency["p999"].as_f64().unwrap_or(0.0),
+        latency["max"].as_f64().unwrap_or(0.0),
+        delivered as f64 / duration.as_secs_f64(),
+        cpu_us_per_delivery,
+    );
+    (result, row)
+}
+
+async fn s5_ingest(duration: Duration) -> (Value, String) {
+    let system = Streamgate::start(2, &[]).await;
+    let topics = 1_000;
+    let mut processes = subscribe(&system.servers(), topics, topics, None);
+    let connected = connect_all(&mut processes);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/publish", system.producer.1);
+    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let mut lanes = Vec::new();
+    for lane in 0..16usize {
+        let (client, url, accepted) = (client.clone(), url.clone(), Arc::clone(&accepted));
+        lanes.push(tokio::spawn(async move {
+            let mut seq = vec![0u64; topics];
+            let mut k = lane;
+            while started.elapsed() < duration {
+                let batch: Vec<Value> = (0..100)
+                    .map(|_| {
+                        // Each lane owns the topics congruent to it, so per-topic order holds.
+                        let topic = k % topics;
+                        k += 16;
+                        let data = publish::payload(topic, seq[topic], sse::unix_ns());
+                        seq[topic] += 1;
+                        json!({"topic": format!("bench-{topic}"), "data": data})
+                    })
+                    .collect();
+                if let Ok(response) = client.post(&url).json(&batch).send().await
+                    && response.status().is_success()
+                {
+                    accepted.fetch_add(100, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for lane in lanes {
+        let _ = lane.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let merged = merge_reports(processes);
+    let accepted = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let rate = accepted as f64 / elapsed;
+    let result = json!({
+        "scenario": "S5", "gateways": 2, "subscribers": connected, "batch": 100, "concurrency": 16,
+        "accepted": accepted, "seconds": elapsed, "events_per_s": rate,
+        "delivered": merged.sum(|r| r.events), "gaps": merged.sum(|r| r.gaps), "duplicates": merged.sum(|r| r.duplicates),
+        "producer_cpu_s": system.producer.0.cpu_seconds(),
+    });
+    let row = format!(
+        "| S5 | HTTP batches of 100, 16 concurrent, into 2 gateways ({connected} subscribers on {topics} topics) | ≥ 50,000 events/s | {rate:.0} events/s accepted over {elapsed:.0} s; {} delivered, gaps {}, dups {} |",
+        merged.sum(|r| r.events),
+        merged.sum(|r| r.gaps),
+        merged.sum(|r| r.duplicates)
+    );
+    (result, row)
+}
+
+async fn s6_replay() -> (Value, String) {
+    let system = Streamgate::start(1, &[]).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/publish", system.producer.1);
+    let total = 10_000u64;
+    let mut first_id = String::new();
+    for batch in 0..(total / 1000) {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| json!({"topic": "bench-0", "data": publish::payload(0, batch * 1000 + i, sse::unix_ns())}))
+            .collect();
+        let response: Value =
+            client.post(&url).json(&events).send().await.expect("publish").json().await.expect("json");
+        if batch == 0 {
+            first_id = response["results"][0]["id"].as_str().unwrap_or_default().to_owned();
+        }
+    }
+    // One client reconnects with the cursor of the first event: 9,999 events behind.
+    let metrics = sse::Metrics::new();
+    let server: SocketAddr = format!("127.0.0.1:{}", system.gateways[0].1).parse().expect("addr");
+    let target = sse::Target {
+        server,
+        path: "/events?topic=bench-0".into(),
+        source: std::net::Ipv4Addr::new(127, 0, 0, 2),
+        last_event_id: Some(first_id),
+    };
+    let permit = Arc::new(tokio::sync::Semaphore::new(1)).acquire_owned().await.expect("permit");
+    let started = Instant::now();
+    tokio::spawn(sse::run_connection(target, Arc::clone(&metrics), permit));
+    while metrics.events() < total - 1 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let report = metrics.report().await;
+    let result = json!({
+        "scenario": "S6", "behind": total - 1, "delivered": report.events, "gaps": report.gaps,
+        "duplicates": report.duplicates, "all_delivered_ms": elapsed_ms,
+    });
+    let row = format!(
+        "| S6 | one client reconnects {} events behind | all in order in ≤ 250 ms | {} delivered in order (gaps {}, dups {}) in {elapsed_ms:.0} ms |",
+        total - 1,
+        report.events,
+        report.gaps,
+        report.duplicates
+    );
+    (result, row)
+}
+
+async fn s7_janitor(scale: f64) -> (Value, String) {
+    let topics = scaled(100_000, scale);
+    let dead = 10;
+    let system = Streamgate::start(1, &[]).await;
+    let client = redis::Client::open(system.redis_url.as_str()).expect("redis url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    // What 100,000 topics and 10 SIGKILLed gateways leave behind.
+    for chunk in (0..topics).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for &t in chunk {
+            let topic = format!("bench-{t}");
+            let owner = format!("dead-{}", t % dead);
+            pipe.cmd("XADD")
+                .arg(format!("streamgate:h:{{{topic}}}"))
+                .arg("*")
+                .arg("p")
+                .arg("0-0")
+                .arg("d")
+                .arg("x")
+                .ignore();
+            pipe.cmd("HSET")
+                .arg(format!("streamgate:m:{{{topic}}}"))
+                .arg("epoch")
+                .arg("benchepoch")
+                .arg("last")
+                .arg("1-0")
+                .ignore();
+            pipe.cmd("HSET").arg(format!("streamgate:g:{{{topic}}}")).arg(&owner).arg(1).ignore();
+            pipe.cmd("SADD").arg(format!("streamgate:i:{{{owner}}}:topics")).arg(&topic).ignore();
+            pipe.cmd("ZADD").arg("streamgate:topics").arg(sse::unix_ns() / 1_000_000).arg(&topic).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.expect("populate");
+    }
+    for k in 0..dead {
+        let _: () = redis::cmd("ZADD")
+            .arg("streamgate:instances")
+            .arg(0)
+            .arg(format!("dead-{k}"))
+            .query_async(&mut conn)
+            .await
+            .expect("zadd");
+    }
+    // Another client's latency while the sweep runs.
+    let probe_client = client.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe_stop = Arc::clone(&stop);
+    let probe = tokio::spawn(async move {
+        let mut conn = probe_client.get_multiplexed_async_connection().await.expect("redis");
+        let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+        while !probe_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let sent = Instant::now();
+            let _: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+            let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        histogram
+    });
+    let started = Instant::now();
+    let output = tokio::process::Command::new(release_dir().join("janitor"))
+        .env("REDIS_URL", &system.redis_url)
+        .env("SWEEP_BUDGET", "10000000")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run janitor");
+    let sweep_s = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let histogram = probe.await.expect("probe");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let p99_ms = histogram.value_at_quantile(0.99) as f64 / 1000.0;
+    let result = json!({
+        "scenario": "S7", "topics": topics, "dead_instances": dead, "sweep_s": sweep_s,
+        "janitor_report": report, "redis_ping_ms": { "p50": histogram.value_at_quantile(0.5) as f64 / 1000.0, "p99": p99_ms, "max": histogram.max() as f64 / 1000.0 },
+    });
+    let row = format!(
+        "| S7 | janitor sweep over {topics} topics, {dead} dead instances | ≤ 10 s, other clients' Redis p99 < 5 ms | {sweep_s:.2} s ({} membership fields removed); PING p99 {p99_ms:.2} ms during the sweep |",
+        report["membership_fields_removed"]
+    );
+    let _ = &system.dir;
+    (result, row)
+}
+
+/// One step of S8: `rate` events/s over `topics` topics, one subscriber each, for a few
+/// seconds. Returns (p99 ms, lost deliveries).
+async fn rate_step(system: &System, topics: usize, rate: f64) -> (f64, u64, f64) {
+    let mut processes = subscribe_with(&system.servers(), system.path_template(), topics, topics, None);
+    connect_all(&mut processes);
+    let (_, per_topic) = publish::open_loop(system.api(), topics, |n| format!("bench-{n}"), rate, STEP).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let merged = merge_reports(processes);
+    let expected: u64 = per_topic.iter().sum();
+    let delivered = merged.sum(|r| r.events);
+    let lost = expected.saturating_sub(delivered) + merged.sum(|r| r.gaps);
+    let p99 = merged.latency.value_at_quantile(0.99) as f64 / 1000.0;
+    let p50 = merged.latency.value_at_quantile(0.5) as f64 / 1000.0;
+    (p99, lost, p50)
+}
+
+/// How long each S8 rate step lasts.
+const STEP: Duration = Duration::from_secs(5);
+
+/// Raises the rate step by step (×1.5) until p99 > 100 ms or anything is lost; reports the
+/// last good rate, for Streamgate and Nchan in the same run.
+async fn s8_max_rate(scale: f64) -> (Value, String) {
+    let topics = scaled(10_000, scale);
+    let mut results = serde_json::Map::new();
+    let mut best = Vec::new();
+    for kind in ["streamgate", "nchan"] {
+        let mut steps = Vec::new();
+        let mut last_good = 0.0;
+        let mut rate = 1_000.0;
+        // A fresh system per step, so one overloaded step's backlog does not bleed into the next.
+        while rate <= 200_000.0 {
+            let system = System::start(kind).await;
+            let (p99, lost, p50) = rate_step(&system, topics, rate).await;
+            steps.push(json!({"rate": rate, "p50_ms": p50, "p99_ms": p99, "lost": lost}));
+            eprintln!(
+                "S8 {}: {rate:.0} events/s → p50 {p50:.2} ms, p99 {p99:.2} ms, lost {lost}",
+                system.name()
+            );
+            if p99 > 100.0 || lost > 0 {
+                break;
+            }
+            last_good = rate;
+            rate *= 1.5;
+        }
+        results.insert(kind.to_owned(), json!({"steps": steps, "max_good_rate": last_good}));
+        best.push(last_good);
+    }
+    let ratio = best[0] / best[1].max(1.0);
+    let result = json!({"scenario": "S8", "topics": topics, "subscribers": topics, "step_s": STEP.as_secs(), "systems": results, "ratio": ratio});
+    let row = format!(
+        "| S8 | max rate in S4's shape ({topics} subscribers on {topics} topics), ×1.5 steps of {} s until p99 > 100 ms or loss | ≥ 2× Nchan's | Streamgate {:.0} events/s, Nchan {:.0} events/s (ratio {ratio:.2}) |",
+        STEP.as_secs(),
+        best[0],
+        best[1]
+    );
+    (result, row)
+}
