@@ -411,13 +411,14 @@ async fn s5_ingest(duration: Duration) -> (Value, String) {
         let (client, url, accepted) = (client.clone(), url.clone(), Arc::clone(&accepted));
         lanes.push(tokio::spawn(async move {
             let mut seq = vec![0u64; topics];
-            let mut k = lane;
+            // Each lane owns the topics congruent to it mod 16, so per-topic order holds.
+            let own: Vec<usize> = (lane..topics).step_by(16).collect();
+            let mut k = 0usize;
             while started.elapsed() < duration {
                 let batch: Vec<Value> = (0..100)
                     .map(|_| {
-                        // Each lane owns the topics congruent to it, so per-topic order holds.
-                        let topic = k % topics;
-                        k += 16;
+                        let topic = own[k % own.len()];
+                        k += 1;
                         let data = publish::payload(topic, seq[topic], sse::unix_ns());
                         seq[topic] += 1;
                         json!({"topic": format!("bench-{topic}"), "data": data})
