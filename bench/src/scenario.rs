@@ -279,6 +279,7 @@ fn scaled(n: usize, scale: f64) -> usize {
 pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> anyhow::Result<()> {
     let (result, row) = match name {
         "s1" => s1_idle_connections(scale).await,
+        "s2" => s2_many_gateways(scale).await,
         "s3" => {
             fan_out(
                 system,
@@ -307,7 +308,7 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
         "s6" => s6_replay().await,
         "s7" => s7_janitor(scale).await,
         "s8" => s8_max_rate(scale).await,
-        other => anyhow::bail!("unknown scenario {other}: use s1, s3, s4, s5, s6, s7 or s8"),
+        other => anyhow::bail!("unknown scenario {other}: use s1 to s8"),
     };
     println!("{}", serde_json::to_string(&result)?);
     println!("{row}");
@@ -638,6 +639,40 @@ async fn s8_max_rate(scale: f64) -> (Value, String) {
         STEP.as_secs(),
         best[0],
         best[1]
+    );
+    (result, row)
+}
+
+/// S2: 100,000 connections on one topic over 6 gateways and one Redis; one publish must
+/// reach them all.
+async fn s2_many_gateways(scale: f64) -> (Value, String) {
+    let connections = scaled(100_000, scale);
+    let system = Streamgate::start(6, &[]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_kib: u64 = system.gateways.iter().map(|(g, _)| g.rss_kib()).sum();
+    let started = Instant::now();
+    let mut processes = subscribe(&system.servers(), 1, connections, None);
+    let connected = connect_all(&mut processes);
+    let connect_all_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded_kib: u64 = system.gateways.iter().map(|(g, _)| g.rss_kib()).sum();
+    // One event; its latency to the last of the connections is the time to reach all.
+    let (published, _) =
+        publish::open_loop(system.api(), 1, |n| format!("bench-{n}"), 1.0, Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let merged = merge_reports(processes);
+    let delivered = merged.sum(|r| r.events);
+    let reach_all_ms = merged.latency.max() as f64 / 1000.0;
+    let per_connection = loaded_kib.saturating_sub(idle_kib) as f64 / connected.max(1) as f64;
+    let result = json!({
+        "scenario": "S2", "gateways": 6, "connections": connections, "connected": connected,
+        "connect_all_s": connect_all_s, "published": published, "delivered": delivered,
+        "reach_all_ms": reach_all_ms, "p50_ms": merged.latency.value_at_quantile(0.5) as f64 / 1000.0,
+        "gateways_rss_loaded_kib": loaded_kib, "rss_kib_per_connection_one_topic": per_connection,
+    });
+    let row = format!(
+        "| S2 | {connected}/{connections} connections on one topic over 6 gateways and one Redis | all connected, a publish reaches all in ≤ 1 s | all connected in {connect_all_s:.1} s; one event reached {delivered} of them, the last after {reach_all_ms:.0} ms (p50 {:.0} ms); {per_connection:.1} KiB per connection with a shared topic |",
+        merged.latency.value_at_quantile(0.5) as f64 / 1000.0
     );
     (result, row)
 }
