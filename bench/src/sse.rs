@@ -37,6 +37,10 @@ pub struct SubscriberReport {
     pub gaps: u64,
     /// Sequence numbers seen again.
     pub duplicates: u64,
+    /// Events that arrived after a later event of their topic (counted as a gap first,
+    /// then moved here when they arrive).
+    #[serde(default)]
+    pub reorders: u64,
     /// Connect times (ms), as (value, count) pairs.
     pub connect_ms: Vec<(u64, u64)>,
     /// End-to-end latencies (µs), as (value, count) pairs.
@@ -50,6 +54,7 @@ pub struct Metrics {
     events: AtomicU64,
     gaps: AtomicU64,
     duplicates: AtomicU64,
+    reorders: AtomicU64,
     connected: AtomicU64,
     failed: AtomicU64,
     latency: Mutex<Histogram<u64>>,
@@ -65,6 +70,7 @@ impl Metrics {
             events: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            reorders: AtomicU64::new(0),
             connected: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             latency: Mutex::new(Histogram::new(3).expect("histogram")),
@@ -95,6 +101,7 @@ impl Metrics {
             events: self.events(),
             gaps: self.gaps.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            reorders: self.reorders.load(Ordering::Relaxed),
             connect_ms: pairs(&*self.connect.lock().await),
             latency_us: pairs(&*self.latency.lock().await),
             last_event_at_us: self.last_event_at_us.load(Ordering::Relaxed),
@@ -174,7 +181,8 @@ async fn connect_and_read(
     let mut body = BytesMut::with_capacity(4096);
     let mut decoder = ChunkDecoder::default();
     let mut parser = EventParser::default();
-    let mut expected: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    // Per topic: the next sequence expected, and the ones skipped so far.
+    let mut expected: std::collections::HashMap<u32, (u64, Vec<u64>)> = std::collections::HashMap::new();
     let mut latencies: Vec<u64> = Vec::with_capacity(64);
     loop {
         if chunked {
@@ -193,12 +201,20 @@ async fn connect_and_read(
                 return;
             };
             metrics.events.fetch_add(1, Ordering::Relaxed);
-            let next = expected.entry(topic as u32).or_insert(seq);
+            let (next, skipped) = expected.entry(topic as u32).or_insert((seq, Vec::new()));
             if seq == *next {
                 *next = seq + 1;
             } else if seq > *next {
                 metrics.gaps.fetch_add(seq - *next, Ordering::Relaxed);
+                // Remember what was skipped (boundedly) to tell a late event from a repeat.
+                if skipped.len() < MAX_TRACKED_GAPS {
+                    skipped.extend(*next..seq.min(*next + MAX_TRACKED_GAPS as u64));
+                }
                 *next = seq + 1;
+            } else if let Some(at) = skipped.iter().position(|s| *s == seq) {
+                skipped.swap_remove(at);
+                metrics.gaps.fetch_sub(1, Ordering::Relaxed);
+                metrics.reorders.fetch_add(1, Ordering::Relaxed);
             } else {
                 metrics.duplicates.fetch_add(1, Ordering::Relaxed);
             }
@@ -218,6 +234,9 @@ async fn connect_and_read(
         }
     }
 }
+
+/// Skipped sequence numbers remembered per topic and connection.
+const MAX_TRACKED_GAPS: usize = 10_000;
 
 fn parse_u64(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.trim().parse().ok()
