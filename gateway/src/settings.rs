@@ -195,8 +195,7 @@ impl GatewayConfig {
 
     /// The defaults, with the given overrides (setting name, value): for tests and embedding.
     pub fn with_overrides(overrides: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
-        let flags = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        GatewayConfig::load(&Sources { flags, ..Sources::default() })
+        GatewayConfig::load(&Sources::from_pairs(overrides))
     }
 }
 

@@ -66,21 +66,14 @@ pub struct Application {
     tasks_stop: CancellationToken,
 }
 
-fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
 impl Application {
     /// Connects, registers and binds.
     pub async fn build(config: GatewayConfig) -> Result<Application, StartError> {
         let config = Arc::new(config);
-        let redis_error = |source| StartError::Redis { url: redacted(&config.common.redis_url), source };
+        let redis_error = |source| StartError::Redis {
+            url: streamgate::redis::redacted_url(&config.common.redis_url),
+            source,
+        };
         let pool = streamgate::redis::pool(&config.common.redis_url, config.common.redis_pool_size)
             .map_err(redis_error)?;
         streamgate::redis::check_ready(&pool).await.map_err(redis_error)?;

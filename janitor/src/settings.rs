@@ -94,8 +94,7 @@ impl JanitorConfig {
     /// pairs only (later pairs win), ignoring the process environment and files: for tests
     /// and for embedding the janitor in another program.
     pub fn with_overrides(settings: &[(&str, &str)]) -> Result<JanitorConfig, ConfigError> {
-        let flags = settings.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
-        JanitorConfig::load(&Sources { flags, ..Sources::default() })
+        JanitorConfig::load(&Sources::from_pairs(settings))
     }
 
     /// Types every setting from merged values.

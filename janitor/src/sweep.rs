@@ -304,20 +304,13 @@ impl Pass {
         let page_size = self.settings.scan_count;
         let mut offset = 0;
         while self.budget_left() {
-            let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(offset)
-                .arg(offset + page_size - 1)
-                .query_async(&mut self.conn)
-                .await?;
-            self.charge(members.len());
-            let mut instances = Vec::with_capacity(members.len());
-            for member in &members {
-                match text(member).and_then(|m| InstanceId::parse(m).ok()) {
-                    Some(instance) => instances.push(instance),
-                    None => self.malformed(member_name(&index, member), "names no valid instance id"),
-                }
-            }
+            let members = self.index_page(&index, offset, page_size).await?;
+            let instances = self.parse_members(
+                &index,
+                &members,
+                |m| InstanceId::parse(m).ok(),
+                "names no valid instance id",
+            );
             let unindexed = self.sweep_instances(instances).await?;
             if members.len() < page_size {
                 break;
@@ -326,6 +319,41 @@ impl Pass {
             offset += members.len() - unindexed;
         }
         Ok(())
+    }
+
+    /// One page of a sorted-set index, lowest scores first, charged to the budget.
+    async fn index_page(
+        &mut self,
+        index: &str,
+        offset: usize,
+        page_size: usize,
+    ) -> Result<Vec<Vec<u8>>, SweepError> {
+        let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(offset)
+            .arg(offset + page_size - 1)
+            .query_async(&mut self.conn)
+            .await?;
+        self.charge(members.len());
+        Ok(members)
+    }
+
+    /// The members `parse` accepts; the others are reported as malformed (`why`).
+    fn parse_members<T>(
+        &mut self,
+        index: &str,
+        members: &[Vec<u8>],
+        parse: impl Fn(&str) -> Option<T>,
+        why: &'static str,
+    ) -> Vec<T> {
+        let mut parsed = Vec::with_capacity(members.len());
+        for member in members {
+            match text(member).and_then(&parse) {
+                Some(value) => parsed.push(value),
+                None => self.malformed(member_name(index, member), why),
+            }
+        }
+        parsed
     }
 
     /// Phase 2: the topic index, oldest publish first (the idle come first).
@@ -337,20 +365,14 @@ impl Pass {
         let page_size = self.settings.scan_count;
         let mut offset = 0;
         while self.budget_left() {
-            let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(offset)
-                .arg(offset + page_size - 1)
-                .query_async(&mut self.conn)
-                .await?;
-            self.charge(members.len());
-            let mut topics = Vec::with_capacity(members.len());
-            for member in &members {
-                match text(member).and_then(|m| Topic::parse(m, self.settings.max_topic_bytes).ok()) {
-                    Some(topic) => topics.push(topic),
-                    None => self.malformed(member_name(&index, member), "names no valid topic"),
-                }
-            }
+            let members = self.index_page(&index, offset, page_size).await?;
+            let max_topic_bytes = self.settings.max_topic_bytes;
+            let topics = self.parse_members(
+                &index,
+                &members,
+                |m| Topic::parse(m, max_topic_bytes).ok(),
+                "names no valid topic",
+            );
             let unindexed = self.sweep_topics(topics).await?;
             if members.len() < page_size {
                 break;

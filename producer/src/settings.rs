@@ -206,8 +206,7 @@ impl ProducerConfig {
     /// pairs only (later pairs win), ignoring the process environment and files: for tests
     /// and for embedding the producer in another program.
     pub fn with_overrides(settings: &[(&str, &str)]) -> Result<ProducerConfig, ConfigError> {
-        let flags = settings.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
-        ProducerConfig::load(&Sources { flags, ..Sources::default() })
+        ProducerConfig::load(&Sources::from_pairs(settings))
     }
 
     /// Types every setting from merged values.

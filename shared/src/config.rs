@@ -94,6 +94,15 @@ impl Sources {
     }
 }
 
+impl Sources {
+    /// Only the given `(setting name, value)` pairs, as flags (later pairs win): no process
+    /// environment, no file. For tests and for embedding a service in another program.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Sources {
+        let flags = pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+        Sources { flags, ..Sources::default() }
+    }
+}
+
 /// The merged values of a service's settings, before typing.
 #[derive(Debug)]
 pub struct Layered {
