@@ -199,3 +199,30 @@ async fn the_router_can_be_nested_in_another_application() {
     let stream = connect(&format!("http://127.0.0.1:{port}/realtime/events?topic=x"), None).await;
     assert_eq!(stream.status, 200);
 }
+
+#[tokio::test]
+async fn a_redis_url_with_a_password_works() {
+    let redis = RedisServer::start();
+    let mut admin = redis.client().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://:s3cret@127.0.0.1:{}", redis.port());
+    let gateway = spawn_gateway(&url, &unique_prefix("auth"), &[]).await;
+    let response = reqwest::get(gateway.url("/readyz")).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A wrong password stops start-up with an error that does not print the password.
+    let config = gateway::GatewayConfig::with_overrides(&[
+        ("REDIS_URL", &format!("redis://:wrong@127.0.0.1:{}", redis.port())),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+    ])
+    .unwrap();
+    let error = gateway::Application::build(config).await.err().expect("a wrong password is refused");
+    let message = error.to_string();
+    assert!(message.contains("cannot use redis") && !message.contains("wrong"), "{message}");
+}
