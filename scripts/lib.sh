@@ -86,6 +86,8 @@ ensure_build_deps() {
     if ! { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; }; then
         missing+=(libssl-dev)
     fi
+    # The openssl command makes the certificate of the TLS (rediss://) test.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if [[ ${#missing[@]} -gt 0 ]]; then
         ensure_apt_packages "${missing[@]}"
     fi

@@ -176,3 +176,51 @@ async fn a_redis_restart_that_lost_the_data_is_announced_and_delivery_goes_on() 
     assert_eq!(after[0].data, "after");
     assert_eq!(Some(after[0].id.clone()), id);
 }
+
+#[tokio::test]
+async fn a_tls_redis_url_works_for_every_connection() {
+    // A redis-server speaking only TLS, with a self-signed certificate made here.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    let port = streamgate_tests::rig::free_port();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--tls-auth-clients", "no", "--dir"])
+        .arg(dir.path())
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    // The certificate is self-signed, so verification is off for this test (`#insecure`);
+    // in production the server's certificate chain is verified against the system roots.
+    let url = format!("rediss://127.0.0.1:{port}/#insecure");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "TLS redis did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let prefix = unique_prefix("tls");
+    let gateway = spawn_gateway(&url, &prefix, &[]).await;
+    let publisher = publisher(&url, &prefix);
+    let mut stream = connect(&gateway.url("/events?topic=secure"), None).await;
+    let id = publish_one(&publisher, "secure", "over tls").await;
+    let event = stream.take(1, WAIT).await;
+    assert_eq!((event[0].data.as_str(), event[0].id.as_str()), ("over tls", id.as_str()));
+    let _ = server.kill();
+    let _ = server.wait();
+}
