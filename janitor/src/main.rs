@@ -4,13 +4,12 @@
 //! Exit codes: 0 success; 1 Redis unreachable or the sweep failed; 2 bad configuration.
 //! Each failure is one line on stderr.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use janitor::{JanitorConfig, RunOptions};
-use streamgate::config::{EXIT_BAD_CONFIG, Sources, parse_duration};
+use streamgate::config::{EXIT_BAD_CONFIG, parse_duration};
 use streamgate::settings::or_exit;
 use tokio_util::sync::CancellationToken;
 
@@ -18,27 +17,15 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// A TOML configuration file (also STREAMGATE_CONFIG).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Redis URL (REDIS_URL).
-    #[arg(long)]
-    redis_url: Option<String>,
+    /// `--config`, `--redis-url`, `--set`.
+    #[command(flatten)]
+    config: streamgate::cli::ConfigArgs,
     /// Sweep every interval (such as 60s) until SIGTERM, instead of once.
     #[arg(long, value_parser = parse_interval)]
     interval: Option<Duration>,
     /// Report what a sweep would do; change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Any setting, as NAME=VALUE (repeatable).
-    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_pair)]
-    set: Vec<(String, String)>,
-}
-
-fn parse_pair(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| "expected NAME=VALUE".to_owned())
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -50,11 +37,7 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut flags = cli.set;
-    if let Some(url) = cli.redis_url {
-        flags.push(("REDIS_URL".to_owned(), url));
-    }
-    let config = or_exit(JanitorConfig::load(&Sources::from_process(cli.config, flags)));
+    let config = or_exit(JanitorConfig::load(&cli.config.sources(&[])));
     let telemetry = match streamgate::telemetry::init("janitor", config.common.log_format) {
         Ok(guard) => guard,
         Err(error) => {

@@ -5,7 +5,6 @@
 //! stream, and prints one JSON result line per event on stdout.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -26,18 +25,12 @@ pub const EXIT_FAILED: u8 = 1;
 #[derive(Debug, Parser)]
 #[command(name = "producer", version, about)]
 pub struct Cli {
-    /// A TOML configuration file (also STREAMGATE_CONFIG).
-    #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// Overrides REDIS_URL.
-    #[arg(long, global = true, value_name = "URL")]
-    pub redis_url: Option<String>,
+    /// `--config`, `--redis-url`, `--set`.
+    #[command(flatten)]
+    pub config: streamgate::cli::ConfigArgs,
     /// Overrides LISTEN_ADDR.
     #[arg(long, global = true, value_name = "ADDR")]
     pub listen_addr: Option<String>,
-    /// Overrides any setting, by its environment name (repeatable): --set HISTORY_MAX_LEN=500.
-    #[arg(long = "set", global = true, value_name = "NAME=VALUE", value_parser = parse_assignment)]
-    pub set: Vec<(String, String)>,
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -75,23 +68,11 @@ pub struct PublishArgs {
     pub interval_ms: u64,
 }
 
-fn parse_assignment(text: &str) -> Result<(String, String), String> {
-    let (name, value) = text.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))?;
-    Ok((name.trim().to_owned(), value.to_owned()))
-}
-
 impl Cli {
     /// The configuration sources: process environment, the `--config` file, and the
     /// flags (`--set` first, so the dedicated flags win over a `--set` of the same name).
     pub fn sources(&self) -> Sources {
-        let mut flags = self.set.clone();
-        if let Some(url) = &self.redis_url {
-            flags.push((streamgate::settings::REDIS_URL.name.to_owned(), url.clone()));
-        }
-        if let Some(addr) = &self.listen_addr {
-            flags.push((LISTEN_ADDR.name.to_owned(), addr.clone()));
-        }
-        Sources::from_process(self.config.clone(), flags)
+        self.config.sources(&[(LISTEN_ADDR.name, self.listen_addr.as_ref())])
     }
 }
 

@@ -1,5 +1,6 @@
 //! Streamgate's shared library: the concepts every service speaks.
 //!
+//! - [`cli`] — the command-line flags every binary shares.
 //! - [`config`] — layered settings (defaults < TOML file < environment < flags) with
 //!   one-line errors.
 //! - [`topic`] — validated names — [`topic::Topic`], [`topic::EventName`],
@@ -17,6 +18,7 @@
 //! Architecture invariant: this crate knows nothing of HTTP or axum, so the janitor never
 //! links an HTTP stack.
 
+pub mod cli;
 pub mod config;
 pub mod cursor;
 pub mod event;
