@@ -32,6 +32,18 @@ const MAX_BLOCK: Duration = Duration::from_millis(2000);
 const MIN_CLAIM_EVERY: Duration = Duration::from_millis(50);
 /// Approximate bound of the dead-letter stream, so a flood of bad input cannot fill Redis.
 const DEAD_LETTER_MAX_LEN: u64 = 100_000;
+/// A consumer idle this many claim periods (`INGEST_CLAIM_IDLE`) is a producer that is gone:
+/// a live one reads at least every `MAX_BLOCK`, which resets its idle time.
+const STALE_CONSUMER_FACTOR: u32 = 10;
+
+/// Deletes a consumer only while it has no pending entries: deleting one with pending
+/// entries would drop them from the group's pending list, and nobody would ever get them.
+/// KEYS: stream. ARGV: group, consumer. Returns 1 when deleted.
+const DELETE_IDLE_CONSUMER: &str = r#"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"#;
 /// The fields an ingest entry may have.
 const FIELDS: &str = "topic, data, event, idempotencyKey";
 
@@ -169,6 +181,9 @@ impl IngestConsumer {
             let (next, claimed) = self.claim(&cursor).await?;
             if next == "0-0" {
                 state.next_claim = Instant::now() + self.claim_every();
+                // A finished claim round: whatever a gone producer had pending is ours now,
+                // so its consumer name can go too.
+                self.prune_consumers().await?;
             } else {
                 state.claim_cursor = Some(next);
             }
@@ -255,6 +270,37 @@ impl IngestConsumer {
             .query_async(&mut conn)
             .await?;
         Ok((reply.next_stream_id, reply.claimed))
+    }
+
+    /// Removes the consumer names of producers that are gone (idle for
+    /// `STALE_CONSUMER_FACTOR` claim periods, nothing pending), so restarts do not pile up
+    /// names in the group.
+    async fn prune_consumers(&self) -> Result<(), IngestError> {
+        let mut conn = self.publisher.pool().get().await?;
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.config.stream)
+            .arg(&self.config.group)
+            .query_async(&mut conn)
+            .await?;
+        let stale_ms = (self.config.claim_idle * STALE_CONSUMER_FACTOR).as_millis() as usize;
+        for consumer in reply.consumers {
+            if consumer.name == self.consumer || consumer.pending > 0 || consumer.idle < stale_ms {
+                continue;
+            }
+            let deleted: i64 = redis::cmd("EVAL")
+                .arg(DELETE_IDLE_CONSUMER)
+                .arg(1)
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(&consumer.name)
+                .query_async(&mut conn)
+                .await?;
+            if deleted > 0 {
+                tracing::info!(consumer = %consumer.name, "Removed the ingest consumer of a producer that is gone.");
+            }
+        }
+        Ok(())
     }
 
     /// Publishes the valid entries, dead-letters the others, then acknowledges them all in

@@ -261,3 +261,61 @@ async fn consumers_after_kill(conn: &mut MultiplexedConnection, stream: &str) ->
         .find(|(name, _)| name.starts_with("producer-a-"))
         .map_or(0, |(_, pending)| pending)
 }
+
+#[tokio::test]
+async fn consumers_of_producers_that_are_gone_are_removed_once_nothing_is_pending() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("ingest_prune");
+    let stream = format!("{prefix}:ingest");
+    let mut conn = redis.client().await;
+    // Two earlier producers: one left nothing pending, the other died holding an entry.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(&stream)
+        .arg(GROUP)
+        .arg("gone-1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    xadd(&mut conn, &stream, &[("topic", "t"), ("data", "held by gone-2")]).await;
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("gone-2")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let producer =
+        spawn_producer(&redis.url(), &prefix, &[("INGEST_ENABLED", "true"), ("INGEST_CLAIM_IDLE", "200ms")])
+            .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply: StreamInfoConsumersReply = conn.xinfo_consumers(&stream, GROUP).await.unwrap();
+        let names: Vec<String> = reply.consumers.iter().map(|c| c.name.clone()).collect();
+        if !names.iter().any(|n| n.starts_with("gone-")) {
+            assert_eq!(names.len(), 1, "only the running producer's consumer is left: {names:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "stale consumers were not removed: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The entry gone-2 held was claimed and published before its consumer was removed.
+    let entries = history(&mut conn, &producer.keys, "t").await;
+    assert_eq!(entries.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["held by gone-2"]);
+    producer.shutdown().await;
+}
