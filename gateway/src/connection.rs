@@ -321,6 +321,10 @@ pub fn event_stream(
         }
 
         let mut live = futures_util::stream::select_all(receivers);
+        // Registered once: a fresh `cancelled()` per event would take the token's waiter
+        // lock, shared by every connection, twice per delivery.
+        let ended = shutdown.cancelled();
+        tokio::pin!(ended);
         loop {
             tokio::select! {
                 item = live.next() => match item {
@@ -338,7 +342,7 @@ pub fn event_stream(
                     None => return,
                 },
                 _ = heartbeat.tick() => yield Ok(comment("")),
-                _ = shutdown.cancelled() => return,
+                _ = &mut ended => return,
             }
         }
     }
