@@ -22,6 +22,36 @@ async fn xadd(conn: &mut MultiplexedConnection, stream: &str, fields: &[(&str, &
     conn.xadd(stream, "*", fields).await.unwrap()
 }
 
+/// Creates the producers' consumer group (and the stream), as a producer would.
+async fn create_group(conn: &mut MultiplexedConnection, stream: &str) {
+    let () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// Reads up to `count` new entries as `consumer` and never acknowledges them: what a
+/// producer that crashes mid-batch leaves pending.
+async fn read_as(conn: &mut MultiplexedConnection, stream: &str, consumer: &str, count: usize) {
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 /// Entries delivered to the group and not yet acknowledged.
 async fn pending_count(conn: &mut MultiplexedConnection, stream: &str) -> i64 {
     let reply: redis::Value = redis::cmd("XPENDING").arg(stream).arg(GROUP).query_async(conn).await.unwrap();
@@ -75,29 +105,10 @@ async fn a_redelivered_or_resent_ingest_entry_is_not_published_twice() {
     let stream = format!("{prefix}:ingest");
     let mut conn = redis.client().await;
     // A producer that crashed after publishing two entries and before acknowledging them.
-    let () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg(GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    create_group(&mut conn, &stream).await;
     let keyless = xadd(&mut conn, &stream, &[("topic", "t"), ("data", "keyless")]).await;
     xadd(&mut conn, &stream, &[("topic", "t"), ("data", "keyed"), ("idempotencyKey", "up-1")]).await;
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg("crashed")
-        .arg("COUNT")
-        .arg(10)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    read_as(&mut conn, &stream, "crashed", 10).await;
     let crashed = publisher(&redis.url(), &prefix);
     let mut first = event("t", None, "keyless");
     first.idempotency_key = Some(format!("ingest:{keyless}"));
@@ -269,15 +280,7 @@ async fn consumers_of_producers_that_are_gone_are_removed_once_nothing_is_pendin
     let stream = format!("{prefix}:ingest");
     let mut conn = redis.client().await;
     // Two earlier producers: one left nothing pending, the other died holding an entry.
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg(GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    create_group(&mut conn, &stream).await;
     let _: i64 = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
         .arg(&stream)
@@ -287,18 +290,7 @@ async fn consumers_of_producers_that_are_gone_are_removed_once_nothing_is_pendin
         .await
         .unwrap();
     xadd(&mut conn, &stream, &[("topic", "t"), ("data", "held by gone-2")]).await;
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg("gone-2")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    read_as(&mut conn, &stream, "gone-2", 1).await;
 
     let producer =
         spawn_producer(&redis.url(), &prefix, &[("INGEST_ENABLED", "true"), ("INGEST_CLAIM_IDLE", "200ms")])
