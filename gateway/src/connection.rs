@@ -4,6 +4,11 @@
 //! The connection subscribes to a hub *before* reading history, so an event is either in
 //! the history it reads or in the broadcast it buffered (or both: then the per-topic
 //! position drops the second copy). Its SSE `id:` is the list of per-topic positions.
+//!
+//! A stream carries its cursor from its first bytes: right after subscribing (and after
+//! any replay) it sends an `id:`-only block, which sets the browser's `lastEventId`
+//! without dispatching an event. A stream that ends before its first event (a rolling
+//! deploy, a crash, a proxy cut) then still resumes exactly where it started.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,15 +18,16 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use streamgate::continuity::{self, Next, ResetReason};
 use streamgate::cursor::{TopicCursor, format_cursors};
 use streamgate::event::{Frame, comment, id_line, reset_body, retry};
-use streamgate::redis::Backoff;
+use streamgate::redis::{Backoff, RedisError};
 use streamgate::stream::HistoryEntry;
 use streamgate::topic::Topic;
 
 use crate::fanout::{self, Lagged};
 use crate::history::{self, HistoryRead, Position};
-use crate::hub::{Delivery, LiveEvent, ResetNotice, ResetReason, Subscription};
+use crate::hub::{Delivery, Hub, LiveEvent, ResetNotice, Subscription};
 use crate::startup::AppState;
 
 /// What `/admin/connections` shows of a connection.
@@ -111,6 +117,7 @@ impl Connections {
 
 /// Per-connection delivery state.
 struct Lanes {
+    topics: Vec<Topic>,
     positions: Vec<Position>,
     info: Arc<ConnectionInfo>,
 }
@@ -122,7 +129,16 @@ impl Lanes {
 
     fn cursor_line(&self) -> Bytes {
         let cursors: Vec<TopicCursor> = self.positions.iter().map(Position::cursor).collect();
-        id_line(&format_cursors(&cursors)).expect("cursors never contain line breaks")
+        id_line(&format_cursors(&self.topics, &cursors)).expect("cursors never contain line breaks")
+    }
+
+    /// An `id:`-only block: sets the client's `lastEventId` without dispatching an event.
+    fn cursor_block(&self) -> Bytes {
+        let line = self.cursor_line();
+        let mut out = BytesMut::with_capacity(line.len() + 1);
+        out.extend_from_slice(&line);
+        out.extend_from_slice(b"\n");
+        out.freeze()
     }
 
     fn sent(&self, bytes: Bytes) -> Bytes {
@@ -213,16 +229,6 @@ pub async fn join(state: &AppState, topics: &[Topic], wait: std::time::Duration)
     Joined { subscriptions, subscribed }
 }
 
-/// The outcome of checking a client's cursor against the history's first read.
-enum Replay {
-    /// Deliver `read` and go on reading after the last entry.
-    Continue(HistoryRead),
-    /// Read again from the start of the current epoch.
-    Restart,
-    /// Nothing to replay.
-    Done,
-}
-
 /// Builds the SSE body of one connection.
 ///
 /// `joined` holds the topics' subscriptions, in URL order, and — when their hubs were
@@ -231,7 +237,7 @@ enum Replay {
 pub fn event_stream(
     state: AppState,
     topics: Vec<Topic>,
-    cursors: Option<Vec<TopicCursor>>,
+    cursors: Option<Vec<Option<TopicCursor>>>,
     joined: Joined,
     guard: ConnectionGuard,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
@@ -256,69 +262,70 @@ pub fn event_stream(
                 }
             }
         }
-        let mut lanes = Lanes { positions: Vec::with_capacity(topics.len()), info: Arc::clone(&guard.info) };
+        let mut lanes = Lanes {
+            topics: topics.clone(),
+            positions: Vec::with_capacity(topics.len()),
+            info: Arc::clone(&guard.info),
+        };
         let mut receivers = Vec::with_capacity(topics.len());
         let subscribed = subscribed.take().unwrap_or_else(|| subscribe_all(&subscriptions));
+        // Lanes with a cursor replay from it; the others start at their hub's position.
+        let mut replay_lanes = Vec::new();
         for (lane, (receiver, hub_position)) in subscribed.into_iter().enumerate() {
             receivers.push(Box::pin(receiver.into_stream().map(move |item| (lane, item))));
-            let start = match &cursors {
-                Some(cursors) => Position::from_cursor(&cursors[lane]),
+            let start = match cursors.as_ref().and_then(|cursors| cursors[lane].as_ref()) {
+                Some(cursor) => {
+                    replay_lanes.push(lane);
+                    Position::from_cursor(cursor)
+                }
                 None => hub_position,
             };
             lanes.positions.push(start);
         }
 
-        // Replay what each topic's cursor missed, in bounded batches.
-        if cursors.is_some() {
-            let mut backoff = Backoff::redis();
-            for (lane, topic) in topics.iter().enumerate() {
-                let mut first = true;
-                loop {
-                    let after = lanes.positions[lane].last;
-                    let read = history::read_after(&state.pool, &state.keys, topic, after, state.config.replay_batch);
-                    let read = tokio::select! {
-                        read = read => read,
-                        _ = shutdown.cancelled() => return,
-                    };
-                    let read = match read {
-                        Ok(read) => { backoff.reset(); read }
-                        Err(error) => {
-                            tracing::debug!(%error, topic = %topic, "Replay read failed; retrying.");
-                            tokio::select! {
-                                _ = tokio::time::sleep(backoff.next_delay()) => {}
-                                _ = heartbeat.tick() => yield Ok(comment("")),
-                                _ = shutdown.cancelled() => return,
-                            }
-                            continue;
+        // Replay what each topic's cursor missed, in bounded batches, checking continuity
+        // on every batch.
+        let mut backoff = Backoff::redis();
+        for lane in replay_lanes {
+            let topic = &topics[lane];
+            let hub = subscriptions[lane].hub();
+            loop {
+                let position = lanes.positions[lane].clone();
+                let step = tokio::select! {
+                    step = replay_step(&state, hub, &position) => step,
+                    _ = shutdown.cancelled() => return,
+                };
+                let (verdict, read) = match step {
+                    Ok(step) => { backoff.reset(); step }
+                    Err(error) => {
+                        tracing::debug!(%error, topic = %topic, "Replay read failed; retrying.");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                            _ = heartbeat.tick() => yield Ok(comment("")),
+                            _ = shutdown.cancelled() => return,
                         }
-                    };
-                    let read = if first {
-                        first = false;
-                        let (step, notice) = check_cursor(&lanes.positions[lane], read);
-                        if let Some((reason, after)) = notice {
-                            yield Ok(lanes.reset(lane, topic, reason, after));
-                        }
-                        match step {
-                            Replay::Continue(read) => read,
-                            Replay::Restart => continue,
-                            Replay::Done => break,
-                        }
-                    } else {
-                        read
-                    };
-                    let exhausted = read.entries.len() < state.config.replay_batch;
-                    if lanes.positions[lane].epoch.is_none() {
-                        lanes.positions[lane].epoch = read.epoch.clone();
+                        continue;
                     }
-                    for entry in &read.entries {
-                        if let Some(bytes) = lanes.history_event(lane, entry) {
-                            yield Ok(bytes);
-                        }
-                    }
-                    if exhausted { break; }
+                };
+                match verdict.reset {
+                    Some(reason) => yield Ok(lanes.reset(lane, topic, reason, verdict.position.clone())),
+                    None => lanes.positions[lane] = verdict.position.clone(),
                 }
+                match verdict.next {
+                    Next::UpToDate => break,
+                    Next::ReadAgain => continue,
+                    Next::Deliver => {}
+                }
+                for entry in &read.entries {
+                    if let Some(bytes) = lanes.history_event(lane, entry) {
+                        yield Ok(bytes);
+                    }
+                }
+                if !read.truncated { break; }
             }
         }
+        // The stream's position from its first bytes on (and after the replay).
+        yield Ok(lanes.cursor_block());
 
         let mut live = futures_util::stream::select_all(receivers);
         // Registered once: a fresh `cancelled()` per event would take the token's waiter
@@ -348,30 +355,30 @@ pub fn event_stream(
     }
 }
 
-/// Compares a client's position with the first history read after it. Returns what to do
-/// next and, when events may have been lost, the reset to announce.
-fn check_cursor(position: &Position, read: HistoryRead) -> (Replay, Option<(ResetReason, Position)>) {
-    let Some(epoch) = read.epoch.clone() else {
-        return match position.epoch {
-            Some(_) => (Replay::Done, Some((ResetReason::HistoryLost, Position::START))),
-            None => (Replay::Done, None),
-        };
+/// One replay read under the gateway's bound on concurrent replays, and the continuity
+/// rule's verdict on it. When the tail holding the client's position was lost, delivery
+/// resumes after the newest event this gateway's hub knows was delivered before the loss.
+async fn replay_step(
+    state: &AppState,
+    hub: &Hub,
+    position: &Position,
+) -> Result<(continuity::Verdict, HistoryRead), RedisError> {
+    let read = {
+        let _permit = state.replays.acquire().await.expect("the replay semaphore is never closed");
+        history::read_after(&state.pool, &state.keys, hub.topic(), position.last, state.config.read_limit())
+            .await?
     };
-    let Some(client_epoch) = &position.epoch else {
-        return (Replay::Continue(read), None); // `0`: everything held, whatever the epoch
-    };
-    let restart = (Replay::Restart, Some((ResetReason::HistoryLost, Position::start_of(epoch.clone()))));
-    if *client_epoch != epoch {
-        return restart;
+    let mut verdict = continuity::check(position, read.view());
+    let same_epoch = verdict.position.epoch.is_some() && verdict.position.epoch == position.epoch;
+    if verdict.reset == Some(ResetReason::HistoryLost) && same_epoch {
+        let epoch = verdict.position.epoch.clone().expect("same epoch");
+        let tail =
+            history::surviving_tail(&state.pool, &state.keys, hub.topic(), verdict.position.last, |id| {
+                hub.delivered(&epoch, id)
+            })
+            .await?;
+        verdict.position = Position::at(epoch, tail);
+        verdict.next = Next::ReadAgain;
     }
-    match read.entries.first() {
-        None if read.last.is_some_and(|last| last < position.last) => restart,
-        None => (Replay::Done, None),
-        Some(first) if first.prev == position.last => (Replay::Continue(read), None),
-        Some(first) if first.prev > position.last => {
-            let after = position.clone();
-            (Replay::Continue(read), Some((ResetReason::Trimmed, after)))
-        }
-        Some(_) => restart,
-    }
+    Ok((verdict, read))
 }

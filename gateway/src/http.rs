@@ -42,8 +42,9 @@ pub fn router(state: AppState) -> Router {
 pub struct EventsRequest {
     /// Topics in URL order.
     pub topics: Vec<Topic>,
-    /// Per-topic cursors, when the client resumes.
-    pub cursors: Option<Vec<TopicCursor>>,
+    /// Per-topic cursors, when the client resumes (`None` for a topic the cursor does not
+    /// name: it starts live).
+    pub cursors: Option<Vec<Option<TopicCursor>>>,
 }
 
 /// Parses the query string and `Last-Event-ID` of an `/events` request.
@@ -80,9 +81,9 @@ pub fn parse_events_request(
     let cursor = last_event_id.map(str::to_owned).or(query_cursor).filter(|c| !c.trim().is_empty());
     let cursors = match cursor {
         None => None,
-        Some(text) => Some(
-            parse_cursors(&text, topics.len()).map_err(|error| AppError::BadRequest(error.to_string()))?,
-        ),
+        Some(text) => {
+            Some(parse_cursors(&text, &topics).map_err(|error| AppError::BadRequest(error.to_string()))?)
+        }
     };
     Ok(EventsRequest { topics, cursors })
 }
@@ -105,10 +106,14 @@ async fn events(
         state.config.max_topics_per_connection,
         state.config.max_topic_bytes,
     )?;
-    let guard = state
-        .connections
-        .admit(state.config.max_connections, request.topics.clone(), remote)
-        .ok_or(AppError::AtCapacity(state.config.max_connections))?;
+    let Some(guard) = state.connections.admit(state.config.max_connections, request.topics.clone(), remote)
+    else {
+        let refusal = AppError::AtCapacity(state.config.max_connections);
+        if accepts_event_stream(&headers) {
+            return Ok(retry_later(&state, &refusal.to_string()));
+        }
+        return Err(refusal);
+    };
     let instance = HeaderValue::from_str(state.config.instance_id.as_str()).expect("instance ids are ASCII");
     let joined = crate::connection::join(&state, &request.topics, JOIN_WAIT).await;
     let body = Body::from_stream(event_stream(state, request.topics, request.cursors, joined, guard));
@@ -119,6 +124,33 @@ async fn events(
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     headers.insert(INSTANCE_HEADER, instance);
     Ok(response)
+}
+
+/// Whether the client asked for an event stream (EventSource always does).
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+/// A transient refusal an `EventSource` survives: a browser never retries a non-200
+/// answer, so an SSE client gets a 200 stream that only sets `retry:` (the retry interval
+/// plus up to as much again of random jitter, so refused clients do not return in one
+/// wave), names the reason in a comment and ends. It carries no `id:`, so the browser keeps
+/// its `Last-Event-ID` and resumes exactly when it gets in.
+fn retry_later(state: &AppState, reason: &str) -> Response {
+    let base = state.config.retry_interval.as_millis() as u64;
+    let delay = base + fastrand::u64(0..=base);
+    let mut body = Vec::with_capacity(reason.len() + 32);
+    body.extend_from_slice(&streamgate::event::retry(delay));
+    body.extend_from_slice(&streamgate::event::comment(reason));
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -150,13 +182,14 @@ async fn admin_connections(State(state): State<AppState>) -> impl IntoResponse {
         .map(|info| {
             let positions = info.positions.lock().expect("positions lock").clone();
             let cursors: Vec<TopicCursor> = positions.iter().map(|p| p.cursor()).collect();
+            let cursor = streamgate::cursor::format_cursors(&info.topics, &cursors);
             json!({
                 "id": info.id,
                 "topics": info.topics.iter().map(Topic::as_str).collect::<Vec<_>>(),
                 "remoteAddr": info.remote.to_string(),
                 "connectedAt": humantime::format_rfc3339_seconds(info.connected_at).to_string(),
                 "eventsSent": info.events_sent.load(Ordering::Relaxed),
-                "cursor": streamgate::cursor::format_cursors(&cursors),
+                "cursor": cursor,
             })
         })
         .collect();
@@ -203,7 +236,7 @@ mod tests {
             ("topic=a%0Ab", "forbidden character"),
             ("topic=a&topic=a", "listed twice"),
             ("topic=a&lastEventId=zzz", "malformed cursor"),
-            ("topic=a&topic=b&lastEventId=0", "2 topics"),
+            ("topic=a&topic=b&lastEventId=0,0,0", "2 topics"),
         ];
         for (query, expected) in cases {
             let error = parse(query, None).unwrap_err().to_string();
@@ -214,8 +247,8 @@ mod tests {
     #[test]
     fn header_cursor_wins_over_query_parameter() {
         let request = parse("topic=a&lastEventId=zzz", Some("5-0~ep")).unwrap();
-        assert_eq!(request.cursors.unwrap()[0].to_string(), "5-0~ep");
+        assert_eq!(request.cursors.unwrap()[0].as_ref().unwrap().to_string(), "5-0~ep");
         let request = parse("topic=a&lastEventId=0", None).unwrap();
-        assert_eq!(request.cursors.unwrap()[0], TopicCursor::Start);
+        assert_eq!(request.cursors.unwrap()[0], Some(TopicCursor::Start));
     }
 }

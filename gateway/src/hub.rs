@@ -2,19 +2,28 @@
 //! sequence of encoded events and shares it with every local subscriber of the topic.
 //!
 //! A hub tracks the topic's [`Position`] on this gateway. A routed entry whose predecessor
-//! is that position is delivered directly; one at or below it is a duplicate; anything
-//! else (a gap left by concurrent producers, a crashed producer, a trimmed instance stream,
-//! an outage) makes the hub catch up from the topic's history, in bounded batches. Events
-//! are encoded once here and shared as `Bytes` through a broadcast channel whose capacity
-//! is the per-subscriber queue: a subscriber that falls further behind is closed and
-//! resumes from its cursor ([`crate::fanout`]).
+//! is that position is delivered directly; one it recently delivered is a duplicate;
+//! anything else (a gap left by concurrent producers, a crashed producer, a trimmed
+//! instance stream, an outage, a history whose tail Redis lost) makes the hub catch up from
+//! the topic's history, in bounded batches, under the continuity rule
+//! ([`streamgate::continuity`]) checked on every batch. Hubs that received nothing for a
+//! while are *reconciled*: their positions are compared with the histories' newest ids in
+//! one pipelined read, so an event that was appended but never routed (a producer that
+//! crashed between the two steps, a route that failed after the publish answered) reaches
+//! subscribers within a bound even when its topic stays quiet ([`Hubs::reconcile_idle`]).
+//!
+//! Events are encoded once here and shared as `Bytes` through a broadcast ring whose
+//! capacity is the per-subscriber queue: a subscriber that falls further behind is closed
+//! and resumes from its cursor ([`crate::fanout`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use deadpool_redis::Pool;
+pub use streamgate::continuity::ResetReason;
+use streamgate::continuity::{self, Next};
 use streamgate::cursor::{Epoch, HistoryId};
 use streamgate::event::{Frame, reset_body};
 use streamgate::keys::Keys;
@@ -25,12 +34,18 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout;
-use crate::history::{self, Position};
+use crate::history::{self, Position, ReadLimit};
 use crate::membership::Membership;
 
 /// How many routed entries may wait for a hub before the reader stops queueing and lets
 /// the hub catch up from history instead.
 const INBOX_CAPACITY: usize = 4096;
+/// How many recently delivered ids a hub remembers, to tell a routed duplicate from a new
+/// event that only *looks* old (appended after Redis lost a history's tail, by a server
+/// whose clock is behind). 32 ids are 512 bytes per active hub, none for an idle one.
+const RECENT_IDS: usize = 32;
+/// Topics whose metas one reconciliation reads per pipelined round trip.
+const RECONCILE_BATCH: usize = 500;
 
 /// One event ready to send: encoded once, shared by every subscriber.
 #[derive(Debug)]
@@ -41,25 +56,6 @@ pub struct LiveEvent {
     pub id: HistoryId,
     /// The encoded event (`id:` is the one-topic cursor).
     pub frame: Frame,
-}
-
-/// Why events may have been lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetReason {
-    /// Retention removed events after the cursor.
-    Trimmed,
-    /// The history the cursor points into is gone (recreated, or lost with Redis data).
-    HistoryLost,
-}
-
-impl ResetReason {
-    /// The `reason` field of the notice.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResetReason::Trimmed => "trimmed",
-            ResetReason::HistoryLost => "history_lost",
-        }
-    }
 }
 
 /// A reset a hub went through: delivery resumes after `after`.
@@ -80,12 +76,12 @@ impl ResetNotice {
         if position.epoch.is_none() {
             return false;
         }
+        let same_epoch = position.epoch == self.after.epoch;
         match self.reason {
-            ResetReason::Trimmed => position.epoch == self.after.epoch && position.last < self.after.last,
-            // Into a new epoch: whoever is not in it yet. Within an epoch (Redis lost the
-            // history's tail): whoever saw events past what is left.
-            ResetReason::HistoryLost if position.epoch != self.after.epoch => true,
-            ResetReason::HistoryLost => !self.after.last.is_zero() && position.last > self.after.last,
+            ResetReason::Trimmed => same_epoch && position.last < self.after.last,
+            // Within an epoch (Redis lost the history's tail): whoever saw events past what
+            // is left. Into another epoch: whoever is not in it yet.
+            ResetReason::HistoryLost => !same_epoch || position.last > self.after.last,
         }
     }
 }
@@ -107,7 +103,45 @@ enum HubMessage {
 
 struct HubState {
     position: Position,
+    recent: RecentIds,
     sender: fanout::Sender<Delivery>,
+}
+
+/// The ids a hub delivered most recently, in order, and the id at or before which it
+/// takes everything as delivered (what it started from, or what left the window).
+#[derive(Debug, Default)]
+struct RecentIds {
+    floor: HistoryId,
+    ids: VecDeque<HistoryId>,
+}
+
+impl RecentIds {
+    fn starting_at(floor: HistoryId) -> RecentIds {
+        RecentIds { floor, ids: VecDeque::new() }
+    }
+
+    fn delivered(&self, id: HistoryId) -> bool {
+        id <= self.floor || self.ids.binary_search(&id).is_ok()
+    }
+
+    fn push(&mut self, id: HistoryId) {
+        self.ids.push_back(id);
+        if self.ids.len() > RECENT_IDS {
+            self.floor = self.ids.pop_front().unwrap_or(self.floor);
+        }
+    }
+
+    /// Forgets what a reset took back: everything after `position` (in its epoch).
+    fn rewind(&mut self, position: &Position, same_epoch: bool) {
+        if !same_epoch {
+            *self = RecentIds::starting_at(position.last);
+            return;
+        }
+        while self.ids.back().is_some_and(|id| *id > position.last) {
+            self.ids.pop_back();
+        }
+        self.floor = self.floor.min(position.last);
+    }
 }
 
 /// One topic's hub.
@@ -116,6 +150,9 @@ pub struct Hub {
     state: Mutex<HubState>,
     inbox: mpsc::Sender<HubMessage>,
     overflowed: AtomicBool,
+    /// Set whenever a routed entry arrives; reconciliation skips hubs that had one since
+    /// the last round (their next entry's `p` reveals any gap).
+    touched: AtomicBool,
     ready: watch::Receiver<bool>,
     stop: CancellationToken,
 }
@@ -141,6 +178,13 @@ impl Hub {
     pub fn topic(&self) -> &Topic {
         &self.topic
     }
+
+    /// Whether this hub delivered the event `id` of `epoch`, as far as it remembers: ids at
+    /// or before what it started from count as delivered.
+    pub fn delivered(&self, epoch: &Epoch, id: HistoryId) -> bool {
+        let state = self.state.lock().expect("hub lock");
+        state.position.epoch.as_ref() == Some(epoch) && state.recent.delivered(id)
+    }
 }
 
 /// What hubs need from the gateway.
@@ -152,8 +196,8 @@ pub struct HubContext {
     pub keys: Keys,
     /// Broadcast capacity (the per-subscriber queue).
     pub queue_size: usize,
-    /// History batch size.
-    pub replay_batch: usize,
+    /// How much one history read may return.
+    pub read_limit: ReadLimit,
     /// Memberships.
     pub membership: Arc<Membership>,
     /// Stops every hub.
@@ -231,6 +275,7 @@ impl Hubs {
         let Some(entry) = map.get(&topic) else {
             return;
         };
+        entry.hub.touched.store(true, Ordering::Relaxed);
         if entry.hub.inbox.try_send(HubMessage::Routed(Box::new(routed))).is_err() {
             // The hub is behind: rather than queue without bound, it catches up from
             // history once its queue drains.
@@ -246,6 +291,37 @@ impl Hubs {
                 entry.hub.overflowed.store(true, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Compares every hub that received no routed entry since the last call with its
+    /// topic's history (the meta's epoch and newest id, read for all of them in pipelined
+    /// batches) and makes those that are behind catch up. This bounds the delay of an event
+    /// that was appended but never routed here, on a topic that stays quiet.
+    pub async fn reconcile_idle(&self) -> Result<usize, streamgate::redis::RedisError> {
+        let idle: Vec<Arc<Hub>> = {
+            let map = self.map.lock().expect("hubs lock");
+            map.values()
+                .filter(|entry| {
+                    !entry.hub.touched.swap(false, Ordering::Relaxed) && *entry.hub.ready.borrow()
+                })
+                .map(|entry| Arc::clone(&entry.hub))
+                .collect()
+        };
+        let mut behind = 0;
+        for hubs in idle.chunks(RECONCILE_BATCH) {
+            let topics: Vec<Topic> = hubs.iter().map(|hub| hub.topic.clone()).collect();
+            let metas = history::read_metas(&self.context.pool, &self.context.keys, &topics).await?;
+            for (hub, meta) in hubs.iter().zip(metas) {
+                let position = hub.state.lock().expect("hub lock").position.clone();
+                if meta != position {
+                    behind += 1;
+                    if hub.inbox.try_send(HubMessage::CatchUp).is_err() {
+                        hub.overflowed.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(behind)
     }
 
     /// Number of hubs (topics with local subscribers).
@@ -266,10 +342,12 @@ impl Hubs {
             topic,
             state: Mutex::new(HubState {
                 position: Position::START,
+                recent: RecentIds::default(),
                 sender: fanout::channel(self.context.queue_size),
             }),
             inbox,
             overflowed: AtomicBool::new(false),
+            touched: AtomicBool::new(false),
             ready,
             stop,
         });
@@ -305,7 +383,11 @@ impl HubWorker {
                 }
             }
         };
-        self.hub.state.lock().expect("hub lock").position = position;
+        {
+            let mut state = self.hub.state.lock().expect("hub lock");
+            state.recent = RecentIds::starting_at(position.last);
+            state.position = position;
+        }
         ready.send_replace(true);
         loop {
             let message = tokio::select! {
@@ -341,23 +423,34 @@ impl HubWorker {
     }
 
     async fn on_routed(&self, routed: RoutedEntry) -> Result<(), RedisError> {
-        let position = self.position();
-        let same_epoch = position.epoch.as_ref() == Some(&routed.epoch);
-        if same_epoch && routed.entry.id <= position.last {
+        let (position, duplicate) = {
+            let state = self.hub.state.lock().expect("hub lock");
+            let same_epoch = state.position.epoch.as_ref() == Some(&routed.epoch);
+            let duplicate = same_epoch
+                && routed.entry.id <= state.position.last
+                && state.recent.delivered(routed.entry.id);
+            (state.position.clone(), duplicate)
+        };
+        if duplicate {
             return Ok(()); // Already delivered (history and live path both carried it).
         }
-        let continues = routed.entry.prev == position.last && (same_epoch || position.epoch.is_none());
+        let same_epoch = position.epoch.as_ref() == Some(&routed.epoch);
+        let continues = routed.entry.prev == position.last
+            && routed.entry.id > position.last
+            && (same_epoch || position.epoch.is_none());
         if continues {
             self.emit(&routed.epoch, &routed.entry);
             return Ok(());
         }
-        // A gap (reordered producers, a crashed producer, a trimmed instance stream) or
-        // another epoch: the history decides.
+        // A gap (reordered producers, a crashed producer, a trimmed instance stream),
+        // another epoch, or an id at or before the position that this hub never delivered
+        // (Redis lost the tail, and the new server's clock is behind): the history decides.
         self.catch_up().await
     }
 
     /// Reads the history after the hub's position until it is exhausted, delivering every
-    /// entry in order and announcing resets where events were lost.
+    /// entry in order and announcing resets where events were lost. The continuity rule is
+    /// checked on every batch.
     async fn catch_up(&self) -> Result<(), RedisError> {
         loop {
             let position = self.position();
@@ -366,47 +459,45 @@ impl HubWorker {
                 &self.context.keys,
                 &self.hub.topic,
                 position.last,
-                self.context.replay_batch,
+                self.context.read_limit,
             )
             .await?;
-            let Some(epoch) = read.epoch else {
-                if position.epoch.is_some() {
-                    self.reset(ResetReason::HistoryLost, Position::START);
-                }
-                return Ok(());
-            };
-            match &position.epoch {
-                Some(current) if *current != epoch => {
-                    self.reset(ResetReason::HistoryLost, Position::start_of(epoch));
+            let verdict = continuity::check(&position, read.view());
+            if let Some(reason) = verdict.reset {
+                let same_epoch = verdict.position.epoch.is_some() && verdict.position.epoch == position.epoch;
+                if reason == ResetReason::HistoryLost && same_epoch {
+                    // The tail with this hub's position is gone. New events may carry ids
+                    // at or before it: resume after the newest one this hub delivered.
+                    let epoch = verdict.position.epoch.clone().expect("same epoch");
+                    let recent = |id| self.hub.state.lock().expect("hub lock").recent.delivered(id);
+                    let tail = history::surviving_tail(
+                        &self.context.pool,
+                        &self.context.keys,
+                        &self.hub.topic,
+                        verdict.position.last,
+                        recent,
+                    )
+                    .await?;
+                    self.reset(reason, Position::at(epoch, tail));
                     continue;
                 }
-                None => {
-                    // First sight of this topic's history: adopt it from its start.
-                    self.hub.state.lock().expect("hub lock").position = Position::start_of(epoch.clone());
-                    if !position.last.is_zero() {
-                        continue;
-                    }
-                }
-                Some(_) => {}
+                self.reset(reason, verdict.position.clone());
+            } else if verdict.position != position {
+                // First sight of this topic's history: adopt its epoch.
+                let mut state = self.hub.state.lock().expect("hub lock");
+                state.recent.rewind(&verdict.position, false);
+                state.position = verdict.position.clone();
             }
-            let Some(first) = read.entries.first() else {
-                if read.last.is_some_and(|last| last < position.last) {
-                    // The history lost events this hub delivered (Redis lost its tail).
-                    let after = Position { epoch: Some(epoch), last: read.last.unwrap_or_default() };
-                    self.reset(ResetReason::HistoryLost, after);
-                }
-                return Ok(());
-            };
-            if first.prev != position.last && !position.last.is_zero() {
-                let reason =
-                    if first.prev > position.last { ResetReason::Trimmed } else { ResetReason::HistoryLost };
-                self.reset(reason, Position { epoch: Some(epoch.clone()), last: first.prev });
+            match verdict.next {
+                Next::UpToDate => return Ok(()),
+                Next::ReadAgain => continue,
+                Next::Deliver => {}
             }
-            let exhausted = read.entries.len() < self.context.replay_batch;
+            let epoch = verdict.position.epoch.clone().expect("a history to deliver from has an epoch");
             for entry in &read.entries {
                 self.emit(&epoch, entry);
             }
-            if exhausted {
+            if !read.truncated {
                 return Ok(());
             }
         }
@@ -424,6 +515,7 @@ impl HubWorker {
         let event = Arc::new(LiveEvent { epoch: epoch.clone(), id: entry.id, frame });
         let mut state = self.hub.state.lock().expect("hub lock");
         state.position = Position { epoch: Some(epoch.clone()), last: entry.id };
+        state.recent.push(entry.id);
         state.sender.send(Delivery::Event(event));
     }
 
@@ -432,6 +524,8 @@ impl HubWorker {
         let notice =
             Arc::new(ResetNotice { reason, body: reset_body(&self.hub.topic, reason.as_str()), after });
         let mut state = self.hub.state.lock().expect("hub lock");
+        let same_epoch = state.position.epoch.is_some() && state.position.epoch == notice.after.epoch;
+        state.recent.rewind(&notice.after, same_epoch);
         state.position = notice.after.clone();
         state.sender.send(Delivery::Reset(notice));
     }

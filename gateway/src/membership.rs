@@ -11,6 +11,17 @@
 //! whether the key had expired (the janitor may have swept this instance, or Redis lost its
 //! data). Then, and after every Redis outage, every membership is written again in full
 //! and every topic catches up from history.
+//!
+//! Redis can also lose only its most recent writes — a restart from an older snapshot, a
+//! crash under `appendfsync everysec`, a failover to a replica that lagged — and keep an
+//! older liveness key. To see that, the liveness value carries a *generation*:
+//! `<life token>:<n>`. Every flush that changes memberships ends its pipeline with the
+//! claim script writing generation `n + 1`; the heartbeat expects the generation it last
+//! wrote. A single Redis (or a primary and its replicas) loses a *suffix* of its write
+//! history, so if the key still holds the last generation, every membership write before
+//! it survived; if it holds an older one, some were lost, and the memberships are written
+//! again in full at that heartbeat. Memberships therefore converge to the truth within one
+//! heartbeat (a third of `LIVENESS_TTL`) of Redis serving again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,14 +37,44 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Claims or refreshes the liveness key unless a janitor is sweeping this instance.
-/// KEYS: alive, sweep. ARGV: process token, ttl ms. Returns `kept` (it was ours and
-/// alive), `claimed` (it was missing or an earlier life's), or `sweeping`.
+/// KEYS: alive, sweep. ARGV: process token, ttl ms, expected generation, new generation.
+/// Returns `kept` (it was ours, alive, at the expected generation), `stale` (ours but at
+/// another generation: Redis lost recent writes), `claimed` (it was missing or an earlier
+/// life's), or `sweeping` (nothing written).
 const CLAIM_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'sweeping' end
-local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET')
-if old == ARGV[1] then return 'kept' end
+local old = redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[4], 'PX', ARGV[2], 'GET')
+if old == ARGV[1] .. ':' .. ARGV[3] then return 'kept' end
+if old and string.sub(old, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then return 'stale' end
 return 'claimed'
 "#;
+
+/// What the claim script found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Kept,
+    Stale,
+    Claimed,
+    Sweeping,
+}
+
+impl Claim {
+    fn parse(reply: &str) -> Result<Claim, RedisError> {
+        Ok(match reply {
+            "kept" => Claim::Kept,
+            "stale" => Claim::Stale,
+            "claimed" => Claim::Claimed,
+            "sweeping" => Claim::Sweeping,
+            other => {
+                return Err(RedisError::Redis(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "unexpected reply from the liveness script",
+                    other.to_owned(),
+                ))));
+            }
+        })
+    }
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -47,6 +88,8 @@ struct State {
     next_generation: u64,
     /// Write every membership in full at the next flush.
     resync: bool,
+    /// The generation of the liveness value this life last wrote and Redis confirmed.
+    liveness_generation: u64,
 }
 
 /// The instance's registrations. Shared by the HTTP handlers and the flush task.
@@ -140,8 +183,9 @@ impl Membership {
     pub async fn reset_and_claim(&self, pool: &Pool, liveness_ttl: Duration) -> Result<(), RedisError> {
         let mut conn = pool.get().await?;
         loop {
-            let claim = self.claim(&mut conn, liveness_ttl).await?;
-            if claim != "sweeping" {
+            let (claim,): (String,) = self.claim(liveness_ttl).query_async(&mut conn).await?;
+            let claim = Claim::parse(&claim)?;
+            if claim != Claim::Sweeping {
                 break;
             }
             tracing::info!(instance = %self.instance, "A janitor is sweeping this instance id; waiting.");
@@ -165,31 +209,34 @@ impl Membership {
         Ok(())
     }
 
-    async fn claim(
-        &self,
-        conn: &mut deadpool_redis::Connection,
-        liveness_ttl: Duration,
-    ) -> Result<String, RedisError> {
+    /// The claim script's invocation at the confirmed generation (the heartbeat), plus the
+    /// instance index update.
+    fn claim(&self, liveness_ttl: Duration) -> redis::Pipeline {
+        let generation = self.state.lock().expect("membership lock").liveness_generation;
+        self.claim_at(liveness_ttl, generation, generation)
+    }
+
+    fn claim_at(&self, liveness_ttl: Duration, expected: u64, new: u64) -> redis::Pipeline {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
-        let (claim,): (String,) = redis::pipe()
-            .cmd("EVAL")
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
             .arg(CLAIM_SCRIPT)
             .arg(2)
             .arg(self.keys.instance_alive(&self.instance))
             .arg(self.keys.instance_sweep(&self.instance))
             .arg(&self.token)
             .arg(liveness_ttl.as_millis() as u64)
+            .arg(expected)
+            .arg(new)
             .cmd("ZADD")
             .arg(self.keys.instances())
             .arg(now_ms)
             .arg(self.instance.as_str())
-            .ignore()
-            .query_async(conn)
-            .await?;
-        Ok(claim)
+            .ignore();
+        pipe
     }
 
     /// Flushes dirty topics and refreshes liveness until `shutdown`, then deregisters.
@@ -235,20 +282,9 @@ impl Membership {
         let mut conn = pool.get().await?;
         let resync_pending = self.state.lock().expect("membership lock").resync;
         if beat || resync_pending {
-            match self.claim(&mut conn, liveness_ttl).await?.as_str() {
-                "kept" => {}
-                "claimed" => {
-                    if self.is_live() {
-                        tracing::warn!(instance = %self.instance, "Liveness key had expired; registering again.");
-                    }
-                    self.state.lock().expect("membership lock").resync = true;
-                }
-                _ => {
-                    self.live.store(false, Ordering::Relaxed);
-                    tracing::warn!(instance = %self.instance, "A janitor is sweeping this instance; will register again.");
-                    self.state.lock().expect("membership lock").resync = true;
-                    return Ok(());
-                }
+            let (claim,): (String,) = self.claim(liveness_ttl).query_async(&mut conn).await?;
+            if !self.on_claim(Claim::parse(&claim)?) {
+                return Ok(());
             }
         }
         let (generation, resync, changes) = {
@@ -272,7 +308,12 @@ impl Membership {
                 .collect();
             (generation, resync, changes)
         };
-        let result = self.write(&mut conn, resync, &changes).await;
+        let result = self.write(&mut conn, liveness_ttl, resync, &changes).await;
+        let result = match result {
+            Ok(Some(claim)) if !self.on_claim(claim) => Err(None),
+            Ok(_) => Ok(()),
+            Err(error) => Err(Some(error)),
+        };
         let mut state = self.state.lock().expect("membership lock");
         match result {
             Ok(()) => {
@@ -294,19 +335,54 @@ impl Membership {
             Err(error) => {
                 // Whatever was half-written is corrected by the full rewrite that follows.
                 state.resync = true;
-                Err(error)
+                match error {
+                    Some(error) => Err(error),
+                    None => Ok(()),
+                }
             }
         }
     }
 
+    /// Acts on what the claim script found; false when nothing may be written now (a
+    /// janitor is sweeping this instance).
+    fn on_claim(&self, claim: Claim) -> bool {
+        match claim {
+            Claim::Kept => true,
+            Claim::Claimed => {
+                if self.is_live() {
+                    tracing::warn!(instance = %self.instance, "Liveness key had expired; registering again.");
+                }
+                self.state.lock().expect("membership lock").resync = true;
+                true
+            }
+            Claim::Stale => {
+                tracing::warn!(
+                    instance = %self.instance,
+                    "Redis lost recent membership writes (an older snapshot or a lagging replica); writing them again."
+                );
+                self.state.lock().expect("membership lock").resync = true;
+                true
+            }
+            Claim::Sweeping => {
+                self.live.store(false, Ordering::Relaxed);
+                tracing::warn!(instance = %self.instance, "A janitor is sweeping this instance; will register again.");
+                self.state.lock().expect("membership lock").resync = true;
+                false
+            }
+        }
+    }
+
+    /// Writes the changes and ends the pipeline with the claim script at the next liveness
+    /// generation; returns what the claim found (`None` when there was nothing to write).
     async fn write(
         &self,
         conn: &mut deadpool_redis::Connection,
+        liveness_ttl: Duration,
         resync: bool,
         changes: &[(Topic, u32, u32)],
-    ) -> Result<(), RedisError> {
+    ) -> Result<Option<Claim>, RedisError> {
         if changes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let topics_key = self.keys.instance_topics(&self.instance);
         let field = self.instance.as_str();
@@ -327,8 +403,18 @@ impl Membership {
                 }
             }
         }
-        pipe.query_async::<()>(conn).await?;
-        Ok(())
+        let expected = self.state.lock().expect("membership lock").liveness_generation;
+        let claim = self.claim_at(liveness_ttl, expected, expected + 1);
+        for command in claim.cmd_iter() {
+            pipe.add_command(command.clone());
+        }
+        pipe.ignore(); // the ZADD
+        let (claim,): (String,) = pipe.query_async(conn).await?;
+        let claim = Claim::parse(&claim)?;
+        if claim != Claim::Sweeping {
+            self.state.lock().expect("membership lock").liveness_generation = expected + 1;
+        }
+        Ok(Some(claim))
     }
 
     /// Shutdown: removes every membership, the liveness key and the instance stream, so

@@ -40,7 +40,7 @@ pub const MAX_CONNECTIONS: Setting = Setting {
     name: "MAX_CONNECTIONS",
     default: "10000",
     allowed: "a whole number from 1 to 10000000",
-    help: "SSE connections per instance; beyond it new ones get 503 with Retry-After.",
+    help: "SSE connections per instance; beyond it an EventSource gets a 200 that only sets retry: (so browsers keep retrying), other clients 503 with Retry-After.",
 };
 /// `MAX_TOPICS_PER_CONNECTION`.
 pub const MAX_TOPICS_PER_CONNECTION: Setting = Setting {
@@ -69,6 +69,27 @@ pub const REPLAY_BATCH: Setting = Setting {
     default: "500",
     allowed: "a whole number from 1 to 10000",
     help: "History entries read per XRANGE when a client catches up.",
+};
+/// `REPLAY_BYTES`.
+pub const REPLAY_BYTES: Setting = Setting {
+    name: "REPLAY_BYTES",
+    default: "1MiB",
+    allowed: "a size from 64KiB to 64MiB, such as 1MiB",
+    help: "Bytes of events one history read may return (at least one event): bounds what a replaying client pins.",
+};
+/// `REPLAY_CONCURRENCY`.
+pub const REPLAY_CONCURRENCY: Setting = Setting {
+    name: "REPLAY_CONCURRENCY",
+    default: "32",
+    allowed: "a whole number from 1 to 4096",
+    help: "History reads for replaying clients that may run at once on one gateway; more wait their turn.",
+};
+/// `RECONCILE_INTERVAL`.
+pub const RECONCILE_INTERVAL: Setting = Setting {
+    name: "RECONCILE_INTERVAL",
+    default: "1s",
+    allowed: "a duration from 100ms to 1m",
+    help: "How often topics that received nothing are compared with their histories, so an event appended but never routed is delivered within two intervals.",
 };
 /// `LIVENESS_TTL`.
 pub const LIVENESS_TTL: Setting = Setting {
@@ -107,6 +128,9 @@ pub const SETTINGS: &[Setting] = &[
     MAX_TOPIC_BYTES,
     QUEUE_SIZE,
     REPLAY_BATCH,
+    REPLAY_BYTES,
+    REPLAY_CONCURRENCY,
+    RECONCILE_INTERVAL,
     LIVENESS_TTL,
     DRAIN_TIMEOUT,
     CORS_ORIGINS,
@@ -146,6 +170,12 @@ pub struct GatewayConfig {
     pub queue_size: usize,
     /// XRANGE batch.
     pub replay_batch: usize,
+    /// Bytes one history read may return.
+    pub replay_bytes: usize,
+    /// Concurrent replay reads.
+    pub replay_concurrency: usize,
+    /// How often idle hubs are reconciled with history.
+    pub reconcile_interval: Duration,
     /// Liveness TTL.
     pub liveness_ttl: Duration,
     /// Drain time on shutdown.
@@ -173,7 +203,7 @@ impl GatewayConfig {
                 _ => return None,
             })
         })?;
-        Ok(GatewayConfig {
+        let config = GatewayConfig {
             common: Common::from_layered(&layered)?,
             listen_addr: layered.get(&LISTEN_ADDR)?,
             instance_id,
@@ -186,11 +216,37 @@ impl GatewayConfig {
             max_topic_bytes: layered.get_in_range(&MAX_TOPIC_BYTES, 1..=4096)?,
             queue_size: layered.get_in_range(&QUEUE_SIZE, 16..=1 << 20)?,
             replay_batch: layered.get_in_range(&REPLAY_BATCH, 1..=10_000)?,
+            replay_bytes: layered.get_bytes(&REPLAY_BYTES, 64 << 10..=64 << 20)?,
+            replay_concurrency: layered.get_in_range(&REPLAY_CONCURRENCY, 1..=4096)?,
+            reconcile_interval: layered
+                .get_duration(&RECONCILE_INTERVAL, Duration::from_millis(100)..=Duration::from_secs(60))?,
             liveness_ttl: layered
                 .get_duration(&LIVENESS_TTL, Duration::from_secs(3)..=Duration::from_secs(600))?,
             drain_timeout: layered.get_duration(&DRAIN_TIMEOUT, Duration::ZERO..=Duration::from_secs(600))?,
             cors,
-        })
+        };
+        config.check_pairs()?;
+        Ok(config)
+    }
+
+    /// Rejects settings that are valid alone but break the guarantee together.
+    fn check_pairs(&self) -> Result<(), ConfigError> {
+        if self.queue_size < self.replay_batch {
+            return Err(ConfigError::Conflict {
+                first: format!("{}={}", QUEUE_SIZE.name, self.queue_size),
+                second: format!("{}={}", REPLAY_BATCH.name, self.replay_batch),
+                reason:
+                    "a hub's catch-up puts a whole batch in the queue at once, so every subscriber would \
+                         be closed as too slow; make QUEUE_SIZE at least REPLAY_BATCH"
+                        .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// How much one history read may return.
+    pub fn read_limit(&self) -> crate::history::ReadLimit {
+        crate::history::ReadLimit { count: self.replay_batch, bytes: self.replay_bytes }
     }
 
     /// The defaults, with the given overrides (setting name, value): for tests and embedding.
@@ -210,6 +266,13 @@ mod tests {
         assert_eq!(config.max_topics_per_connection, 32);
         assert_eq!(config.cors, Cors::Off);
         assert_ne!(config.instance_id, GatewayConfig::with_overrides(&[]).unwrap().instance_id);
+    }
+
+    #[test]
+    fn a_queue_smaller_than_a_replay_batch_is_rejected() {
+        let error =
+            GatewayConfig::with_overrides(&[("QUEUE_SIZE", "100"), ("REPLAY_BATCH", "500")]).unwrap_err();
+        assert!(error.to_string().starts_with("QUEUE_SIZE=100 and REPLAY_BATCH=500 conflict: "), "{error}");
     }
 
     #[test]

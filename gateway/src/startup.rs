@@ -32,6 +32,8 @@ pub struct AppState {
     pub membership: Arc<Membership>,
     /// Open connections.
     pub connections: Arc<Connections>,
+    /// Bounds the history reads of replaying clients that run at once.
+    pub replays: Arc<tokio::sync::Semaphore>,
     /// Fires when streams must end (shutdown).
     pub shutdown: CancellationToken,
 }
@@ -77,9 +79,13 @@ impl Application {
         let pool = streamgate::redis::pool(&config.common.redis_url, config.common.redis_pool_size)
             .map_err(redis_error)?;
         streamgate::redis::check_ready(&pool).await.map_err(redis_error)?;
+        // Liveness and membership get their own connections: a replay flood that keeps the
+        // main pool busy must not delay the heartbeat past the liveness TTL.
+        let membership_pool =
+            streamgate::redis::pool(&config.common.redis_url, MEMBERSHIP_POOL_SIZE).map_err(redis_error)?;
         let keys = config.common.keys.clone();
         let membership = Arc::new(Membership::new(config.instance_id.clone(), keys.clone()));
-        membership.reset_and_claim(&pool, config.liveness_ttl).await.map_err(redis_error)?;
+        membership.reset_and_claim(&membership_pool, config.liveness_ttl).await.map_err(redis_error)?;
 
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -95,13 +101,13 @@ impl Application {
             pool: pool.clone(),
             keys: keys.clone(),
             queue_size: config.queue_size,
-            replay_batch: config.replay_batch,
+            read_limit: config.read_limit(),
             membership: Arc::clone(&membership),
             shutdown: tasks_stop.clone(),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(Arc::clone(&membership).run(
-            pool.clone(),
+            membership_pool,
             config.liveness_ttl,
             tasks_stop.clone(),
         )));
@@ -123,7 +129,9 @@ impl Application {
                 hubs_for_resync.catch_up_all();
             }
         }));
+        tasks.push(tokio::spawn(reconcile(Arc::clone(&hubs), config.reconcile_interval, tasks_stop.clone())));
         tracing::info!(instance = %config.instance_id, port, "Gateway registered and listening.");
+        let replays = Arc::new(tokio::sync::Semaphore::new(config.replay_concurrency));
         let state = AppState {
             config,
             pool,
@@ -131,6 +139,7 @@ impl Application {
             hubs,
             membership,
             connections: Arc::new(Connections::default()),
+            replays,
             shutdown,
         };
         Ok(Application { listener, port, state, tasks, tasks_stop })
@@ -177,6 +186,27 @@ impl Application {
             let _ = task.await;
         }
         result
+    }
+}
+
+/// Connections of the membership task's own pool (flushes and heartbeats, one at a time).
+const MEMBERSHIP_POOL_SIZE: usize = 2;
+
+/// Reconciles idle hubs with their histories every `interval` until `stop`.
+async fn reconcile(hubs: Arc<Hubs>, interval: std::time::Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match hubs.reconcile_idle().await {
+            Ok(0) => {}
+            Ok(behind) => tracing::debug!(behind, "Reconciliation found topics behind their histories."),
+            // The reader and membership tasks log outages; the next round retries.
+            Err(error) => tracing::debug!(%error, "Reconciliation failed."),
+        }
     }
 }
 

@@ -62,6 +62,16 @@ pub enum ConfigError {
     /// A flag or override naming no setting.
     #[error("unknown setting {0:?}")]
     UnknownSetting(String),
+    /// Two settings whose values defeat each other (each valid alone).
+    #[error("{first} and {second} conflict: {reason}")]
+    Conflict {
+        /// The first setting, with its value (`QUEUE_SIZE=16`).
+        first: String,
+        /// The second setting, with its value.
+        second: String,
+        /// Why the pair breaks a guarantee, and what to change.
+        reason: String,
+    },
     /// The configuration file could not be read or parsed.
     #[error("cannot read configuration file {path}: {message}")]
     File {

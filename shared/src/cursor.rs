@@ -18,6 +18,12 @@ use std::sync::Arc;
 const EPOCH_SEPARATOR: char = '~';
 /// Separates per-topic cursors in a multi-topic cursor.
 const TOPIC_SEPARATOR: char = ',';
+/// Separates a lane's topic tag from its cursor in a multi-topic cursor.
+const TAG_SEPARATOR: char = ':';
+/// The length of a topic tag.
+const TAG_LEN: usize = 10;
+/// The most lanes a cursor may have (the largest `MAX_TOPICS_PER_CONNECTION`).
+const MAX_LANES: usize = 1024;
 /// The longest epoch accepted from a client.
 const MAX_EPOCH_BYTES: usize = 32;
 
@@ -161,26 +167,127 @@ impl fmt::Display for TopicCursor {
     }
 }
 
-/// Parses a connection's cursor: one position per topic, in the order of `n_topics` topics.
-pub fn parse_cursors(text: &str, n_topics: usize) -> Result<Vec<TopicCursor>, CursorError> {
-    let text = text.trim();
-    let cursors = text.split(TOPIC_SEPARATOR).map(str::parse).collect::<Result<Vec<TopicCursor>, _>>()?;
-    if cursors.len() != n_topics {
-        return Err(CursorError::WrongCount { expected: n_topics, found: cursors.len() });
+/// The topic tag of a lane in a multi-topic cursor: 10 base-36 characters derived from the
+/// topic name (SHA-1, first 8 bytes). It lets a gateway match each lane to its topic
+/// whatever order or set of topics the next request names; the chance that two topics of
+/// one request share a tag is below one in 10^9 even at the 1,024-topic limit.
+pub fn topic_tag(topic: &str) -> String {
+    let digest = sha1_smol::Sha1::from(topic.as_bytes()).digest().bytes();
+    let mut value = u64::from_be_bytes(digest[..8].try_into().expect("SHA-1 has 20 bytes"));
+    let mut tag = [b'0'; TAG_LEN];
+    for slot in tag.iter_mut().rev() {
+        *slot = b"0123456789abcdefghijklmnopqrstuvwxyz"[(value % 36) as usize];
+        value /= 36;
     }
-    Ok(cursors)
+    String::from_utf8(tag.to_vec()).expect("base-36 digits are ASCII")
 }
 
-/// Writes the cursor of a connection to several topics (the SSE `id:` value).
-pub fn format_cursors(cursors: &[TopicCursor]) -> String {
-    let mut out = String::with_capacity(cursors.len() * 28);
-    for (index, cursor) in cursors.iter().enumerate() {
+/// Parses a connection's cursor against the request's topics (URL order): one entry per
+/// topic, `None` for a topic the cursor does not name (it starts live, from now).
+///
+/// - `0` alone: every topic from the oldest event held.
+/// - One untagged cursor: the position of a one-topic request.
+/// - Tagged lanes `<tag>:<cursor>` joined by `,`: matched to topics by [`topic_tag`];
+///   lanes of topics no longer requested are ignored.
+/// - Untagged lanes joined by `,` (the format before tags): positional, and only when
+///   their number is the number of topics.
+pub fn parse_cursors<T: AsRef<str>>(
+    text: &str,
+    topics: &[T],
+) -> Result<Vec<Option<TopicCursor>>, CursorError> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(vec![Some(TopicCursor::Start); topics.len()]);
+    }
+    let lanes: Vec<&str> = text.split(TOPIC_SEPARATOR).collect();
+    if lanes.len() > MAX_LANES {
+        return Err(CursorError::Malformed(format!("{} lanes (at most {MAX_LANES})", lanes.len())));
+    }
+    let tagged = lanes.iter().filter(|lane| lane.contains(TAG_SEPARATOR)).count();
+    if tagged == 0 {
+        if lanes.len() != topics.len() {
+            return Err(CursorError::WrongCount { expected: topics.len(), found: lanes.len() });
+        }
+        return lanes.iter().map(|lane| lane.parse().map(Some)).collect();
+    }
+    if tagged != lanes.len() {
+        return Err(CursorError::Malformed(text.to_owned()));
+    }
+    let mut by_tag: Vec<(&str, TopicCursor)> = Vec::with_capacity(lanes.len());
+    for lane in lanes {
+        let (tag, cursor) = lane.split_once(TAG_SEPARATOR).expect("counted as tagged");
+        if tag.len() != TAG_LEN || !tag.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) {
+            return Err(CursorError::Malformed(lane.to_owned()));
+        }
+        by_tag.push((tag, cursor.parse()?));
+    }
+    Ok(topics
+        .iter()
+        .map(|topic| {
+            let tag = topic_tag(topic.as_ref());
+            by_tag.iter().find(|(lane_tag, _)| *lane_tag == tag).map(|(_, cursor)| cursor.clone())
+        })
+        .collect())
+}
+
+/// Writes the cursor of a connection (the SSE `id:` value): the plain cursor for one topic,
+/// tagged lanes for several.
+pub fn format_cursors<T: AsRef<str>>(topics: &[T], cursors: &[TopicCursor]) -> String {
+    if let [cursor] = cursors {
+        return cursor.to_string();
+    }
+    let mut out = String::with_capacity(cursors.len() * 40);
+    for (index, (topic, cursor)) in topics.iter().zip(cursors).enumerate() {
         if index > 0 {
             out.push(TOPIC_SEPARATOR);
         }
+        out.push_str(&topic_tag(topic.as_ref()));
+        out.push(TAG_SEPARATOR);
         cursor.write_to(&mut out);
     }
     out
+}
+
+/// A position in a topic's history as a gateway tracks it: the epoch (`None` until the
+/// topic has a history) and the last event delivered in it (`0-0`: none yet, which in a
+/// known epoch means "before the oldest event held").
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The history's epoch; `None` while no history has been seen.
+    pub epoch: Option<Epoch>,
+    /// The last event delivered (`0-0`: none yet).
+    pub last: HistoryId,
+}
+
+impl Position {
+    /// Before everything, in whatever epoch comes.
+    pub const START: Position = Position { epoch: None, last: HistoryId::ZERO };
+
+    /// The start of `epoch`.
+    pub fn start_of(epoch: Epoch) -> Position {
+        Position { epoch: Some(epoch), last: HistoryId::ZERO }
+    }
+
+    /// Just after `last` in `epoch`.
+    pub fn at(epoch: Epoch, last: HistoryId) -> Position {
+        Position { epoch: Some(epoch), last }
+    }
+
+    /// As a client cursor.
+    pub fn cursor(&self) -> TopicCursor {
+        match &self.epoch {
+            None => TopicCursor::Start,
+            Some(epoch) => TopicCursor::at(epoch.clone(), self.last),
+        }
+    }
+
+    /// From a client cursor.
+    pub fn from_cursor(cursor: &TopicCursor) -> Position {
+        match cursor {
+            TopicCursor::Start => Position::START,
+            TopicCursor::At { epoch, id } => Position { epoch: Some(epoch.clone()), last: *id },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -219,15 +326,64 @@ mod tests {
     }
 
     #[test]
-    fn multi_topic_cursor_is_positional() {
-        let cursors = vec![
-            TopicCursor::at(epoch("aa"), "5-0".parse().unwrap()),
-            TopicCursor::Start,
-            TopicCursor::at(epoch("bb"), "7-2".parse().unwrap()),
-        ];
-        let text = format_cursors(&cursors);
-        assert_eq!(text, "5-0~aa,0,7-2~bb");
-        assert_eq!(parse_cursors(&text, 3).unwrap(), cursors);
-        assert_eq!(parse_cursors(&text, 2), Err(CursorError::WrongCount { expected: 2, found: 3 }));
+    fn multi_topic_lanes_are_matched_by_topic_not_by_place() {
+        let a = TopicCursor::at(epoch("aa"), "5-0".parse().unwrap());
+        let c = TopicCursor::at(epoch("cc"), "7-2".parse().unwrap());
+        let text = format_cursors(&["a", "b", "c"], &[a.clone(), TopicCursor::Start, c.clone()]);
+        assert_eq!(text.split(',').count(), 3);
+        assert!(text.starts_with(&format!("{}:5-0~aa,", topic_tag("a"))), "{text}");
+        // Same topics, another order: each lane still finds its topic.
+        assert_eq!(
+            parse_cursors(&text, &["c", "a", "b"]).unwrap(),
+            vec![Some(c.clone()), Some(a.clone()), Some(TopicCursor::Start)]
+        );
+        // A topic added starts fresh; a topic dropped is ignored.
+        assert_eq!(parse_cursors(&text, &["d", "c"]).unwrap(), vec![None, Some(c)]);
+    }
+
+    #[test]
+    fn zero_means_everything_held_for_every_topic() {
+        assert_eq!(parse_cursors("0", &["a", "b"]).unwrap(), vec![Some(TopicCursor::Start); 2]);
+        assert_eq!(parse_cursors(" 0 ", &["a"]).unwrap(), vec![Some(TopicCursor::Start)]);
+    }
+
+    #[test]
+    fn one_topic_keeps_the_plain_cursor() {
+        let a = TopicCursor::at(epoch("aa"), "5-0".parse().unwrap());
+        assert_eq!(format_cursors(&["a"], std::slice::from_ref(&a)), "5-0~aa");
+        assert_eq!(parse_cursors("5-0~aa", &["a"]).unwrap(), vec![Some(a)]);
+    }
+
+    #[test]
+    fn untagged_lanes_are_positional_and_must_match_the_count() {
+        let text = "5-0~aa,0";
+        assert_eq!(
+            parse_cursors(text, &["a", "b"]).unwrap(),
+            vec![Some(TopicCursor::at(epoch("aa"), "5-0".parse().unwrap())), Some(TopicCursor::Start)]
+        );
+        assert_eq!(parse_cursors(text, &["a"]), Err(CursorError::WrongCount { expected: 1, found: 2 }));
+    }
+
+    #[test]
+    fn malformed_lanes_are_rejected() {
+        let tag = topic_tag("a");
+        for bad in [
+            format!("{tag}:5-0~aa,5-0~bb"),
+            format!("{tag}:zz"),
+            "ABCDEFGHIJ:5-0~aa".to_owned(),
+            "short:5-0~aa".to_owned(),
+            vec!["0"; MAX_LANES + 1].join(","),
+        ] {
+            assert!(parse_cursors(&bad, &["a", "b"]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn topic_tags_are_stable_and_distinct() {
+        assert_eq!(topic_tag("order:1"), topic_tag("order:1"));
+        assert_eq!(topic_tag("order:1").len(), TAG_LEN);
+        let tags: std::collections::HashSet<String> =
+            (0..10_000).map(|i| topic_tag(&format!("t{i}"))).collect();
+        assert_eq!(tags.len(), 10_000);
     }
 }

@@ -7,6 +7,8 @@
 //!   [`topic::InstanceId`].
 //! - [`cursor`] — positions in a topic's history (history id + epoch) and the SSE `id:`
 //!   format that carries them.
+//! - [`continuity`] — the one rule that decides whether delivery goes on, or a subscriber
+//!   must be told that events were lost, given what the history holds.
 //! - [`event`] — the event model and the one SSE encoder.
 //! - [`keys`] — every Redis key name, with hash tags for Redis Cluster.
 //! - [`stream`] — history and routed entries as stored in Redis streams.
@@ -20,6 +22,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod continuity;
 pub mod cursor;
 pub mod event;
 pub mod keys;

@@ -1,7 +1,9 @@
 //! Browser-like subscribers and an exact check of what they received.
 //!
 //! A [`Subscriber`] behaves like `EventSource`: it reconnects after the stream ends or
-//! fails (after a short retry delay) and sends the last `id:` it saw as `Last-Event-ID`.
+//! fails (after a short retry delay) and sends its `lastEventId` as `Last-Event-ID`,
+//! tracked from the raw bytes by the browser's rules ([`LastEventId`]), so an `id:`-only
+//! block moves it too.
 //! Every event's data is `"<topic> <seq>"`, so the check per topic is exact.
 
 use std::collections::HashMap;
@@ -12,6 +14,8 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::last_event_id::LastEventId;
 
 /// What one subscriber received.
 #[derive(Debug, Default, Clone)]
@@ -114,7 +118,14 @@ async fn run(
         {
             connects.fetch_add(1, Ordering::Relaxed);
             connected.store(true, Ordering::Release);
-            let mut events = response.bytes_stream().eventsource();
+            let tracker = Arc::new(Mutex::new(LastEventId::starting_at(last_id)));
+            let tap = Arc::clone(&tracker);
+            let bytes = response.bytes_stream().inspect(move |chunk| {
+                if let Ok(chunk) = chunk {
+                    tap.lock().expect("id tracker lock").feed(chunk);
+                }
+            });
+            let mut events = bytes.eventsource();
             loop {
                 let event = tokio::select! {
                     event = events.next() => event,
@@ -122,9 +133,7 @@ async fn run(
                 };
                 let Some(Ok(event)) = event else { break };
                 let mut received = received.lock().expect("received lock");
-                if !event.id.is_empty() {
-                    received.last_id = Some(event.id.clone());
-                }
+                received.last_id = tracker.lock().expect("id tracker lock").get();
                 if event.event == "streamgate.reset" {
                     let notice: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
                     received.resets.push((
@@ -139,6 +148,7 @@ async fn run(
                     received.seqs.entry(topic.to_owned()).or_default().push(seq);
                 }
             }
+            received.lock().expect("received lock").last_id = tracker.lock().expect("id tracker lock").get();
             connected.store(false, Ordering::Release);
         }
         // EventSource's retry delay (the gateways in the rig send `retry: 250`).

@@ -292,9 +292,14 @@ async fn e2e_8_graceful_shutdown_during_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_6_a_client_that_stops_reading_is_closed_and_resumes_without_loss() {
-    let rig =
-        Rig::start("e2e6", RigOptions { gateway_env: vec![("QUEUE_SIZE", "64")], ..RigOptions::default() })
-            .await;
+    let rig = Rig::start(
+        "e2e6",
+        RigOptions {
+            gateway_env: vec![("QUEUE_SIZE", "64"), ("REPLAY_BATCH", "64")],
+            ..RigOptions::default()
+        },
+    )
+    .await;
     let reader = Subscriber::start(&rig.nginx.url(""), &["big"], None);
     // A client that connects and then does not read at all.
     let mut stalled = streamgate_tests::sse_client::connect(&rig.nginx.url("/events?topic=big"), None).await;

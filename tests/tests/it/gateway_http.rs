@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use streamgate::cursor::topic_tag;
 use streamgate_tests::gateway_app::spawn_gateway;
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::sse_client::{connect, read_raw_until};
@@ -169,7 +170,8 @@ async fn admin_lists_connections_and_the_demo_page_is_served() {
     assert!(connection["remoteAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(connection["connectedAt"].as_str().unwrap().ends_with('Z'));
     assert_eq!(connection["eventsSent"], 0);
-    assert_eq!(connection["cursor"], "0,0");
+    let lanes = format!("{}:0,{}:0", topic_tag("a"), topic_tag("b"));
+    assert_eq!(connection["cursor"], lanes.as_str());
 
     let page = reqwest::get(gateway.url("/")).await.unwrap();
     assert_eq!(page.status(), 200);

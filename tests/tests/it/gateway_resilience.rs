@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(15);
 async fn a_slow_consumer_is_closed_and_resumes_from_its_cursor_without_loss() {
     let redis = RedisServer::start();
     let prefix = unique_prefix("slow");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("QUEUE_SIZE", "16")]).await;
+    let gateway = spawn_gateway(&redis.url(), &prefix, &[("QUEUE_SIZE", "16"), ("REPLAY_BATCH", "16")]).await;
     let publisher = publisher(&redis.url(), &prefix);
     let url = gateway.url("/events?topic=firehose");
     let mut slow = connect(&url, None).await;
