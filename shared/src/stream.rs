@@ -71,6 +71,19 @@ impl HistoryEntry {
     }
 }
 
+impl HistoryEntry {
+    /// The field/value pairs of this entry in a history stream (what the producer's append
+    /// script writes).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![("p", self.prev.to_string())];
+        if let Some(name) = &self.name {
+            fields.push(("n", name.clone()));
+        }
+        fields.push(("d", self.data.clone()));
+        fields
+    }
+}
+
 impl RoutedEntry {
     /// Decodes an instance stream entry.
     pub fn decode(entry: &StreamId) -> Result<RoutedEntry, EntryError> {

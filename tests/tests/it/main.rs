@@ -8,6 +8,7 @@ mod e2e;
 mod gateway_delivery;
 mod gateway_http;
 mod gateway_resilience;
+mod guarantee;
 mod janitor_sweep;
 mod producer_ingest;
 mod producer_publish;

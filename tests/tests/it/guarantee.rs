@@ -1,0 +1,334 @@
+//! The delivery guarantee against the faults that used to break it silently: a history
+//! emptied by retention, a stream that ends before its first event, a history whose tail
+//! Redis lost while the new server's clock is behind, multi-topic cursors in another
+//! order, Redis losing only its latest membership writes, an event appended but never
+//! routed, and a full gateway. Each scenario names the promise it checks; each failed on
+//! the code before the fix (see docs/DELIVERY.md).
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use streamgate::cursor::{Epoch, HistoryId, TopicCursor};
+use streamgate::keys::Keys;
+use streamgate::stream::{HistoryEntry, RoutedEntry};
+use streamgate::topic::{InstanceId, Topic};
+use streamgate_tests::eventsource::{Publisher, Subscriber, counted, tally, wait_connected, wait_delivered};
+use streamgate_tests::gateway_app::{TestGateway, spawn_gateway};
+use streamgate_tests::publish::{publish_one, publisher};
+use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::rig::{Rig, RigOptions};
+use streamgate_tests::sse_client::{SseStream, connect};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn topic(name: &str) -> Topic {
+    Topic::parse(name, 256).unwrap()
+}
+
+async fn next_data(stream: &mut SseStream) -> (String, String, String) {
+    let event = stream.next_event(WAIT).await.expect("an event within the deadline");
+    (event.event, event.data, event.id)
+}
+
+/// Waits until `check` holds, polling; panics with `what` after `deadline`.
+async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < until, "{what} within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Appends an event to a topic's history exactly as the producer's script does (with its
+/// predecessor `p` and the meta's `last`), but routes it nowhere: a producer that died
+/// between its two steps, or a route that failed after the publish was answered.
+async fn append_unrouted(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    topic: &Topic,
+    id: Option<HistoryId>,
+    data: &str,
+) -> HistoryEntry {
+    let prev: String = conn.hget(keys.meta(topic), "last").await.unwrap();
+    let mut entry = HistoryEntry { id: HistoryId::ZERO, prev: prev.parse().unwrap(), name: None, data: data.into() };
+    let id_arg = id.map_or_else(|| "*".to_owned(), |id| id.to_string());
+    let added: String = conn.xadd(keys.history(topic), id_arg, &entry.fields()).await.unwrap();
+    entry.id = added.parse().unwrap();
+    let _: () = conn.hset(keys.meta(topic), "last", &added).await.unwrap();
+    entry
+}
+
+async fn epoch_of(conn: &mut redis::aio::MultiplexedConnection, keys: &Keys, topic: &Topic) -> Epoch {
+    let epoch: String = conn.hget(keys.meta(topic), "epoch").await.unwrap();
+    Epoch::parse(&epoch).unwrap()
+}
+
+struct World {
+    redis: RedisServer,
+    keys: Keys,
+    prefix: String,
+}
+
+impl World {
+    fn new(name: &str, redis: RedisServer) -> World {
+        let prefix = unique_prefix(name);
+        World { redis, keys: Keys::new(&prefix).unwrap(), prefix }
+    }
+
+    async fn gateway(&self, overrides: &[(&str, &str)]) -> TestGateway {
+        spawn_gateway(&self.redis.url(), &self.prefix, overrides).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_behind_a_history_emptied_by_retention_gets_a_trimmed_reset_first() {
+    let world = World::new("emptied", RedisServer::start());
+    let gateway = world.gateway(&[]).await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let url = gateway.url("/events?topic=quiet");
+    // Another subscriber stays, so the topic is not idle: retention trims it, it is not
+    // deleted.
+    let _other = connect(&url, None).await;
+    let mut client = connect(&url, None).await;
+    for n in 0..3 {
+        publish_one(&publisher, "quiet", &format!("e{n}")).await;
+    }
+    let mut cursor = String::new();
+    for _ in 0..3 {
+        cursor = next_data(&mut client).await.2;
+    }
+    drop(client);
+    publish_one(&publisher, "quiet", "missed while away").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let janitor = std::process::Command::new(streamgate_tests::binaries::workspace_binary("janitor"))
+        .env("REDIS_URL", world.redis.url())
+        .env("KEY_PREFIX", &world.prefix)
+        .env("HISTORY_MAX_AGE", "1s")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run the janitor");
+    assert!(janitor.status.success(), "{}", String::from_utf8_lossy(&janitor.stderr));
+    let mut conn = world.redis.client().await;
+    let held: u64 = conn.xlen(world.keys.history(&topic("quiet"))).await.unwrap();
+    assert_eq!(held, 0, "retention emptied the history");
+
+    let mut resumed = connect(&url, Some(&cursor)).await;
+    let (name, data, _) = next_data(&mut resumed).await;
+    assert_eq!(name, "streamgate.reset", "the first thing a resuming client gets: {data}");
+    assert!(data.contains("\"trimmed\""), "{data}");
+    publish_one(&publisher, "quiet", "next").await;
+    assert_eq!(next_data(&mut resumed).await.1, "next");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_ends_before_its_first_event_resumes_without_missing_what_came_meanwhile() {
+    let mut rig = Rig::start("firstbytes", RigOptions::default()).await;
+    let topics: Vec<String> = (0..12).map(|n| format!("quiet-{n}")).collect();
+    // Every third subscriber listens to three topics: the cursor block is per lane.
+    let subscribers: Vec<Subscriber> = (0..12)
+        .map(|n| {
+            let mine: Vec<&str> = if n % 3 == 0 {
+                (0..3).map(|k| topics[(n + k) % topics.len()].as_str()).collect()
+            } else {
+                vec![topics[n].as_str()]
+            };
+            Subscriber::start(&rig.nginx.url(""), &mine, None)
+        })
+        .collect();
+    wait_connected(&subscribers, Duration::from_secs(20)).await;
+    // The quiet topics have seen no event: each stream holds only its first bytes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.gateways[0].kill();
+    rig.gateways[1].terminate(Duration::from_secs(10));
+    // Published while the cut-off clients wait out their retry delay.
+    let mut publisher = Publisher::new(rig.producers.iter().map(|p| p.url("")).collect());
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    publisher.publish_round(&names).await;
+    publisher.publish_round(&names).await;
+    wait_delivered(&subscribers, &publisher.published, Duration::from_secs(20)).await;
+    let result = tally(&subscribers, &counted(&publisher.published));
+    println!("guarantee first-bytes cursor: {result}");
+    assert_eq!((result.missing, result.duplicates, result.out_of_order), (0, 0, 0), "{result}");
+    let reconnected: u64 =
+        subscribers.iter().map(|s| s.connects.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    assert!(reconnected > subscribers.len() as u64, "some streams were cut and resumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_events_behind_a_lost_tail_are_delivered_after_a_reset_not_taken_for_duplicates() {
+    let world = World::new("clockbehind", RedisServer::start());
+    let gateway = world.gateway(&[]).await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let mut client = connect(&gateway.url("/events?topic=t"), None).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(publish_one(&publisher, "t", &format!("e{n}")).await);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for n in 0..5 {
+        assert_eq!(next_data(&mut client).await.1, format!("e{n}"));
+    }
+    let id = |n: usize| ids[n].parse::<TopicCursor>().unwrap();
+    let TopicCursor::At { id: e2, .. } = id(2) else { unreachable!() };
+    let TopicCursor::At { id: e3, .. } = id(3) else { unreachable!() };
+    let TopicCursor::At { id: e4, .. } = id(4) else { unreachable!() };
+
+    // Redis loses e3 and e4 (an older snapshot, a lagging replica), and the new server's
+    // clock is behind: its next event gets an id between e3 and e4.
+    let t = topic("t");
+    let mut conn = world.redis.client().await;
+    let _: () = conn.xdel(world.keys.history(&t), &[e3.to_string(), e4.to_string()]).await.unwrap();
+    let _: () = redis::cmd("XSETID").arg(world.keys.history(&t)).arg(e2.to_string()).query_async(&mut conn).await.unwrap();
+    let _: () = conn.hset(world.keys.meta(&t), "last", e2.to_string()).await.unwrap();
+    let behind = HistoryId { ms: e3.ms, seq: e3.seq + 1 };
+    assert!(e2 < behind && behind < e4);
+    let entry = append_unrouted(&mut conn, &world.keys, &t, Some(behind), "after the loss").await;
+    let epoch = epoch_of(&mut conn, &world.keys, &t).await;
+    let instance = InstanceId::parse(gateway.instance.as_str()).unwrap();
+    let _: String = conn
+        .xadd(world.keys.instance_stream(&instance), "*", &RoutedEntry::fields("t", &entry, &epoch))
+        .await
+        .unwrap();
+
+    let (name, data, _) = next_data(&mut client).await;
+    assert_eq!(name, "streamgate.reset", "{data}");
+    assert!(data.contains("history_lost"), "{data}");
+    assert_eq!(next_data(&mut client).await.1, "after the loss", "the new event is not dropped as seen");
+    publish_one(&publisher, "t", "later").await;
+    assert_eq!(next_data(&mut client).await.1, "later");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_topic_cursors_resume_each_topic_whatever_the_order_and_set_of_topics() {
+    let world = World::new("lanes", RedisServer::start());
+    let gateway = world.gateway(&[]).await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let mut client = connect(&gateway.url("/events?topic=a&topic=b"), None).await;
+    publish_one(&publisher, "a", "a0").await;
+    publish_one(&publisher, "b", "b0").await;
+    assert_eq!(next_data(&mut client).await.1, "a0");
+    let cursor = next_data(&mut client).await.2;
+    drop(client);
+    publish_one(&publisher, "a", "a1").await;
+    publish_one(&publisher, "b", "b1").await;
+
+    // The same topics in the other order.
+    let mut swapped = connect(&gateway.url("/events?topic=b&topic=a"), Some(&cursor)).await;
+    let mut got: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        let (name, data, _) = next_data(&mut swapped).await;
+        assert_eq!(name, "message", "no reset for a cursor in another order: {data}");
+        got.push(data);
+    }
+    got.sort();
+    assert_eq!(got, ["a1", "b1"]);
+    swapped.expect_silence(Duration::from_millis(300)).await;
+
+    // A topic dropped and one added: the kept lane resumes, the new topic starts live.
+    publish_one(&publisher, "c", "c0 before").await;
+    let mut changed = connect(&gateway.url("/events?topic=c&topic=b"), Some(&cursor)).await;
+    assert_eq!(next_data(&mut changed).await.1, "b1");
+    publish_one(&publisher, "c", "c1").await;
+    assert_eq!(next_data(&mut changed).await.1, "c1");
+
+    // `0` for several topics: everything held of each.
+    let mut all = connect(&gateway.url("/events?topic=a&topic=b&lastEventId=0"), None).await;
+    let mut got: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        got.push(next_data(&mut all).await.1);
+    }
+    got.sort();
+    assert_eq!(got, ["a0", "a1", "b0", "b1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memberships_lost_with_recent_writes_are_written_again_within_the_liveness_ttl() {
+    // DEBUG RELOAD NOSAVE puts Redis back to its last snapshot without closing a single
+    // connection: the gateway sees no outage, only data that went back in time.
+    let redis = RedisServer::builder().config("enable-debug-command", "local").start();
+    let world = World::new("snapshot", redis);
+    let gateway = world.gateway(&[("LIVENESS_TTL", "3s")]).await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let mut conn = world.redis.client().await;
+    let _early = connect(&gateway.url("/events?topic=early"), None).await;
+    let group = |name: &str| world.keys.group(&topic(name));
+    let field = gateway.instance.clone();
+    let registered = |conn: &mut redis::aio::MultiplexedConnection, key: String| {
+        let mut conn = conn.clone();
+        let field = field.clone();
+        async move { conn.hexists::<_, _, bool>(key, field).await.unwrap() }
+    };
+    wait_until(WAIT, "early registered", || registered(&mut conn, group("early"))).await;
+    let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
+
+    let mut late = connect(&gateway.url("/events?topic=late"), None).await;
+    wait_until(WAIT, "late registered", || registered(&mut conn, group("late"))).await;
+    let _: () = redis::cmd("DEBUG").arg("RELOAD").arg("NOSAVE").query_async(&mut conn).await.unwrap();
+    assert!(!registered(&mut conn, group("late")).await, "the reload lost the late membership");
+
+    // Within one heartbeat (a third of the TTL) plus a round trip; allow the whole TTL.
+    wait_until(Duration::from_secs(3), "the lost membership written again", || {
+        registered(&mut conn, group("late"))
+    })
+    .await;
+    publish_one(&publisher, "late", "routed again").await;
+    assert_eq!(next_data(&mut late).await.1, "routed again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_appended_but_never_routed_reaches_a_quiet_topic_within_two_reconcile_intervals() {
+    let world = World::new("unrouted", RedisServer::start());
+    let gateway = world.gateway(&[("RECONCILE_INTERVAL", "200ms")]).await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let mut client = connect(&gateway.url("/events?topic=quiet"), None).await;
+    publish_one(&publisher, "quiet", "routed").await;
+    assert_eq!(next_data(&mut client).await.1, "routed");
+    let mut conn = world.redis.client().await;
+    append_unrouted(&mut conn, &world.keys, &topic("quiet"), None, "never routed").await;
+    let started = tokio::time::Instant::now();
+    let event = client.next_event(Duration::from_secs(5)).await.expect("the unrouted event arrives");
+    assert_eq!(event.data, "never routed");
+    println!("guarantee unrouted event delivered after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_gateway_keeps_an_event_source_retrying_and_answers_others_503() {
+    let world = World::new("full", RedisServer::start());
+    let gateway = world.gateway(&[("MAX_CONNECTIONS", "1"), ("RETRY_INTERVAL", "200ms")]).await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let first = connect(&gateway.url("/events?topic=t"), None).await;
+    assert_eq!(first.status, 200);
+
+    let http = reqwest::Client::new();
+    let refused = http
+        .get(gateway.url("/events?topic=t"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 200, "an EventSource never retries a non-200 answer");
+    let body = tokio::time::timeout(WAIT, refused.text()).await.expect("the refusal ends at once").unwrap();
+    assert!(body.starts_with("retry: "), "{body}");
+    assert!(body.contains("connection limit"), "{body}");
+    assert!(!body.contains("id:"), "the client keeps its own Last-Event-ID: {body}");
+    let plain = http.get(gateway.url("/events?topic=t")).send().await.unwrap();
+    assert_eq!(plain.status(), 503);
+
+    // A browser-like client keeps retrying and gets in once a slot frees.
+    let waiting = Subscriber::start(&gateway.url(""), &["t"], None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(first);
+    let until = tokio::time::Instant::now() + WAIT;
+    let mut n = 0;
+    while waiting.count("t") == 0 {
+        assert!(tokio::time::Instant::now() < until, "the retrying client never got in");
+        publish_one(&publisher, "t", &format!("t {n}")).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(waiting.connects.load(std::sync::atomic::Ordering::Relaxed) > 1, "it was refused first");
+}
