@@ -7,7 +7,7 @@
 //!    the idempotency record, appends to the history with `p` = the topic's previous id,
 //!    trims it, and reads the topic's group hash — in the same atomic step, which is what
 //!    makes "gateway registers, then reads history" and "producer appends, then reads
-//!    membership" catch every event by one path or the other (DELIVERY.md, race 1).
+//!    membership" catch every event by one path or the other (docs/DELIVERY.md, mechanism 1).
 //! 2. At most one pipeline of `EXISTS` for the liveness of instances not seen alive lately.
 //! 3. One pipeline of `XADD`s to the live instance streams, plus the topic index update.
 //!
@@ -17,7 +17,7 @@
 //!
 //! When step 2 or 3 fails after step 1 succeeded, the publish still succeeds: the events
 //! are in history, and a gateway fills the gap from history when the next routed event
-//! names a predecessor it never saw (DELIVERY.md, race 3).
+//! names a predecessor it never saw (docs/DELIVERY.md, mechanism 3: hubs reconcile idle topics).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};

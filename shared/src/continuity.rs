@@ -15,6 +15,7 @@
 //! | same epoch | its `p` is newer than `last` | `trimmed`, resume after `p` |
 //! | same epoch | its `p` is older than `last` | `history_lost` (the tail with `last` is gone), resume after `p` |
 //! | same epoch | none, newest is `last` | up to date |
+//! | same epoch, `last` is `0-0` | none | up to date, at the newest |
 //! | same epoch | none, newest is newer than `last` | `trimmed` (everything after `last` is gone), resume at the newest |
 //! | same epoch | none, newest is older than `last` | `history_lost`, resume at the newest |
 //!
@@ -105,15 +106,14 @@ pub fn check(position: &Position, view: HistoryView<'_>) -> Verdict {
     };
     let Some(known) = &position.epoch else {
         // `0`: everything held, in whatever epoch is current.
-        let adopted = Position::start_of(epoch.clone());
-        let next = if !position.last.is_zero() {
-            Next::ReadAgain
-        } else if view.first.is_some() {
-            Next::Deliver
-        } else {
-            Next::UpToDate
+        return match (position.last.is_zero(), view.first, view.newest) {
+            (false, _, _) => Verdict::go_on(&Position::start_of(epoch.clone()), Next::ReadAgain),
+            (true, Some(_), _) => Verdict::go_on(&Position::start_of(epoch.clone()), Next::Deliver),
+            // Nothing held: the position is the newest event, whose successor comes next.
+            (true, None, newest) => {
+                Verdict::go_on(&Position::at(epoch.clone(), newest.unwrap_or_default()), Next::UpToDate)
+            }
         };
-        return Verdict::go_on(&adopted, next);
     };
     if known != epoch {
         return Verdict::reset(ResetReason::HistoryLost, Position::start_of(epoch.clone()), Next::ReadAgain);
@@ -134,6 +134,10 @@ pub fn check(position: &Position, view: HistoryView<'_>) -> Verdict {
             }
             Some(newest) if newest < last => {
                 Verdict::reset(ResetReason::HistoryLost, Position::at(epoch.clone(), newest), Next::UpToDate)
+            }
+            // "Everything held in this epoch", and nothing is held: at the newest event.
+            Some(newest) if last.is_zero() => {
+                Verdict::go_on(&Position::at(epoch.clone(), newest), Next::UpToDate)
             }
             _ => Verdict::go_on(position, Next::UpToDate),
         },
@@ -213,7 +217,7 @@ mod tests {
                 newest: Some("9-0"),
                 first: None,
                 reset: None,
-                resume: Position::start_of(epoch("e1")),
+                resume: at("e1", "9-0"),
                 next: UpToDate,
             },
             Case {
@@ -303,7 +307,7 @@ mod tests {
                 newest: Some("9-0"),
                 first: None,
                 reset: None,
-                resume: Position::start_of(epoch("e1")),
+                resume: at("e1", "9-0"),
                 next: UpToDate,
             },
         ];

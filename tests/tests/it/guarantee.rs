@@ -54,7 +54,8 @@ async fn append_unrouted(
     data: &str,
 ) -> HistoryEntry {
     let prev: String = conn.hget(keys.meta(topic), "last").await.unwrap();
-    let mut entry = HistoryEntry { id: HistoryId::ZERO, prev: prev.parse().unwrap(), name: None, data: data.into() };
+    let mut entry =
+        HistoryEntry { id: HistoryId::ZERO, prev: prev.parse().unwrap(), name: None, data: data.into() };
     let id_arg = id.map_or_else(|| "*".to_owned(), |id| id.to_string());
     let added: String = conn.xadd(keys.history(topic), id_arg, &entry.fields()).await.unwrap();
     entry.id = added.parse().unwrap();
@@ -182,7 +183,12 @@ async fn new_events_behind_a_lost_tail_are_delivered_after_a_reset_not_taken_for
     let t = topic("t");
     let mut conn = world.redis.client().await;
     let _: () = conn.xdel(world.keys.history(&t), &[e3.to_string(), e4.to_string()]).await.unwrap();
-    let _: () = redis::cmd("XSETID").arg(world.keys.history(&t)).arg(e2.to_string()).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("XSETID")
+        .arg(world.keys.history(&t))
+        .arg(e2.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let _: () = conn.hset(world.keys.meta(&t), "last", e2.to_string()).await.unwrap();
     let behind = HistoryId { ms: e3.ms, seq: e3.seq + 1 };
     assert!(e2 < behind && behind < e4);
@@ -304,12 +310,8 @@ async fn a_full_gateway_keeps_an_event_source_retrying_and_answers_others_503() 
     assert_eq!(first.status, 200);
 
     let http = reqwest::Client::new();
-    let refused = http
-        .get(gateway.url("/events?topic=t"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let refused =
+        http.get(gateway.url("/events?topic=t")).header("accept", "text/event-stream").send().await.unwrap();
     assert_eq!(refused.status(), 200, "an EventSource never retries a non-200 answer");
     let body = tokio::time::timeout(WAIT, refused.text()).await.expect("the refusal ends at once").unwrap();
     assert!(body.starts_with("retry: "), "{body}");
