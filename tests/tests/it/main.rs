@@ -9,6 +9,8 @@ mod gateway_delivery;
 mod gateway_http;
 mod gateway_resilience;
 mod janitor_sweep;
+mod producer_config;
 mod producer_ingest;
+mod producer_outcome;
 mod producer_publish;
 mod redis_harness;
