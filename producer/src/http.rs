@@ -210,7 +210,8 @@ impl IntoResponse for AppError {
                 not_written("temporarily unavailable, nothing was written; retry later")
             }
             AppError::TooBusy => {
-                tracing::warn!("Publish refused: MAX_CONCURRENT_PUBLISHES publishes are running.");
+                // Not a warning per request: under overload that would flood the log.
+                tracing::debug!("Publish refused: MAX_CONCURRENT_PUBLISHES publishes are running.");
                 not_written("too many publishes in progress, nothing was written; retry later")
             }
             AppError::OutcomeUnknown(error) => {

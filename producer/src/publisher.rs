@@ -466,6 +466,38 @@ mod tests {
         assert_eq!(decoded[1].original, Some(("data".to_owned(), None)));
     }
 
+    /// The error a reply `-<line>` turns into.
+    fn server_error(line: &str) -> redis::RedisError {
+        redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).unwrap().extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn refusals_before_running_are_not_written_and_silence_is_unknown() {
+        for line in [
+            "LOADING Redis is loading the dataset in memory",
+            "READONLY You can't write against a read only replica.",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "MISCONF Redis is configured to save RDB snapshots",
+            "NOSCRIPT No matching script.",
+            "BUSY Redis is busy running a script.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+        ] {
+            assert_eq!(outcome_of(&server_error(line)), Outcome::NotRun, "{line}");
+        }
+        assert_eq!(outcome_of(&server_error("WRONGTYPE key holds a list")), Outcome::Refused);
+        assert_eq!(outcome_of(&server_error("ERR Error running script")), Outcome::Refused);
+        let io = |kind| redis::RedisError::from(std::io::Error::new(kind, "test"));
+        assert_eq!(outcome_of(&io(std::io::ErrorKind::ConnectionRefused)), Outcome::NotRun);
+        for kind in [
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            assert_eq!(outcome_of(&io(kind)), Outcome::Unknown, "{kind:?}");
+        }
+    }
+
     #[test]
     fn wrong_number_of_results_is_an_error() {
         assert!(matches!(decode_reply(Value::Array(vec![]), 1), Err(PublishError::UnexpectedReply(_))));
