@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use streamgate::topic::{InstanceId, Topic};
 
+use crate::instances::InstanceClaim;
 use crate::scripts;
 use crate::sweep::{Pass, SweepError, member_name, text};
 
@@ -27,8 +28,8 @@ type FieldValues = Vec<(Vec<u8>, Vec<u8>)>;
 /// Why fields are to be removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Removal {
-    /// Fields of a claimed dead instance.
-    Dead,
+    /// Fields of a claimed dead instance, until the claim's deadline (Redis' clock, unix ms).
+    Dead(u64),
     /// Fields whose count is not a positive whole number (re-checked by the script).
     Invalid,
 }
@@ -36,10 +37,26 @@ enum Removal {
 impl Removal {
     fn as_arg(self) -> &'static str {
         match self {
-            Removal::Dead => "dead",
+            Removal::Dead(_) => "dead",
             Removal::Invalid => "invalid",
         }
     }
+
+    fn deadline_ms(self) -> u64 {
+        match self {
+            Removal::Dead(deadline_ms) => deadline_ms,
+            Removal::Invalid => 0,
+        }
+    }
+}
+
+/// What a round of removals did.
+#[derive(Debug, Default)]
+struct Removed {
+    /// Fields removed.
+    fields: u64,
+    /// Whether a removal was refused because the claim's deadline had passed.
+    lapsed: bool,
 }
 
 /// Whether a group-hash value is a subscriber count a gateway can have written: the
@@ -119,15 +136,22 @@ impl Pass {
             .collect())
     }
 
-    /// Removes a claimed dead instance's field from the group hashes of `topics`.
-    /// Returns how many fields were removed.
+    /// Removes a claimed dead instance's field from the group hashes of `topics`, fenced by
+    /// the claim's deadline. Returns how many fields were removed, or `None` when the claim
+    /// lapsed before a removal ran (then the instance is given up on for this sweep).
     pub(crate) async fn remove_fields_of_dead(
         &mut self,
-        instance: &InstanceId,
+        claim: &InstanceClaim,
         topics: &[Topic],
-    ) -> Result<u64, SweepError> {
+    ) -> Result<Option<u64>, SweepError> {
+        let instance = claim.instance();
         let requests = topics.iter().map(|t| (t.clone(), vec![instance.as_str().to_owned()])).collect();
-        self.remove_fields(Removal::Dead, requests).await
+        let removed = self.remove_fields(Removal::Dead(claim.deadline_ms()), requests).await?;
+        if removed.lapsed {
+            self.claim_lost(instance);
+            return Ok(None);
+        }
+        Ok(Some(removed.fields))
     }
 
     /// Runs the removal script for each (topic, fields), pipelined, and counts what went.
@@ -135,7 +159,7 @@ impl Pass {
         &mut self,
         removal: Removal,
         requests: Vec<(Topic, Vec<String>)>,
-    ) -> Result<u64, SweepError> {
+    ) -> Result<Removed, SweepError> {
         let mut calls: Vec<(Topic, Vec<String>)> = Vec::new();
         for (topic, fields) in requests {
             // A dry run removes nothing, so a field it already counted is still there:
@@ -149,27 +173,35 @@ impl Pass {
             }
         }
         if calls.is_empty() {
-            return Ok(0);
+            return Ok(Removed::default());
         }
         let mut pipe = redis::pipe();
         for (topic, fields) in &calls {
             let already = self.simulated_removals.get(topic).map_or(0, HashSet::len);
             let mut call = scripts::eval(scripts::REMOVE_FIELDS, &[&self.keys.group(topic)]);
-            call.arg(scripts::mode(self.dry_run)).arg(removal.as_arg()).arg(already).arg(fields);
+            call.arg(scripts::mode(self.dry_run))
+                .arg(removal.as_arg())
+                .arg(already)
+                .arg(removal.deadline_ms())
+                .arg(fields);
             pipe.add_command(call);
         }
         let replies: Vec<Vec<redis::Value>> = pipe.query_async(&mut self.conn).await?;
-        let mut removed_total = 0;
+        let mut outcome = Removed::default();
         for ((topic, _), reply) in calls.into_iter().zip(replies) {
             let mut reply = reply.into_iter();
             let emptied: i64 = redis::from_redis_value(reply.next().unwrap_or(redis::Value::Int(0)))?;
+            if emptied == scripts::CLAIM_LAPSED {
+                outcome.lapsed = true;
+                continue;
+            }
             if emptied < 0 {
                 let group = self.keys.group(&topic);
                 self.malformed(group, "not a hash");
                 continue;
             }
             let removed: Vec<String> = reply.map(redis::from_redis_value).collect::<Result<_, _>>()?;
-            removed_total += removed.len() as u64;
+            outcome.fields += removed.len() as u64;
             self.report.membership_fields_removed += removed.len() as u64;
             if self.dry_run {
                 self.simulated_removals.entry(topic.clone()).or_default().extend(removed);
@@ -178,7 +210,7 @@ impl Pass {
                 self.report.group_hashes_deleted += 1;
             }
         }
-        Ok(removed_total)
+        Ok(outcome)
     }
 }
 

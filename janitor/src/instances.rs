@@ -16,6 +16,14 @@
 //! its topic record names (read with SSCAN, in batches, the claim extended before each),
 //! then, in one script on the instance's slot and only if the claim is still its own,
 //! unlinks the instance stream and topic record and releases the claim.
+//!
+//! The claim is fenced: a janitor paused (GC, SIGSTOP, a frozen VM) between extending it
+//! and removing a batch of fields can outlive it, and by then a gateway back under the same
+//! id may have registered fresh fields. The group hashes are on other hash slots than the
+//! claim, so the removal script cannot look at the claim; instead claiming and extending
+//! return Redis' clock, the janitor keeps a deadline (that time + `SWEEP_CLAIM_TTL` −
+//! [`CLOCK_MARGIN`]), and the removal scripts refuse to act once Redis' clock is past it.
+//! A refusal gives up on the instance for this sweep (`claims_lapsed` in the report).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -26,11 +34,17 @@ use streamgate::topic::{InstanceId, Topic};
 use crate::scripts;
 use crate::sweep::{Liveness, Pass, SweepError, member_name, text};
 
-/// How long a claim lives unless extended. It is extended before every batch, so it only
-/// needs to outlast one batch (a few round trips); a minute leaves room for a slow Redis,
-/// and is the longest a janitor that dies mid-removal delays a gateway restarting under
-/// the same id.
-pub const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// The shortest `SWEEP_CLAIM_TTL`: the claim is extended before every batch, so it needs
+/// to outlast one batch (a few round trips) plus [`CLOCK_MARGIN`]. The default, a minute,
+/// leaves room for a slow Redis and is the longest a janitor that dies mid-removal delays a
+/// gateway restarting under the same id.
+pub const MIN_CLAIM_TTL: Duration = Duration::from_secs(3);
+
+/// How much earlier than the claim's expiry its removals stop: the claim expires by the
+/// clock of the node holding the instance's keys, the removals check the clock of the nodes
+/// holding the group hashes, and on Redis Cluster those clocks may differ a little (NTP
+/// keeps them within milliseconds; a second is generous).
+pub const CLOCK_MARGIN: Duration = Duration::from_secs(1);
 
 /// The answer to a claim on an instance.
 #[derive(Debug)]
@@ -43,11 +57,13 @@ pub enum Claim {
     Busy,
 }
 
-/// A janitor's hold on a dead instance: the instance and the token stored in its sweep key.
+/// A janitor's hold on a dead instance: the instance, the token stored in its sweep key, and
+/// the deadline (Redis' clock, unix ms) after which nothing may be removed under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceClaim {
     instance: InstanceId,
     token: String,
+    deadline_ms: u64,
 }
 
 impl InstanceClaim {
@@ -55,23 +71,38 @@ impl InstanceClaim {
     pub fn instance(&self) -> &InstanceId {
         &self.instance
     }
+
+    /// After this (Redis' clock, unix ms) nothing may be removed under the claim.
+    pub(crate) fn deadline_ms(&self) -> u64 {
+        self.deadline_ms
+    }
+
+    /// The deadline for a claim set or extended at `server_ms` (Redis' clock) for `ttl`.
+    fn deadline(server_ms: u64, ttl: Duration) -> u64 {
+        server_ms + ttl.saturating_sub(CLOCK_MARGIN).as_millis() as u64
+    }
 }
 
 impl Pass {
     /// Claims an instance (in a dry run: tells whether it could be claimed, claiming nothing).
     pub(crate) async fn claim(&mut self, instance: &InstanceId) -> Result<Claim, SweepError> {
         let token = format!("{:016x}", fastrand::u64(..));
-        let answer: String = scripts::eval(
+        let ttl = self.settings.claim_ttl;
+        let (answer, server_ms): (String, u64) = scripts::eval(
             scripts::CLAIM_INSTANCE,
             &[&self.keys.instance_alive(instance), &self.keys.instance_sweep(instance)],
         )
         .arg(scripts::mode(self.dry_run))
         .arg(&token)
-        .arg(CLAIM_TTL.as_millis() as u64)
+        .arg(ttl.as_millis() as u64)
         .query_async(&mut self.conn)
         .await?;
         match answer.as_str() {
-            "claimed" => Ok(Claim::Claimed(InstanceClaim { instance: instance.clone(), token })),
+            "claimed" => Ok(Claim::Claimed(InstanceClaim {
+                instance: instance.clone(),
+                token,
+                deadline_ms: InstanceClaim::deadline(server_ms, ttl),
+            })),
             "live" => Ok(Claim::Live),
             "busy" => Ok(Claim::Busy),
             other => Err(SweepError::UnexpectedReply(format!("claim answered {other:?}"))),
@@ -86,7 +117,7 @@ impl Pass {
         instance: &InstanceId,
         extra_groups: &[Topic],
     ) -> Result<bool, SweepError> {
-        let claim = match self.claim(instance).await? {
+        let mut claim = match self.claim(instance).await? {
             Claim::Claimed(claim) => claim,
             Claim::Live => {
                 tracing::debug!(%instance, "Instance is alive again; leaving it.");
@@ -100,17 +131,17 @@ impl Pass {
                 return Ok(false);
             }
         };
-        self.remove_instance(&claim, extra_groups).await
+        self.remove_instance(&mut claim, extra_groups).await
     }
 
     /// Removes a claimed instance's state and releases the claim. Returns whether it was
     /// removed from the instance index.
     pub(crate) async fn remove_instance(
         &mut self,
-        claim: &InstanceClaim,
+        claim: &mut InstanceClaim,
         extra_groups: &[Topic],
     ) -> Result<bool, SweepError> {
-        let instance = &claim.instance;
+        let instance = &claim.instance.clone();
         // An instance met again (an orphan field found by the keyspace scan) only needs
         // those fields removed: its record was read the first time.
         let first_time = self.instances_done.insert(instance.clone());
@@ -158,7 +189,10 @@ impl Pass {
                         None => self.malformed(member_name(&topics_key, member), "names no valid topic"),
                     }
                 }
-                fields_removed += self.remove_fields_of_dead(instance, &topics).await?;
+                let Some(removed) = self.remove_fields_of_dead(claim, &topics).await? else {
+                    return Ok(false);
+                };
+                fields_removed += removed;
                 cursor = next;
                 if cursor == 0 {
                     break;
@@ -171,7 +205,10 @@ impl Pass {
             if !self.refresh(claim).await? {
                 return Ok(false);
             }
-            fields_removed += self.remove_fields_of_dead(instance, &extra).await?;
+            let Some(removed) = self.remove_fields_of_dead(claim, &extra).await? else {
+                return Ok(false);
+            };
+            fields_removed += removed;
         }
 
         // Still ours right before the index entry goes: a gateway back under this id
@@ -179,7 +216,13 @@ impl Pass {
         if !self.refresh(claim).await? {
             return Ok(false);
         }
-        let unindexed = first_time && self.unindex_instance(instance).await?;
+        let mut unindexed = false;
+        if first_time {
+            let Some(was_indexed) = self.unindex_instance(claim).await? else {
+                return Ok(false);
+            };
+            unindexed = was_indexed;
+        }
         let (stream_deleted, record_deleted): (i64, i64) = scripts::eval(
             scripts::FINISH_INSTANCE,
             &[&stream_key, &topics_key, &self.keys.instance_sweep(instance)],
@@ -210,41 +253,50 @@ impl Pass {
         Ok(unindexed)
     }
 
-    /// Removes the instance from the instance index (a dry run only looks). Returns whether
-    /// it was there.
-    async fn unindex_instance(&mut self, instance: &InstanceId) -> Result<bool, SweepError> {
-        let index = self.keys.instances();
-        if self.dry_run {
-            let score: Option<String> =
-                redis::cmd("ZSCORE").arg(&index).arg(instance.as_str()).query_async(&mut self.conn).await?;
-            return Ok(score.is_some());
+    /// Removes the instance from the instance index (a dry run only looks), fenced by the
+    /// claim's deadline. Returns whether it was there, or `None` when the claim lapsed.
+    async fn unindex_instance(&mut self, claim: &InstanceClaim) -> Result<Option<bool>, SweepError> {
+        let answer: i64 = scripts::eval(scripts::UNINDEX_INSTANCE, &[&self.keys.instances()])
+            .arg(scripts::mode(self.dry_run))
+            .arg(claim.instance.as_str())
+            .arg(claim.deadline_ms)
+            .query_async(&mut self.conn)
+            .await?;
+        if answer == scripts::CLAIM_LAPSED {
+            self.claim_lost(&claim.instance);
+            return Ok(None);
         }
-        let removed: i64 =
-            redis::cmd("ZREM").arg(&index).arg(instance.as_str()).query_async(&mut self.conn).await?;
-        Ok(removed == 1)
+        Ok(Some(answer == 1))
     }
 
-    /// Extends the claim; false (and a warning) when it was lost. Always true in a dry run,
-    /// which holds no claim.
-    async fn refresh(&mut self, claim: &InstanceClaim) -> Result<bool, SweepError> {
+    /// Extends the claim and moves its deadline; false (and a warning) when it was lost.
+    /// Always true in a dry run, which holds no claim.
+    async fn refresh(&mut self, claim: &mut InstanceClaim) -> Result<bool, SweepError> {
         if self.dry_run {
             return Ok(true);
         }
-        let kept: i64 = scripts::eval(scripts::REFRESH_CLAIM, &[&self.keys.instance_sweep(&claim.instance)])
-            .arg(&claim.token)
-            .arg(CLAIM_TTL.as_millis() as u64)
-            .query_async(&mut self.conn)
-            .await?;
-        if kept != 1 {
+        let ttl = self.settings.claim_ttl;
+        let server_ms: u64 =
+            scripts::eval(scripts::REFRESH_CLAIM, &[&self.keys.instance_sweep(&claim.instance)])
+                .arg(&claim.token)
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut self.conn)
+                .await?;
+        if server_ms == 0 {
             self.claim_lost(&claim.instance);
+            return Ok(false);
         }
-        Ok(kept == 1)
+        claim.deadline_ms = InstanceClaim::deadline(server_ms, ttl);
+        Ok(true)
     }
 
-    fn claim_lost(&self, instance: &InstanceId) {
+    /// Counts and logs giving up on an instance whose claim lapsed (or was taken).
+    pub(crate) fn claim_lost(&mut self, instance: &InstanceId) {
+        self.report.claims_lapsed += 1;
         tracing::warn!(
             %instance,
-            "Lost the claim on a dead instance before finishing; the next sweep completes it."
+            "Lost the claim on a dead instance before finishing (paused or slow past its deadline); \
+             the next sweep completes it."
         );
     }
 }

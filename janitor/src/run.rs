@@ -119,6 +119,7 @@ mod tests {
             "topic_streams_deleted",
             "group_hashes_deleted",
             "malformed_keys_skipped",
+            "claims_lapsed",
             "keys_examined",
             "budget_exhausted",
             "full_scan",

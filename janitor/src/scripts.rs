@@ -9,6 +9,14 @@
 //! same answer from the same checks and write nothing, which keeps `--dry-run`'s report
 //! faithful to what a sweep would do.
 //!
+//! A claim on a dead instance lives on the instance's slot, the group hashes its fields are
+//! removed from on the topics' slots, so no script can check the claim itself while removing
+//! a field. The claim is *fenced* by time instead: claiming and extending return Redis'
+//! clock, the janitor derives a deadline from it (server time + claim TTL − a margin for
+//! clock differences between nodes), and every removal under the claim takes that deadline
+//! and refuses to act once Redis' clock is past it — however long the janitor was paused
+//! between extending the claim and sending the removal.
+//!
 //! They are sent with `EVAL` (Redis caches the compiled script by its hash), not `EVALSHA`:
 //! they run inside pipelines, where a `NOSCRIPT` after a Redis restart could not be retried
 //! command by command, and each is a few hundred bytes.
@@ -35,26 +43,35 @@ pub(crate) fn eval(script: &str, keys: &[&str]) -> Cmd {
 /// exists (its own claim script checks the sweep key first), so it cannot register while
 /// its earlier life's memberships are being removed.
 ///
-/// KEYS: alive, sweep. ARGV: mode, token, ttl ms. Returns `live`, `busy` or `claimed`; in
-/// `dry` mode it only reads, and `claimed` means "would be claimed".
+/// KEYS: alive, sweep. ARGV: mode, token, ttl ms. Returns {`live`, `busy` or `claimed`,
+/// Redis' clock in unix ms, read before the claim is set}; in `dry` mode it only reads, and
+/// `claimed` means "would be claimed".
 pub(crate) const CLAIM_INSTANCE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'live' end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'live', now} end
 if ARGV[1] == 'dry' then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return 'busy' end
-  return 'claimed'
+  if redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', now} end
+  return {'claimed', now}
 end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 'claimed' end
-return 'busy'
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'claimed', now} end
+return {'busy', now}
 "#;
 
-/// Extends a claim that is still ours. KEYS: sweep. ARGV: token, ttl ms. Returns 1 if the
-/// claim is ours (and now extended), 0 if it expired or another janitor holds it.
+/// Extends a claim that is still ours. KEYS: sweep. ARGV: token, ttl ms. Returns Redis'
+/// clock in unix ms (read before extending) if the claim is ours and now extended, 0 if it
+/// expired or another janitor holds it.
 pub(crate) const REFRESH_CLAIM: &str = r#"
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then return 0 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 "#;
+
+/// The reply of [`REMOVE_FIELDS`] and [`UNINDEX_INSTANCE`] when the claim's deadline has
+/// passed: nothing was removed.
+pub(crate) const CLAIM_LAPSED: i64 = -2;
 
 /// Finishes a claimed instance: unlinks its stream and its topic record, then releases the
 /// claim — all only while the claim is still ours. Keys of the wrong type are left alone.
@@ -81,13 +98,20 @@ return {stream, topics}
 "#;
 
 /// Removes fields from a group hash: `dead` removes the named fields wherever they exist
-/// (the caller holds the claims on those instances); `invalid` removes them only if their
-/// value is still not a positive whole number (a gateway may have rewritten it since).
+/// (the caller holds the claims on those instances), but only while Redis' clock is before
+/// the claim's deadline; `invalid` removes them only if their value is still not a positive
+/// whole number (a gateway may have rewritten it since).
 ///
 /// KEYS: group. ARGV: mode, kind, fields already removed from this hash earlier in a dry
-/// run, then the fields. Returns {hash emptied (0/1), removed fields...}, or {-1} when the
-/// key is not a hash. In `dry` mode "emptied" counts the earlier simulated removals.
+/// run, the claim's deadline in unix ms (`dead` only; ignored in `dry` mode), then the
+/// fields. Returns {hash emptied (0/1), removed fields...}, {-1} when the key is not a hash,
+/// or {-2} ([`CLAIM_LAPSED`]) when the deadline has passed. In `dry` mode "emptied" counts
+/// the earlier simulated removals.
 pub(crate) const REMOVE_FIELDS: &str = r#"
+if ARGV[2] == 'dead' and ARGV[1] ~= 'dry' then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= tonumber(ARGV[4]) then return {-2} end
+end
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then return {0} end
 if t ~= 'hash' then return {-1} end
@@ -96,7 +120,7 @@ local function is_count(value)
   return digits ~= nil and tonumber(digits) > 0
 end
 local doomed = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local value = redis.call('HGET', KEYS[1], ARGV[i])
   if value and (ARGV[2] == 'dead' or not is_count(value)) then
     doomed[#doomed + 1] = ARGV[i]
@@ -113,6 +137,21 @@ end
 local reply = {emptied}
 for _, field in ipairs(doomed) do reply[#reply + 1] = field end
 return reply
+"#;
+
+/// Removes a claimed instance from the instance index, only while Redis' clock is before the
+/// claim's deadline (a gateway back under the same id after the claim lapsed has its entry
+/// there again). KEYS: index. ARGV: mode, instance, deadline in unix ms. Returns 1 if it was
+/// there (and, unless `dry`, removed), 0 if not, -2 ([`CLAIM_LAPSED`]) past the deadline.
+pub(crate) const UNINDEX_INSTANCE: &str = r#"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'zset' then return 0 end
+if ARGV[1] == 'dry' then
+  if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end
+  return 0
+end
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= tonumber(ARGV[3]) then return -2 end
+return redis.call('ZREM', KEYS[1], ARGV[2])
 "#;
 
 /// Reads what a topic's keys hold, in one atomic step. Read-only.

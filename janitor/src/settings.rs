@@ -9,6 +9,7 @@ use std::time::Duration;
 use streamgate::config::{ConfigError, Layered, Setting, Sources, parse_bool};
 use streamgate::settings::{COMMON, Common};
 
+use crate::instances::MIN_CLAIM_TTL;
 use crate::sweep::{Retention, SweepSettings};
 
 /// `HISTORY_MAX_LEN`.
@@ -61,6 +62,16 @@ pub const MAX_TOPIC_BYTES: Setting = Setting {
     help: "Longest topic name; keys naming a longer or invalid topic are reported and left alone.",
 };
 
+/// `SWEEP_CLAIM_TTL`.
+pub const SWEEP_CLAIM_TTL: Setting = Setting {
+    name: "SWEEP_CLAIM_TTL",
+    default: "60s",
+    allowed: "a duration from 3s to 1h",
+    help: "How long a janitor's claim on a dead gateway lives unless extended (before every batch). \
+           A gateway restarting under that id waits at most this long for a janitor that died; a \
+           janitor paused longer removes nothing more (its removals are fenced by Redis' clock).",
+};
+
 /// Every setting the janitor reads, shared ones first.
 pub const SETTINGS: &[Setting] = &[
     COMMON[0],
@@ -73,6 +84,7 @@ pub const SETTINGS: &[Setting] = &[
     SCAN_COUNT,
     FULL_SCAN,
     MAX_TOPIC_BYTES,
+    SWEEP_CLAIM_TTL,
 ];
 
 /// The janitor's configuration, typed.
@@ -110,6 +122,7 @@ impl JanitorConfig {
             scan_count: layered.get_in_range(&SCAN_COUNT, 1..=10_000)?,
             full_scan: layered.get_with(&FULL_SCAN, parse_bool)?,
             max_topic_bytes: layered.get_in_range(&MAX_TOPIC_BYTES, 1..=4096)?,
+            claim_ttl: layered.get_duration(&SWEEP_CLAIM_TTL, MIN_CLAIM_TTL..=Duration::from_secs(3600))?,
         };
         Ok(JanitorConfig { common: Common::from_layered(layered)?, sweep })
     }
@@ -128,6 +141,7 @@ mod tests {
         assert_eq!(config.sweep.scan_count, 500);
         assert!(config.sweep.full_scan);
         assert_eq!(config.sweep.max_topic_bytes, 256);
+        assert_eq!(config.sweep.claim_ttl, Duration::from_secs(60));
     }
 
     #[test]
@@ -144,6 +158,7 @@ mod tests {
             ("SCAN_COUNT", "lots"),
             ("FULL_SCAN", "perhaps"),
             ("HISTORY_MAX_AGE", "soon"),
+            ("SWEEP_CLAIM_TTL", "2s"),
         ] {
             let error = JanitorConfig::with_overrides(&[(name, value)]).unwrap_err().to_string();
             assert!(error.starts_with(&format!("invalid {name}=")), "{error}");

@@ -55,6 +55,8 @@ pub struct SweepSettings {
     pub full_scan: bool,
     /// Longest valid topic name; keys naming longer ones are malformed.
     pub max_topic_bytes: usize,
+    /// How long a claim on a dead instance lives unless extended.
+    pub claim_ttl: Duration,
 }
 
 /// What one sweep did (or, in a dry run, would do). Printed as one JSON line.
@@ -78,6 +80,10 @@ pub struct SweepReport {
     pub malformed_keys_skipped: u64,
     /// Keys examined, the measure `SWEEP_BUDGET` bounds.
     pub keys_examined: u64,
+    /// Dead instances given up on because the claim lapsed before their removal finished
+    /// (the janitor was paused or Redis slow past the claim's deadline); the next sweep
+    /// goes on with them.
+    pub claims_lapsed: u64,
     /// Whether the sweep stopped because the budget ran out.
     pub budget_exhausted: bool,
     /// Whether the keyspace SCAN ran.
@@ -163,9 +169,9 @@ impl Sweeper {
 
     /// Removes a claimed instance's state and releases the claim, as a sweep does after
     /// [`Sweeper::claim_instance`].
-    pub async fn remove_claimed_instance(&self, claim: InstanceClaim) -> Result<SweepReport, SweepError> {
+    pub async fn remove_claimed_instance(&self, mut claim: InstanceClaim) -> Result<SweepReport, SweepError> {
         let mut pass = self.start(false).await?;
-        pass.remove_instance(&claim, &[]).await?;
+        pass.remove_instance(&mut claim, &[]).await?;
         Ok(pass.report)
     }
 

@@ -3,16 +3,23 @@
 //!
 //! `publish` goes through the same validation and routing code as HTTP and the ingest
 //! stream, and prints one JSON result line per event on stdout.
+//!
+//! It is safe to retry by construction: every event carries an idempotency key (the one
+//! given, or a random 128-bit one generated here), and a failure that may clear up — Redis
+//! unavailable (nothing written) or silent (outcome unknown) — is retried with backoff and
+//! the same key for up to `--retry-for`, which must stay below `DEDUP_WINDOW` so a retry
+//! always finds the record of an earlier attempt that did write.
 
 use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use streamgate::config::Sources;
+use streamgate::config::{Sources, parse_duration};
+use streamgate::redis::Backoff;
 
 use crate::http::PublishResult;
 use crate::input::{Rejection, parse_event};
-use crate::publisher::PublishError;
+use crate::publisher::{Publish, PublishError, Publisher};
 use crate::settings::{LISTEN_ADDR, ProducerConfig};
 use crate::startup::{StartupError, build_publisher};
 
@@ -57,7 +64,8 @@ pub struct PublishArgs {
     /// The SSE event name.
     #[arg(long)]
     pub event: Option<String>,
-    /// An idempotency key; with --count above 1, event i (from 1) gets KEY-i.
+    /// An idempotency key; with --count above 1, event i (from 1) gets KEY-i. Without
+    /// it, each event gets a random one, so retries never duplicate it.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
     /// How many times to publish the event.
@@ -66,6 +74,14 @@ pub struct PublishArgs {
     /// The pause between two events, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub interval_ms: u64,
+    /// How long to retry an event while Redis is unavailable or does not answer (0: no
+    /// retries). Must be shorter than DEDUP_WINDOW.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_retry_for)]
+    pub retry_for: Duration,
+}
+
+fn parse_retry_for(text: &str) -> Result<Duration, String> {
+    parse_duration(text).ok_or_else(|| "expected a duration such as 0s, 30s or 2m".to_owned())
 }
 
 impl Cli {
@@ -82,25 +98,60 @@ pub enum PublishCommandError {
     /// The event can never be valid.
     #[error("invalid event: {0}")]
     Invalid(#[from] Rejection),
+    /// `--retry-for` would let a retry outlive the idempotency record of an earlier attempt.
+    #[error(
+        "invalid --retry-for={retry_for:?}: expected less than DEDUP_WINDOW={dedup_window:?}, \
+         or a retry could publish an event twice"
+    )]
+    RetryOutlivesDedup {
+        /// `--retry-for`.
+        retry_for: Duration,
+        /// `DEDUP_WINDOW`.
+        dedup_window: Duration,
+    },
     /// Redis is unreachable at start.
     #[error(transparent)]
     Startup(#[from] StartupError),
-    /// Publishing failed.
-    #[error("publish failed: {0}")]
-    Publish(#[from] PublishError),
+    /// Publishing failed, for good or after retrying for `--retry-for`.
+    #[error("publish failed after {attempts} attempt(s): {error}{}", hint(error, key))]
+    Publish {
+        /// The last failure.
+        error: PublishError,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The event's idempotency key, to retry safely by hand.
+        key: Option<String>,
+    },
     /// stdout is gone.
     #[error("cannot write the result: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// How to retry by hand an event whose outcome is unknown.
+fn hint(error: &PublishError, key: &Option<String>) -> String {
+    match (error, key) {
+        (PublishError::OutcomeUnknown(_), Some(key)) => {
+            format!(" (it may be in history; retry with --idempotency-key {key} to be safe)")
+        }
+        _ => String::new(),
+    }
 }
 
 impl PublishCommandError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            PublishCommandError::Invalid(_) => EXIT_BAD_INPUT,
+            PublishCommandError::Invalid(_) | PublishCommandError::RetryOutlivesDedup { .. } => {
+                EXIT_BAD_INPUT
+            }
             _ => EXIT_FAILED,
         }
     }
+}
+
+/// A random 128-bit idempotency key, for an event given none.
+fn generated_key() -> String {
+    format!("cli-{:032x}", fastrand::u128(..))
 }
 
 /// Runs `producer publish`, writing one JSON line per event to `out`.
@@ -109,9 +160,16 @@ pub async fn publish(
     args: &PublishArgs,
     out: &mut impl Write,
 ) -> Result<(), PublishCommandError> {
+    if args.retry_for >= config.publisher.dedup_window {
+        return Err(PublishCommandError::RetryOutlivesDedup {
+            retry_for: args.retry_for,
+            dedup_window: config.publisher.dedup_window,
+        });
+    }
     let key_of = |seq: u64| match &args.idempotency_key {
-        Some(key) if args.count > 1 => Some(format!("{key}-{seq}")),
-        key => key.clone(),
+        Some(key) if args.count > 1 => format!("{key}-{seq}"),
+        Some(key) => key.clone(),
+        None => generated_key(),
     };
     // Validate every event before publishing the first, like a batch.
     let events = (1..=args.count)
@@ -121,7 +179,7 @@ pub async fn publish(
                 args.topic.clone(),
                 args.data.clone(),
                 args.event.clone(),
-                key_of(seq),
+                Some(key_of(seq)),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -130,12 +188,48 @@ pub async fn publish(
         if index > 0 && args.interval_ms > 0 {
             tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
         }
-        for published in publisher.publish(std::slice::from_ref(event)).await? {
-            let line =
-                serde_json::to_string(&PublishResult::from(&published)).map_err(std::io::Error::other)?;
-            writeln!(out, "{line}")?;
-            out.flush()?;
+        let mut result = PublishResult::from(&publish_with_retries(&publisher, event, args.retry_for).await?);
+        // A key generated here is new to Redis: finding it already there means an earlier
+        // attempt of this command wrote the event, which is no duplicate for the user.
+        if args.idempotency_key.is_none() {
+            result.duplicate = false;
         }
+        let line = serde_json::to_string(&result).map_err(std::io::Error::other)?;
+        writeln!(out, "{line}")?;
+        out.flush()?;
     }
     Ok(())
+}
+
+/// Publishes one event, retrying failures that may clear up with the same idempotency key,
+/// with backoff, for up to `retry_for`.
+async fn publish_with_retries(
+    publisher: &Publisher,
+    event: &Publish,
+    retry_for: Duration,
+) -> Result<crate::publisher::Published, PublishCommandError> {
+    let deadline = tokio::time::Instant::now() + retry_for;
+    let mut backoff = Backoff::redis();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let error = match publisher.publish(std::slice::from_ref(event)).await {
+            Ok(mut published) if published.len() == 1 => {
+                if attempts > 1 {
+                    tracing::info!(attempts, "Published after retrying.");
+                }
+                return Ok(published.remove(0));
+            }
+            Ok(published) => {
+                PublishError::UnexpectedReply(format!("{} results for one event", published.len()))
+            }
+            Err(error) => error,
+        };
+        let delay = backoff.next_delay();
+        if !error.is_retryable() || tokio::time::Instant::now() + delay > deadline {
+            return Err(PublishCommandError::Publish { error, attempts, key: event.idempotency_key.clone() });
+        }
+        tracing::warn!(%error, attempts, retry_in_ms = delay.as_millis() as u64, "Publish failed; retrying with the same idempotency key.");
+        tokio::time::sleep(delay).await;
+    }
 }

@@ -2,10 +2,17 @@
 //!
 //! Handlers return `Result<_, AppError>`; [`AppError`] is the one place that maps failures
 //! to a status and a JSON body `{"error": "..."}` (plus `"index"` when one event of a batch
-//! is at fault). 4xx carry a message for the client; 5xx an opaque one, with the cause
-//! logged once here.
+//! is at fault, and `"written"` when Redis failed: `false` with 503, `"unknown"` with 504).
+//! 4xx carry a message for the client; 5xx an opaque one, with the cause logged once here.
+//!
+//! A publish runs on a task of its own, not in the request's future: axum drops a
+//! handler's future when its client disconnects, and a publish stopped between the append
+//! and the routing step would leave its event in history but on no gateway's live path
+//! until the next event of its topic. [`PublishTasks`] bounds how many such tasks run at
+//! once (`MAX_CONCURRENT_PUBLISHES`) and lets shutdown wait for them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -16,10 +23,12 @@ use axum::{Json, Router};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::input::{BodyRejection, Limits, Rejection, parse_body};
-use crate::publisher::{PublishError, Published, Publisher};
+use crate::publisher::{Publish, PublishError, Published, Publisher};
 
 /// Seconds a client is asked to wait before retrying while Redis is unavailable.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -33,6 +42,53 @@ pub struct AppState {
     pub limits: Limits,
     /// The bearer token `POST /publish` requires, if any.
     pub publish_token: Option<Arc<str>>,
+    /// The publishes running on tasks of their own.
+    pub tasks: PublishTasks,
+}
+
+/// Publishes that run to completion whatever their client does, at most a bounded number
+/// at once.
+#[derive(Clone, Debug)]
+pub struct PublishTasks {
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+impl PublishTasks {
+    /// Room for `max_concurrent` publishes at once.
+    pub fn new(max_concurrent: usize) -> PublishTasks {
+        PublishTasks { permits: Arc::new(Semaphore::new(max_concurrent)), tracker: TaskTracker::new() }
+    }
+
+    /// Starts publishing `batch` on a task of its own and waits for the outcome. Dropping
+    /// the returned future (the client went away) does not stop the publish. At the limit
+    /// nothing is started: [`AppError::TooBusy`].
+    async fn publish(
+        &self,
+        publisher: &Arc<Publisher>,
+        batch: Vec<Publish>,
+    ) -> Result<Vec<Published>, AppError> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().map_err(|_| AppError::TooBusy)?;
+        let publisher = Arc::clone(publisher);
+        let task = self.tracker.spawn(async move {
+            let outcome = publisher.publish(&batch).await;
+            drop(permit);
+            outcome
+        });
+        match task.await {
+            Ok(outcome) => outcome.map_err(AppError::from),
+            Err(error) => Err(AppError::Panicked(error.to_string())),
+        }
+    }
+
+    /// After the server stopped: waits (at most `within`) for publishes whose clients left
+    /// before their answer, so their routing step is not cut off by the process exiting.
+    pub async fn wait(&self, within: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(within, self.tracker.wait()).await.is_err() {
+            tracing::warn!(n_publishes = self.tracker.len(), "Stopping with publishes still running.");
+        }
+    }
 }
 
 /// The router, apart from serving it, so tests can drive it with `oneshot` too.
@@ -94,10 +150,16 @@ pub enum AppError {
     UnsupportedMediaType,
     /// 401: a publish token is configured and the request's is missing or wrong.
     Unauthorized,
-    /// 503: Redis is unavailable; retry after a second.
+    /// 503: nothing was written (Redis unavailable); retry after a second.
     Unavailable(PublishError),
+    /// 503: `MAX_CONCURRENT_PUBLISHES` publishes are running; nothing was started.
+    TooBusy,
+    /// 504: Redis did not answer; the batch may have been written.
+    OutcomeUnknown(PublishError),
     /// 500: anything else.
     Internal(PublishError),
+    /// 500: the publish task panicked; the batch may have been written.
+    Panicked(String),
 }
 
 impl From<BodyRejection> for AppError {
@@ -111,7 +173,11 @@ impl From<BodyRejection> for AppError {
 
 impl From<PublishError> for AppError {
     fn from(error: PublishError) -> Self {
-        if error.is_unavailable() { AppError::Unavailable(error) } else { AppError::Internal(error) }
+        match error {
+            PublishError::NotWritten(_) => AppError::Unavailable(error),
+            PublishError::OutcomeUnknown(_) => AppError::OutcomeUnknown(error),
+            PublishError::Refused(_) | PublishError::UnexpectedReply(_) => AppError::Internal(error),
+        }
     }
 }
 
@@ -140,11 +206,23 @@ impl IntoResponse for AppError {
             )
                 .into_response(),
             AppError::Unavailable(error) => {
-                tracing::warn!(%error, "Publish failed: Redis unavailable.");
+                tracing::warn!(%error, "Publish failed: Redis unavailable, nothing written.");
+                not_written("temporarily unavailable, nothing was written; retry later")
+            }
+            AppError::TooBusy => {
+                // Not a warning per request: under overload that would flood the log.
+                tracing::debug!("Publish refused: MAX_CONCURRENT_PUBLISHES publishes are running.");
+                not_written("too many publishes in progress, nothing was written; retry later")
+            }
+            AppError::OutcomeUnknown(error) => {
+                tracing::warn!(%error, "Publish outcome unknown: Redis did not answer.");
                 (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))],
-                    Json(error_body("temporarily unavailable, retry later", None)),
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Json(json!({
+                        "error": "redis did not answer; the events may have been written. \
+                                  Retry with the same idempotency keys",
+                        "written": "unknown",
+                    })),
                 )
                     .into_response()
             }
@@ -152,8 +230,22 @@ impl IntoResponse for AppError {
                 tracing::error!(%error, "Publish failed.");
                 (StatusCode::INTERNAL_SERVER_ERROR, Json(error_body("internal error", None))).into_response()
             }
+            AppError::Panicked(error) => {
+                tracing::error!(%error, "The publish task panicked.");
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(error_body("internal error", None))).into_response()
+            }
         }
     }
+}
+
+/// 503 with `Retry-After` and `"written": false`.
+fn not_written(message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))],
+        Json(json!({ "error": message, "written": false })),
+    )
+        .into_response()
 }
 
 /// `POST /publish`: one event object or an array of them; one result per event.
@@ -170,7 +262,7 @@ async fn publish(
     }
     let body = read_body(&headers, body, state.limits.max_request_bytes).await?;
     let batch = parse_body(&state.limits, &body)?;
-    let published = state.publisher.publish(&batch).await?;
+    let published = state.tasks.publish(&state.publisher, batch).await?;
     let results = published.iter().map(PublishResult::from).collect();
     Ok(Json(PublishResponse { results }))
 }

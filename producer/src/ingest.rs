@@ -7,6 +7,9 @@
 //! So an entry re-delivered after a crash — a producer that died between publish and
 //! acknowledge has its pending entries claimed by another after `INGEST_CLAIM_IDLE` — is a
 //! duplicate, not a second history entry, as long as it comes back within the dedup window.
+//! The same holds when a publish's outcome is unknown (Redis did not answer in time, but
+//! may have run the append): the batch in hand is retried with the same keys, so Redis
+//! answers "duplicate" for whatever the first attempt wrote.
 //!
 //! An entry that can never be valid is copied to the dead-letter stream with a `reason`
 //! and its `source_id`, then acknowledged: the consumer never stops on bad input. Redis
@@ -304,7 +307,8 @@ impl IngestConsumer {
     }
 
     /// Publishes the valid entries, dead-letters the others, then acknowledges them all in
-    /// one pipeline. Fails only when Redis is unavailable; the caller retries the batch.
+    /// one pipeline. Fails only when Redis is unavailable or silent (the outcome unknown);
+    /// the caller retries the batch, with the same idempotency keys.
     async fn handle(&self, entries: &[StreamId]) -> Result<(), IngestError> {
         let mut valid = Vec::with_capacity(entries.len());
         let mut dead: Vec<(&StreamId, String)> = Vec::new();
@@ -317,7 +321,7 @@ impl IngestConsumer {
         let batch: Vec<Publish> = valid.iter().map(|(_, publish)| publish.clone()).collect();
         match self.publisher.publish(&batch).await {
             Ok(_) => {}
-            Err(error) if error.is_unavailable() => return Err(error.into()),
+            Err(error) if error.is_retryable() => return Err(error.into()),
             // Redis refused the batch: find the entries it refuses one by one, so one bad
             // topic key cannot hold the rest back forever.
             Err(error) => {
@@ -325,7 +329,7 @@ impl IngestConsumer {
                 for (entry, publish) in &valid {
                     match self.publisher.publish(std::slice::from_ref(publish)).await {
                         Ok(_) => {}
-                        Err(error) if error.is_unavailable() => return Err(error.into()),
+                        Err(error) if error.is_retryable() => return Err(error.into()),
                         Err(error) => dead.push((entry, format!("publish failed: {error}"))),
                     }
                 }

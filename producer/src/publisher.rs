@@ -24,7 +24,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deadpool_redis::Pool;
-use redis::{ErrorKind, Script, ServerErrorKind, Value};
+use redis::{Script, Value};
 use streamgate::cursor::{Epoch, HistoryId, TopicCursor};
 use streamgate::event::Event;
 use streamgate::keys::Keys;
@@ -76,12 +76,18 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-/// Why a batch could not be published. Nothing of the batch is in history.
+/// Why a batch could not be published, and whether it may be in history nonetheless.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// Redis cannot be reached or cannot take writes right now; retrying later may work.
-    #[error("redis unavailable: {0}")]
-    Unavailable(#[source] RedisError),
+    /// Certainly not written: no connection could be had, or Redis refused the script
+    /// before running it (loading, read-only, out of memory, ...). Retrying later may work.
+    #[error("redis unavailable, nothing written: {0}")]
+    NotWritten(#[source] RedisError),
+    /// Perhaps written: the script was sent and no answer came (response timeout, the
+    /// connection dropped). Redis may have run it or may still run it, so only a retry with
+    /// the same idempotency keys is safe.
+    #[error("redis did not answer, the batch may have been written: {0}")]
+    OutcomeUnknown(#[source] RedisError),
     /// Redis refused the batch (for example a key of the wrong type).
     #[error("redis refused the batch: {0}")]
     Refused(#[source] RedisError),
@@ -91,39 +97,69 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// Whether the failure is Redis being unavailable (worth retrying as is).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, PublishError::Unavailable(_))
+    /// Whether the failure is Redis being unavailable or silent, so that retrying the same
+    /// batch (with the same idempotency keys) is worth it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PublishError::NotWritten(_) | PublishError::OutcomeUnknown(_))
     }
 
-    fn from_redis(error: impl Into<RedisError>) -> PublishError {
-        let error = error.into();
-        if is_unavailable(&error) { PublishError::Unavailable(error) } else { PublishError::Refused(error) }
+    /// A failure to get a connection: nothing was sent.
+    fn no_connection(error: impl Into<RedisError>) -> PublishError {
+        PublishError::NotWritten(error.into())
+    }
+
+    /// A failure of the append script's round trip.
+    fn from_invoke(error: redis::RedisError) -> PublishError {
+        match outcome_of(&error) {
+            Outcome::NotRun => PublishError::NotWritten(error.into()),
+            Outcome::Refused => PublishError::Refused(error.into()),
+            Outcome::Unknown => PublishError::OutcomeUnknown(error.into()),
+        }
     }
 }
 
-/// Whether an error means "Redis cannot serve right now" rather than "Redis said no".
-fn is_unavailable(error: &RedisError) -> bool {
-    let RedisError::Redis(error) = error else {
-        // The pool could not hand out a connection (timeout, closed).
-        return true;
-    };
-    error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || matches!(
-            error.kind(),
-            ErrorKind::Server(
-                ServerErrorKind::BusyLoading
-                    | ServerErrorKind::TryAgain
-                    | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::MasterDown
-                    | ServerErrorKind::ReadOnly
-            )
-        )
-        // Out of memory, or refusing writes after a failed snapshot: both pass.
-        || matches!(error.code(), Some("OOM" | "MISCONF"))
+/// What a failed script call tells about the script having run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Redis answered that it could not run it now (or the connection was refused).
+    NotRun,
+    /// Redis answered with another error: a permanent refusal.
+    Refused,
+    /// No answer: Redis may have run it.
+    Unknown,
+}
+
+/// Error codes with which Redis refuses a command *before* running it and which may clear
+/// up: loading a dump, a replica, out of memory or refusing writes after a failed snapshot
+/// (both refused at a script's first write, and a refused script has written nothing),
+/// cluster states, an unknown script, another script running, too few replicas.
+const NOT_RUN_CODES: &[&str] = &[
+    "LOADING",
+    "READONLY",
+    "OOM",
+    "MISCONF",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "NOSCRIPT",
+    "BUSY",
+    "NOREPLICAS",
+    "MOVED",
+    "ASK",
+];
+
+fn outcome_of(error: &redis::RedisError) -> Outcome {
+    if error.is_connection_refusal() {
+        return Outcome::NotRun;
+    }
+    match error.code() {
+        Some(code) if NOT_RUN_CODES.contains(&code) => Outcome::NotRun,
+        // An error reply: Redis answered, the script was refused or failed before writing
+        // (it checks every key's type first).
+        Some(_) => Outcome::Refused,
+        // Timeouts, I/O errors, a dropped connection: the request may have been executed.
+        None => Outcome::Unknown,
+    }
 }
 
 /// What the append script did with one event.
@@ -163,14 +199,14 @@ impl Publisher {
         &self.pool
     }
 
-    /// Publishes a batch: one result per event, in order. On error nothing of the batch
-    /// is in history.
+    /// Publishes a batch: one result per event, in order. On error nothing of the batch is
+    /// in history, except after [`PublishError::OutcomeUnknown`], when all of it may be.
     #[tracing::instrument(name = "publish", skip_all, fields(n_events = batch.len()))]
     pub async fn publish(&self, batch: &[Publish]) -> Result<Vec<Published>, PublishError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.pool.get().await.map_err(PublishError::from_redis)?;
+        let mut conn = self.pool.get().await.map_err(PublishError::no_connection)?;
         let appended = self.append(&mut conn, batch).await?;
         if let Err(error) = self.route(&mut conn, batch, &appended).await {
             tracing::warn!(
@@ -215,7 +251,7 @@ impl Publisher {
                 .arg(Epoch::generate().as_str())
                 .arg(if idempotency_key.is_some() { "1" } else { "0" });
         }
-        let reply: Value = invocation.invoke_async(conn).await.map_err(PublishError::from_redis)?;
+        let reply: Value = invocation.invoke_async(conn).await.map_err(PublishError::from_invoke)?;
         decode_reply(reply, batch.len())
     }
 
@@ -428,6 +464,38 @@ mod tests {
         assert_eq!(subscribed_instances(&decoded[0].members), vec![InstanceId::parse("gw-1").unwrap()]);
         assert!(decoded[1].duplicate);
         assert_eq!(decoded[1].original, Some(("data".to_owned(), None)));
+    }
+
+    /// The error a reply `-<line>` turns into.
+    fn server_error(line: &str) -> redis::RedisError {
+        redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).unwrap().extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn refusals_before_running_are_not_written_and_silence_is_unknown() {
+        for line in [
+            "LOADING Redis is loading the dataset in memory",
+            "READONLY You can't write against a read only replica.",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "MISCONF Redis is configured to save RDB snapshots",
+            "NOSCRIPT No matching script.",
+            "BUSY Redis is busy running a script.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+        ] {
+            assert_eq!(outcome_of(&server_error(line)), Outcome::NotRun, "{line}");
+        }
+        assert_eq!(outcome_of(&server_error("WRONGTYPE key holds a list")), Outcome::Refused);
+        assert_eq!(outcome_of(&server_error("ERR Error running script")), Outcome::Refused);
+        let io = |kind| redis::RedisError::from(std::io::Error::new(kind, "test"));
+        assert_eq!(outcome_of(&io(std::io::ErrorKind::ConnectionRefused)), Outcome::NotRun);
+        for kind in [
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            assert_eq!(outcome_of(&io(kind)), Outcome::Unknown, "{kind:?}");
+        }
     }
 
     #[test]

@@ -154,6 +154,24 @@ pub const LIVENESS_CACHE: Setting = Setting {
     help: "How long an instance seen alive is trusted before its liveness key is checked again.",
 };
 
+/// `REDIS_RESPONSE_TIMEOUT`.
+pub const REDIS_RESPONSE_TIMEOUT: Setting = Setting {
+    name: "REDIS_RESPONSE_TIMEOUT",
+    default: "5s",
+    allowed: "a duration from 50ms to 1m",
+    help: "How long a pooled Redis command may wait for its answer. A publish that times out is \
+           answered 504 with written: unknown (Redis may still run it).",
+};
+
+/// `MAX_CONCURRENT_PUBLISHES`.
+pub const MAX_CONCURRENT_PUBLISHES: Setting = Setting {
+    name: "MAX_CONCURRENT_PUBLISHES",
+    default: "256",
+    allowed: "a whole number from 1 to 100000",
+    help: "Most POST /publish batches in progress at once, including those whose client left \
+           (each runs to completion). Beyond it: 503 with written: false.",
+};
+
 /// Every setting the producer reads, shared ones first.
 pub const SETTINGS: &[Setting] = &[
     REDIS_URL,
@@ -177,6 +195,8 @@ pub const SETTINGS: &[Setting] = &[
     INGEST_CLAIM_IDLE,
     INGEST_ENABLED,
     LIVENESS_CACHE,
+    REDIS_RESPONSE_TIMEOUT,
+    MAX_CONCURRENT_PUBLISHES,
 ];
 
 /// The producer's configuration, typed.
@@ -194,6 +214,10 @@ pub struct ProducerConfig {
     pub limits: Limits,
     /// The ingest stream consumer.
     pub ingest: IngestConfig,
+    /// How long a pooled Redis command may wait for its answer.
+    pub redis_response_timeout: Duration,
+    /// Most `POST /publish` batches in progress at once.
+    pub max_concurrent_publishes: usize,
 }
 
 impl ProducerConfig {
@@ -242,6 +266,7 @@ impl ProducerConfig {
                 Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
             )?,
         };
+        check_pairs(layered, &publisher, &ingest)?;
         Ok(ProducerConfig {
             common: Common::from_layered(layered)?,
             listen_addr: layered.get(&LISTEN_ADDR)?,
@@ -250,8 +275,66 @@ impl ProducerConfig {
             publisher,
             limits,
             ingest,
+            redis_response_timeout: layered
+                .get_duration(&REDIS_RESPONSE_TIMEOUT, Duration::from_millis(50)..=Duration::from_secs(60))?,
+            max_concurrent_publishes: layered.get_in_range(&MAX_CONCURRENT_PUBLISHES, 1..=100_000)?,
         })
     }
+}
+
+/// How many claim periods (`INGEST_CLAIM_IDLE`) the dedup window must cover: an entry whose
+/// producer died after publishing is claimed once idle that long, and claim rounds run every
+/// half period, so it is published again up to ~1.5 periods after the first time.
+const DEDUP_CLAIM_PERIODS: u32 = 2;
+
+/// Rejects pairs of valid settings where one silently defeats the other.
+fn check_pairs(
+    layered: &Layered,
+    publisher: &PublisherConfig,
+    ingest: &IngestConfig,
+) -> Result<(), ConfigError> {
+    let conflict = |setting: &Setting, expected: String| ConfigError::Invalid {
+        setting: setting.name.to_owned(),
+        value: layered.raw(setting).to_owned(),
+        allowed: expected,
+    };
+    // An idempotency record outliving its event: a retry would answer "duplicate" with an
+    // id the history no longer holds (and a subscriber resuming there gets a reset).
+    if let Some(max_age) = publisher.history_max_age
+        && publisher.dedup_window > max_age
+    {
+        return Err(conflict(
+            &DEDUP_WINDOW,
+            format!(
+                "at most HISTORY_MAX_AGE={:?}: an idempotency record must not outlive the event it \
+                 points at",
+                layered.raw(&HISTORY_MAX_AGE)
+            ),
+        ));
+    }
+    // An ingest entry re-delivered after its producer died must still find its record.
+    if ingest.enabled && publisher.dedup_window < ingest.claim_idle * DEDUP_CLAIM_PERIODS {
+        return Err(conflict(
+            &DEDUP_WINDOW,
+            format!(
+                "at least {DEDUP_CLAIM_PERIODS} x INGEST_CLAIM_IDLE={:?}: an ingest entry claimed from \
+                 a dead producer would be published twice",
+                layered.raw(&INGEST_CLAIM_IDLE)
+            ),
+        ));
+    }
+    // Dead letters appended to the stream they came from would be read, rejected and
+    // dead-lettered again, forever.
+    if ingest.dead_letter == ingest.stream {
+        return Err(conflict(
+            &INGEST_DEAD_LETTER,
+            format!(
+                "a key other than INGEST_STREAM={:?}: dead letters would be consumed again",
+                ingest.stream
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

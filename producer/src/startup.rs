@@ -5,16 +5,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_redis::Pool;
 use streamgate::redis::RedisError;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{AppState, router};
+use crate::http::{AppState, PublishTasks, router};
 use crate::ingest::IngestConsumer;
 use crate::publisher::Publisher;
 use crate::settings::ProducerConfig;
+
+/// How long shutdown waits for publishes whose clients left: a publish is a few round
+/// trips, each bounded by `REDIS_RESPONSE_TIMEOUT` (5 s by default).
+const PUBLISH_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +41,11 @@ pub enum StartupError {
 /// Builds the Redis pool and the [`Publisher`] from the configuration, checking that Redis
 /// answers. Shared by `serve` and the `publish` command.
 pub async fn build_publisher(config: &ProducerConfig) -> Result<Arc<Publisher>, StartupError> {
-    let pool: Pool = streamgate::redis::pool(&config.common.redis_url, config.common.redis_pool_size)?;
+    let pool: Pool = streamgate::redis::pool_with_response_timeout(
+        &config.common.redis_url,
+        config.common.redis_pool_size,
+        config.redis_response_timeout,
+    )?;
     streamgate::redis::check_ready(&pool).await?;
     Ok(Arc::new(Publisher::new(pool, config.common.keys.clone(), config.publisher.clone())))
 }
@@ -72,6 +81,7 @@ impl Application {
             publisher,
             limits: config.limits,
             publish_token: config.publish_token.as_deref().map(Arc::from),
+            tasks: PublishTasks::new(config.max_concurrent_publishes),
         };
         Ok(Application { listener, local_addr, state, ingest })
     }
@@ -86,14 +96,18 @@ impl Application {
         self.local_addr
     }
 
-    /// Serves until `shutdown` is cancelled: in-flight requests finish, and the ingest
-    /// consumer finishes its batch in hand, before this returns.
+    /// Serves until `shutdown` is cancelled: in-flight requests and publishes (also those
+    /// whose client left) finish, and the ingest consumer finishes its batch in hand, before
+    /// this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let ingest = self.ingest.map(|consumer| tokio::spawn(consumer.run(shutdown.clone())));
         tracing::info!(addr = %self.local_addr, "Producer listening.");
+        let tasks = self.state.tasks.clone();
         let served = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
+        // Publishes whose clients left before the answer are not waited for by the server.
+        tasks.wait(PUBLISH_DRAIN_TIMEOUT).await;
         // The server can also stop on its own (an accept error): stop the consumer too.
         shutdown.cancel();
         if let Some(ingest) = ingest

@@ -62,9 +62,19 @@ pub fn redacted_url(url: &str) -> String {
 
 /// Builds the pool for ordinary commands. Connections are made lazily.
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, RedisError> {
+    pool_with_response_timeout(url, max_size, POOLED_RESPONSE_TIMEOUT)
+}
+
+/// [`pool`] with another response timeout: how long a command may wait for its answer
+/// before it fails with a timeout (the command may still run on the server afterwards).
+pub fn pool_with_response_timeout(
+    url: &str,
+    max_size: usize,
+    response_timeout: Duration,
+) -> Result<Pool, RedisError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(POOLED_RESPONSE_TIMEOUT));
+        .set_response_timeout(Some(response_timeout));
     let manager = Manager::new_with_config(url, config)?;
     Pool::builder(manager)
         .max_size(max_size)

@@ -3,6 +3,7 @@
 //! mid-sweep, two janitors at once, dry runs, retention, malformed keys, the budget, exit
 //! codes and the JSON report.
 
+mod fence;
 mod support;
 
 use janitor::instances::Claim;

@@ -10,6 +10,8 @@ mod gateway_http;
 mod gateway_resilience;
 mod guarantee;
 mod janitor_sweep;
+mod producer_config;
 mod producer_ingest;
+mod producer_outcome;
 mod producer_publish;
 mod redis_harness;

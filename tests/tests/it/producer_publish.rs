@@ -364,8 +364,12 @@ async fn history_is_trimmed_by_length() {
 #[tokio::test]
 async fn history_is_trimmed_by_age() {
     let redis = RedisServer::start();
-    let producer =
-        spawn_producer(&redis.url(), &unique_prefix("trim_age"), &[("HISTORY_MAX_AGE", "1s")]).await;
+    let producer = spawn_producer(
+        &redis.url(),
+        &unique_prefix("trim_age"),
+        &[("HISTORY_MAX_AGE", "1s"), ("DEDUP_WINDOW", "1s")],
+    )
+    .await;
     let mut conn = redis.client().await;
     // Large events fill a stream node each, so approximate trimming is close to exact.
     let old: Vec<Value> =
