@@ -63,6 +63,8 @@ pub struct LiveEvent {
 pub struct ResetNotice {
     /// Why.
     pub reason: ResetReason,
+    /// The epoch the hub was in before the reset.
+    pub from: Option<Epoch>,
     /// Where delivery resumes.
     pub after: Position,
     /// The encoded notice body (without `id:`).
@@ -80,8 +82,14 @@ impl ResetNotice {
         match self.reason {
             ResetReason::Trimmed => same_epoch && position.last < self.after.last,
             // Within an epoch (Redis lost the history's tail): whoever saw events past what
-            // is left. Into another epoch: whoever is not in it yet.
-            ResetReason::HistoryLost => !same_epoch || position.last > self.after.last,
+            // is left.
+            ResetReason::HistoryLost if self.from == self.after.epoch => {
+                same_epoch && position.last > self.after.last
+            }
+            // Into another epoch (or none): whoever is still in the one that was lost. A
+            // subscriber that already reached the new epoch (its replay read the new
+            // history) lost nothing more.
+            ResetReason::HistoryLost => position.epoch == self.from,
         }
     }
 }
@@ -521,9 +529,13 @@ impl HubWorker {
 
     fn reset(&self, reason: ResetReason, after: Position) {
         tracing::info!(topic = %self.hub.topic, reason = reason.as_str(), "Topic history reset; telling subscribers.");
-        let notice =
-            Arc::new(ResetNotice { reason, body: reset_body(&self.hub.topic, reason.as_str()), after });
         let mut state = self.hub.state.lock().expect("hub lock");
+        let notice = Arc::new(ResetNotice {
+            reason,
+            from: state.position.epoch.clone(),
+            body: reset_body(&self.hub.topic, reason.as_str()),
+            after,
+        });
         let same_epoch = state.position.epoch.is_some() && state.position.epoch == notice.after.epoch;
         state.recent.rewind(&notice.after, same_epoch);
         state.position = notice.after.clone();

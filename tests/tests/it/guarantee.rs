@@ -334,3 +334,171 @@ async fn a_full_gateway_keeps_an_event_source_retrying_and_answers_others_503() 
     }
     assert!(waiting.connects.load(std::sync::atomic::Ordering::Relaxed) > 1, "it was refused first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_recreated_during_a_long_replay_is_announced_once_and_nothing_repeats() {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+
+    let world = World::new("flushall", RedisServer::start());
+    let gateway =
+        world.gateway(&[("REPLAY_BATCH", "20"), ("QUEUE_SIZE", "64"), ("LIVENESS_TTL", "3s")]).await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    // 40 MB of history: far more than the socket buffers between the gateway and a client
+    // that stops reading, so the replay is stalled half-way.
+    let pad = "x".repeat(8 * 1024);
+    let old_events = 5000;
+    for first in (0..old_events).step_by(100) {
+        let batch: Vec<_> = (first..first + 100)
+            .map(|n| streamgate_tests::publish::event("long", None, &format!("old {n} {pad}")))
+            .collect();
+        publisher.publish(&batch).await.unwrap();
+    }
+    let response = reqwest::Client::new()
+        .get(gateway.url("/events?topic=long&lastEventId=0"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut head = Vec::new();
+    let mut read = 0;
+    while read < 256 * 1024 {
+        let chunk = body.next().await.unwrap().unwrap();
+        read += chunk.len();
+        head.push(Ok::<_, reqwest::Error>(chunk));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The history is wiped (FLUSHALL) and a new one starts while the replay is stalled.
+    let mut conn = world.redis.client().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    for k in 0..5 {
+        publish_one(&publisher, "long", &format!("new {k}")).await;
+    }
+    let mut events = futures_util::stream::iter(head).chain(body).eventsource();
+    let mut old = Vec::new();
+    let mut new = Vec::new();
+    let mut resets = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while new.len() < 5 {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let event =
+            tokio::time::timeout(left, events.next()).await.expect("all events in time").unwrap().unwrap();
+        if event.event == "streamgate.reset" {
+            assert!(new.is_empty(), "the reset comes before the new history");
+            resets.push(event.data);
+            continue;
+        }
+        let mut words = event.data.split(' ');
+        let (kind, n) = (words.next().unwrap(), words.next().unwrap().parse::<u64>().unwrap());
+        if kind == "old" {
+            assert!(resets.is_empty(), "no old event after the reset");
+            old.push(n);
+        } else {
+            new.push(n);
+        }
+    }
+    // A little longer: nothing may follow twice.
+    while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_millis(1500), events.next()).await {
+        panic!("unexpected event after the new history: {} {}", event.event, event.data);
+    }
+    println!("guarantee flushall mid-replay: old={} new={new:?} resets={resets:?}", old.len());
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    assert!(resets[0].contains("history_lost"), "{resets:?}");
+    assert!(old.len() < old_events as usize, "the wipe came mid-replay");
+    assert_eq!(old, (0..old.len() as u64).collect::<Vec<_>>(), "old events in order, none twice");
+    assert_eq!(new, [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn settings_that_defeat_each_other_stop_the_gateway_with_one_line() {
+    let output = std::process::Command::new(streamgate_tests::binaries::workspace_binary("gateway"))
+        .env_remove(streamgate::config::CONFIG_FILE_ENV)
+        .env("QUEUE_SIZE", "100")
+        .env("REPLAY_BATCH", "500")
+        .output()
+        .expect("run the gateway");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("QUEUE_SIZE=100 and REPLAY_BATCH=500 conflict"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_history_read_is_bounded_by_bytes_as_well_as_by_count() {
+    use gateway::history::{ReadLimit, read_after};
+
+    let world = World::new("readbytes", RedisServer::start());
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let big = "x".repeat(16 * 1024);
+    for n in 0..20 {
+        publish_one(&publisher, "big", &format!("{n} {big}")).await;
+    }
+    publish_one(&publisher, "big", &"y".repeat(200 * 1024)).await;
+    let pool = streamgate::redis::pool(&world.redis.url(), 2).unwrap();
+    let t = topic("big");
+    let limit = ReadLimit { count: 500, bytes: 64 * 1024 };
+    let read = read_after(&pool, &world.keys, &t, HistoryId::ZERO, limit).await.unwrap();
+    assert_eq!(read.entries.len(), 3, "three 16 KiB events fit in 64 KiB, a fourth does not");
+    assert!(read.truncated);
+    // An event larger than the budget still comes, alone: a read always makes progress.
+    let last_small =
+        read_after(&pool, &world.keys, &t, HistoryId::ZERO, ReadLimit { count: 20, bytes: 1 << 30 })
+            .await
+            .unwrap()
+            .entries
+            .last()
+            .unwrap()
+            .id;
+    let read = read_after(&pool, &world.keys, &t, last_small, limit).await.unwrap();
+    assert_eq!(read.entries.len(), 1);
+    assert_eq!(read.entries[0].data.len(), 200 * 1024);
+    assert!(!read.truncated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_flood_on_a_busy_pool_never_lets_a_healthy_gateway_expire() {
+    let world = World::new("flood", RedisServer::start());
+    // One pooled connection and huge replay reads: the pool is busy for seconds. Liveness
+    // has its own connections, so its key must never lapse.
+    let gateway = world
+        .gateway(&[
+            ("REDIS_POOL_SIZE", "1"),
+            ("LIVENESS_TTL", "3s"),
+            ("REPLAY_BATCH", "10000"),
+            ("QUEUE_SIZE", "10000"),
+            ("REPLAY_BYTES", "64MiB"),
+        ])
+        .await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let pad = "x".repeat(64 * 1024);
+    for first in (0..600).step_by(50) {
+        let batch: Vec<_> = (first..first + 50)
+            .map(|n| streamgate_tests::publish::event("heavy", None, &format!("{n} {pad}")))
+            .collect();
+        publisher.publish(&batch).await.unwrap();
+    }
+    let instance = InstanceId::parse(gateway.instance.as_str()).unwrap();
+    let alive = world.keys.instance_alive(&instance);
+    let mut conn = world.redis.client().await;
+    // Clients that ask for everything and read nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..12 {
+        let response = reqwest::Client::new()
+            .get(gateway.url("/events?topic=heavy&lastEventId=0"))
+            .header("accept", "text/event-stream")
+            .send();
+        stalled.push(tokio::spawn(async move { response.await.map(|r| r.status()) }));
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut checks = 0;
+    while tokio::time::Instant::now() < until {
+        assert!(
+            conn.exists::<_, bool>(&alive).await.unwrap(),
+            "the liveness key lapsed after {checks} checks"
+        );
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stalled);
+}
