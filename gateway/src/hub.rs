@@ -99,6 +99,16 @@ pub enum Delivery {
     Reset(Arc<ResetNotice>),
 }
 
+impl fanout::Weight for Delivery {
+    /// The encoded bytes it keeps alive (the ring's `QUEUE_BYTES` bound counts these).
+    fn weight(&self) -> usize {
+        match self {
+            Delivery::Event(event) => event.frame.len(),
+            Delivery::Reset(notice) => notice.body.len(),
+        }
+    }
+}
+
 enum HubMessage {
     // Boxed: the inbox's first block is allocated with the hub, idle or not.
     Routed(Box<RoutedEntry>),
@@ -152,6 +162,8 @@ pub struct HubContext {
     pub keys: Keys,
     /// Broadcast capacity (the per-subscriber queue).
     pub queue_size: usize,
+    /// Most bytes of encoded events a hub holds for its subscribers.
+    pub queue_bytes: usize,
     /// History batch size.
     pub replay_batch: usize,
     /// Memberships.
@@ -266,7 +278,7 @@ impl Hubs {
             topic,
             state: Mutex::new(HubState {
                 position: Position::START,
-                sender: fanout::channel(self.context.queue_size),
+                sender: fanout::channel(self.context.queue_size, self.context.queue_bytes),
             }),
             inbox,
             overflowed: AtomicBool::new(false),

@@ -63,6 +63,13 @@ pub const QUEUE_SIZE: Setting = Setting {
     allowed: "a whole number from 16 to 1048576",
     help: "Events a subscriber may fall behind its topic before it is closed (it resumes from its cursor).",
 };
+/// `QUEUE_BYTES`.
+pub const QUEUE_BYTES: Setting = Setting {
+    name: "QUEUE_BYTES",
+    default: "8MiB",
+    allowed: "a size from 64KiB to 1GiB",
+    help: "Bytes of encoded events a topic may hold for subscribers that have not read them; a subscriber whose unread events exceed it is closed (it resumes from its cursor).",
+};
 /// `REPLAY_BATCH`.
 pub const REPLAY_BATCH: Setting = Setting {
     name: "REPLAY_BATCH",
@@ -106,6 +113,7 @@ pub const SETTINGS: &[Setting] = &[
     MAX_TOPICS_PER_CONNECTION,
     MAX_TOPIC_BYTES,
     QUEUE_SIZE,
+    QUEUE_BYTES,
     REPLAY_BATCH,
     LIVENESS_TTL,
     DRAIN_TIMEOUT,
@@ -144,6 +152,8 @@ pub struct GatewayConfig {
     pub max_topic_bytes: usize,
     /// Per-topic broadcast capacity.
     pub queue_size: usize,
+    /// Per-topic bound on the bytes of unread events.
+    pub queue_bytes: usize,
     /// XRANGE batch.
     pub replay_batch: usize,
     /// Liveness TTL.
@@ -185,6 +195,7 @@ impl GatewayConfig {
             max_topics_per_connection: layered.get_in_range(&MAX_TOPICS_PER_CONNECTION, 1..=1024)?,
             max_topic_bytes: layered.get_in_range(&MAX_TOPIC_BYTES, 1..=4096)?,
             queue_size: layered.get_in_range(&QUEUE_SIZE, 16..=1 << 20)?,
+            queue_bytes: layered.get_bytes(&QUEUE_BYTES, 64 << 10..=1 << 30)?,
             replay_batch: layered.get_in_range(&REPLAY_BATCH, 1..=10_000)?,
             liveness_ttl: layered
                 .get_duration(&LIVENESS_TTL, Duration::from_secs(3)..=Duration::from_secs(600))?,
@@ -209,7 +220,16 @@ mod tests {
         assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(config.max_topics_per_connection, 32);
         assert_eq!(config.cors, Cors::Off);
+        assert_eq!(config.queue_bytes, 8 << 20);
         assert_ne!(config.instance_id, GatewayConfig::with_overrides(&[]).unwrap().instance_id);
+    }
+
+    #[test]
+    fn queue_bytes_takes_a_size_within_its_range() {
+        let config = GatewayConfig::with_overrides(&[("QUEUE_BYTES", "64KiB")]).unwrap();
+        assert_eq!(config.queue_bytes, 64 << 10);
+        let error = GatewayConfig::with_overrides(&[("QUEUE_BYTES", "2GiB")]).unwrap_err();
+        assert_eq!(error.to_string(), "invalid QUEUE_BYTES=\"2GiB\": expected a size from 64KiB to 1GiB");
     }
 
     #[test]

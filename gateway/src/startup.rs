@@ -95,6 +95,7 @@ impl Application {
             pool: pool.clone(),
             keys: keys.clone(),
             queue_size: config.queue_size,
+            queue_bytes: config.queue_bytes,
             replay_batch: config.replay_batch,
             membership: Arc::clone(&membership),
             shutdown: tasks_stop.clone(),
