@@ -115,9 +115,9 @@ struct Shared<T> {
 }
 
 impl<T> Shared<T> {
-    /// Nothing under this lock can leave the ring half-updated (no user code runs while it
-    /// is held but `Clone` of an already-held value), so a poisoned lock is still usable;
-    /// this also keeps `Receiver::drop` from panicking during an unwind.
+    /// Nothing under this lock can leave the ring half-updated (the only code of `T` that
+    /// runs while it is held is `Clone` and `Drop` of held values), so a poisoned lock is
+    /// still usable; this also keeps `Receiver::drop` from panicking during an unwind.
     fn lock(&self) -> MutexGuard<'_, Ring<T>> {
         self.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -155,6 +155,7 @@ impl<T: Clone + Weight> Sender<T> {
     /// bounds) and wakes every waiting receiver. Costs the same whatever the number of
     /// receivers.
     pub fn send(&self, value: T) {
+        let weight = value.weight();
         let mut ring = self.shared.lock();
         if ring.receivers == 0 {
             // Nobody to hold it for; later receivers only see later sends. (With no
@@ -163,7 +164,6 @@ impl<T: Clone + Weight> Sender<T> {
             ring.first += 1;
             return;
         }
-        let weight = value.weight();
         let unread = ring.receivers;
         ring.slots.push_back(Slot { value, weight, unread });
         ring.bytes += weight;
