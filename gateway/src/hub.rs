@@ -12,9 +12,10 @@
 //! crashed between the two steps, a route that failed after the publish answered) reaches
 //! subscribers within a bound even when its topic stays quiet ([`Hubs::reconcile_idle`]).
 //!
-//! Events are encoded once here and shared as `Bytes` through a broadcast ring whose
-//! capacity is the per-subscriber queue: a subscriber that falls further behind is closed
-//! and resumes from its cursor ([`crate::fanout`]).
+//! Events are encoded once here and shared as `Bytes` through a broadcast ring bounded by
+//! `QUEUE_SIZE` events and `QUEUE_BYTES` bytes, which frees what every subscriber has
+//! read: a subscriber that falls further behind is closed and resumes from its cursor
+//! ([`crate::fanout`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,6 +102,16 @@ pub enum Delivery {
     Event(Arc<LiveEvent>),
     /// A reset notice.
     Reset(Arc<ResetNotice>),
+}
+
+impl fanout::Weight for Delivery {
+    /// The encoded bytes it keeps alive (the ring's `QUEUE_BYTES` bound counts these).
+    fn weight(&self) -> usize {
+        match self {
+            Delivery::Event(event) => event.frame.len(),
+            Delivery::Reset(notice) => notice.body.len(),
+        }
+    }
 }
 
 enum HubMessage {
@@ -204,6 +215,8 @@ pub struct HubContext {
     pub keys: Keys,
     /// Broadcast capacity (the per-subscriber queue).
     pub queue_size: usize,
+    /// Most bytes of encoded events a hub holds for its subscribers.
+    pub queue_bytes: usize,
     /// How much one history read may return.
     pub read_limit: ReadLimit,
     /// Memberships.
@@ -351,7 +364,7 @@ impl Hubs {
             state: Mutex::new(HubState {
                 position: Position::START,
                 recent: RecentIds::default(),
-                sender: fanout::channel(self.context.queue_size),
+                sender: fanout::channel(self.context.queue_size, self.context.queue_bytes),
             }),
             inbox,
             overflowed: AtomicBool::new(false),

@@ -117,6 +117,16 @@ impl Frame {
         self.bytes.clone()
     }
 
+    /// Its length in bytes, `id:` line included.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether it has no bytes (never true of an encoded event).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// The event without its `id:` line (shared by connections that write their own id).
     pub fn body(&self) -> Bytes {
         self.bytes.slice(self.body_start..)

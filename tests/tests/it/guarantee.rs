@@ -399,7 +399,7 @@ async fn a_history_recreated_during_a_long_replay_is_announced_once_and_nothing_
         }
     }
     // A little longer: nothing may follow twice.
-    while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_millis(1500), events.next()).await {
+    if let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_millis(1500), events.next()).await {
         panic!("unexpected event after the new history: {} {}", event.event, event.data);
     }
     println!("guarantee flushall mid-replay: old={} new={new:?} resets={resets:?}", old.len());
@@ -468,6 +468,7 @@ async fn a_replay_flood_on_a_busy_pool_never_lets_a_healthy_gateway_expire() {
             ("REPLAY_BATCH", "10000"),
             ("QUEUE_SIZE", "10000"),
             ("REPLAY_BYTES", "64MiB"),
+            ("QUEUE_BYTES", "64MiB"),
         ])
         .await;
     let publisher = publisher(&world.redis.url(), &world.prefix);

@@ -7,6 +7,7 @@ mod docs;
 mod e2e;
 mod gateway_delivery;
 mod gateway_http;
+mod gateway_memory;
 mod gateway_resilience;
 mod guarantee;
 mod janitor_sweep;
