@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/admin/connections", get(admin_connections))
         .route("/", get(demo_page))
+        .route("/streamgate.js", get(js_client))
         .layer(cors)
         .with_state(state)
 }
@@ -45,6 +46,10 @@ pub struct EventsRequest {
     /// Per-topic cursors, when the client resumes (`None` for a topic the cursor does not
     /// name: it starts live).
     pub cursors: Option<Vec<Option<TopicCursor>>>,
+    /// `cursorEvent=1`: the stream's first cursor is also dispatched as a
+    /// `streamgate.cursor` event, so a page can store it (an `id:`-only block sets the
+    /// browser's `lastEventId` but a page cannot read it).
+    pub cursor_event: bool,
 }
 
 /// Parses the query string and `Last-Event-ID` of an `/events` request.
@@ -56,6 +61,7 @@ pub fn parse_events_request(
 ) -> Result<EventsRequest, AppError> {
     let mut topics: Vec<Topic> = Vec::new();
     let mut query_cursor = None;
+    let mut cursor_event = false;
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match name.as_ref() {
             "topic" => {
@@ -72,6 +78,7 @@ pub fn parse_events_request(
                 topics.push(topic);
             }
             "lastEventId" => query_cursor = Some(value.into_owned()),
+            "cursorEvent" => cursor_event = value == "1" || value == "true",
             _ => {}
         }
     }
@@ -85,7 +92,7 @@ pub fn parse_events_request(
             Some(parse_cursors(&text, &topics).map_err(|error| AppError::BadRequest(error.to_string()))?)
         }
     };
-    Ok(EventsRequest { topics, cursors })
+    Ok(EventsRequest { topics, cursors, cursor_event })
 }
 
 async fn events(
@@ -116,7 +123,14 @@ async fn events(
     };
     let instance = HeaderValue::from_str(state.config.instance_id.as_str()).expect("instance ids are ASCII");
     let joined = crate::connection::join(&state, &request.topics, JOIN_WAIT).await;
-    let body = Body::from_stream(event_stream(state, request.topics, request.cursors, joined, guard));
+    let body = Body::from_stream(event_stream(
+        state,
+        request.topics,
+        request.cursors,
+        request.cursor_event,
+        joined,
+        guard,
+    ));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -208,6 +222,14 @@ async fn admin_connections(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn demo_page() -> Html<&'static str> {
     Html(include_str!("demo.html"))
+}
+
+/// The JavaScript client (`clients/js`), which the demo page imports.
+async fn js_client() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("../../clients/js/src/streamgate.js"),
+    )
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ use crate::topic::{EventName, Topic};
 
 /// The event type of the notice sent when a client's cursor can no longer be honoured.
 pub const RESET_EVENT: &str = "streamgate.reset";
+/// The event type that carries a stream's first cursor to pages that ask for it
+/// (`cursorEvent=1`); its data is empty.
+pub const CURSOR_EVENT: &str = "streamgate.cursor";
 
 /// One event as a publisher hands it in.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //!   tests, on a free port, that can be stopped, crashed and restarted; plus
 //!   [`redis_server::unique_prefix`] to isolate tests sharing one server.
 //! - [`binaries`]: paths of the real service binaries.
+//! - [`browser`]: a real headless Chromium driven through playwright-core.
 //! - [`eventsource`]: browser-like subscribers, a retrying publisher, the exact check.
 //! - [`gateway_app`]: a real gateway in-process on port 0.
 //! - [`last_event_id`]: the `lastEventId` a browser keeps, from a stream's raw bytes.
@@ -13,6 +14,7 @@
 //! - [`sse_client`]: an SSE client with an independent parser.
 
 pub mod binaries;
+pub mod browser;
 pub mod eventsource;
 pub mod gateway_app;
 pub mod last_event_id;

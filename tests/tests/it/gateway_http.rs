@@ -176,7 +176,12 @@ async fn admin_lists_connections_and_the_demo_page_is_served() {
     let page = reqwest::get(gateway.url("/")).await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("new EventSource(") && html.contains("localStorage"));
+    assert!(html.contains(r#"import { subscribe } from "./streamgate.js""#), "{html}");
+    let client = reqwest::get(gateway.url("/streamgate.js")).await.unwrap();
+    assert_eq!(client.status(), 200);
+    assert!(client.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let code = client.text().await.unwrap();
+    assert!(code.contains("export function subscribe(") && code.contains("localStorage"));
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Streamgate's integration tests, in one binary so they compile once. Each module tests
 //! one area against real processes (redis-server, the services on port 0).
 
+mod browser;
 mod config_layers;
 mod deploy_compose;
 mod docs;
@@ -11,6 +12,7 @@ mod gateway_memory;
 mod gateway_resilience;
 mod guarantee;
 mod janitor_sweep;
+mod js_client;
 mod producer_config;
 mod producer_ingest;
 mod producer_outcome;
