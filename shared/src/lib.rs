@@ -11,6 +11,8 @@
 //!   must be told that events were lost, given what the history holds.
 //! - [`event`] — the event model and the one SSE encoder.
 //! - [`keys`] — every Redis key name, with hash tags for Redis Cluster.
+//! - [`liveness`] — the liveness protocol: the gateway's and the janitor's claim scripts,
+//!   with typed replies.
 //! - [`stream`] — history and routed entries as stored in Redis streams.
 //! - [`redis`] — the connection pool, dedicated blocking connections, backoff, outage logs.
 //! - [`settings`] — settings every service shares (Redis URL, key prefix, log format).
@@ -26,6 +28,7 @@ pub mod continuity;
 pub mod cursor;
 pub mod event;
 pub mod keys;
+pub mod liveness;
 pub mod redis;
 pub mod settings;
 pub mod shutdown;
