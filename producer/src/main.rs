@@ -44,7 +44,7 @@ async fn serve(config: ProducerConfig) -> ExitCode {
         Err(error) => {
             tracing::error!(%error, "Producer failed to start.");
             eprintln!("error: {error}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(error.exit_code());
         }
     };
     let shutdown = CancellationToken::new();

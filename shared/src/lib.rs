@@ -11,6 +11,7 @@
 //!   must be told that events were lost, given what the history holds.
 //! - [`event`] — the event model and the one SSE encoder.
 //! - [`keys`] — every Redis key name, with hash tags for Redis Cluster.
+//! - [`topic_pattern`] — the topics a token grants: exact names and `prefix*` patterns.
 //! - [`stream`] — history and routed entries as stored in Redis streams.
 //! - [`redis`] — the connection pool, dedicated blocking connections, backoff, outage logs.
 //! - [`settings`] — settings every service shares (Redis URL, key prefix, log format).
@@ -32,3 +33,4 @@ pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
 pub mod topic;
+pub mod topic_pattern;
