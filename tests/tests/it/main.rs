@@ -14,4 +14,5 @@ mod producer_config;
 mod producer_ingest;
 mod producer_outcome;
 mod producer_publish;
+mod producer_security;
 mod redis_harness;
