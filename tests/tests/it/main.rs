@@ -15,4 +15,5 @@ mod producer_ingest;
 mod producer_outcome;
 mod producer_publish;
 mod producer_security;
+mod redis_acl;
 mod redis_harness;
