@@ -233,6 +233,93 @@ fn kubernetes_gateway_is_killed_only_after_prestop_and_drain() {
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
 }
 
+/// The pod spec of a workload document (Deployment, StatefulSet, CronJob).
+fn pod_spec(document: &Value) -> &Value {
+    match document["kind"].as_str() {
+        Some("CronJob") => &document["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+        _ => &document["spec"]["template"]["spec"],
+    }
+}
+
+#[test]
+fn kubernetes_pods_are_hardened_and_take_secrets_from_required_secrets() {
+    let documents = kubernetes_documents();
+    let workloads: Vec<&Value> = documents
+        .iter()
+        .filter(|d| ["Deployment", "StatefulSet", "CronJob"].contains(&d["kind"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(workloads.len(), 4, "gateway, producer, janitor, redis");
+    for workload in workloads {
+        let name = workload["metadata"]["name"].as_str().unwrap();
+        let spec = pod_spec(workload);
+        assert_eq!(spec["automountServiceAccountToken"], false, "{name}");
+        assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        let containers = spec["containers"].as_sequence().unwrap().iter();
+        for container in containers.chain(spec["initContainers"].as_sequence().into_iter().flatten()) {
+            let limits = &container["resources"]["limits"];
+            assert!(limits["memory"].is_string() && !limits["cpu"].is_null(), "{name}: limits {limits:?}");
+            assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false, "{name}");
+            // Secrets come from Secrets, as files: never a ConfigMap, never optional.
+            for variable in container["env"].as_sequence().into_iter().flatten() {
+                let variable_name = variable["name"].as_str().unwrap();
+                assert!(
+                    variable["valueFrom"]["secretKeyRef"].is_null(),
+                    "{name}: {variable_name} from the environment"
+                );
+                assert!(!variable_name.contains("TOKEN") || variable_name.ends_with("_FILE"), "{name}");
+            }
+        }
+        for volume in spec["volumes"].as_sequence().into_iter().flatten() {
+            assert_ne!(volume["secret"]["optional"], true, "{name}: secret volumes are required");
+        }
+    }
+    let config_map = &find_kind(&documents, "ConfigMap", "streamgate")["data"];
+    assert!(config_map.get("REDIS_URL").is_none() && config_map.get("PUBLISH_TOKEN").is_none());
+    let budget = find_kind(&documents, "PodDisruptionBudget", "gateway");
+    assert_eq!(budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"], "gateway");
+}
+
+#[test]
+fn kubernetes_services_use_their_own_redis_users_and_redis_only_admits_them() {
+    let documents = kubernetes_documents();
+    for (kind, name) in [("Deployment", "gateway"), ("Deployment", "producer"), ("CronJob", "janitor")] {
+        let container = &pod_spec(find_kind(&documents, kind, name))["containers"][0];
+        let env = container["env"].as_sequence().unwrap();
+        let value = |setting: &str| {
+            env.iter().find(|v| v["name"] == setting).and_then(|v| v["value"].as_str()).unwrap_or_default()
+        };
+        assert!(value("REDIS_URL").starts_with(&format!("redis://{name}@")), "{name}");
+        assert!(value("REDIS_PASSWORD_FILE").starts_with("/run/secrets/"), "{name}");
+        let volumes = pod_spec(find_kind(&documents, kind, name))["volumes"].as_sequence().unwrap();
+        let keys: Vec<&str> = volumes
+            .iter()
+            .filter(|v| v["secret"]["secretName"] == "streamgate-redis")
+            .flat_map(|v| v["secret"]["items"].as_sequence().unwrap())
+            .map(|item| item["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, [name], "{name} mounts only its own Redis password");
+    }
+    let redis = find_kind(&documents, "NetworkPolicy", "redis");
+    let sources = redis["spec"]["ingress"][0]["from"].as_sequence().unwrap();
+    let components = &sources[0]["podSelector"]["matchExpressions"][1];
+    assert_eq!(components["key"], "app.kubernetes.io/component");
+    assert_eq!(components["values"].as_sequence().unwrap().len(), 3);
+    let deny = find_kind(&documents, "NetworkPolicy", "streamgate-deny-ingress");
+    assert!(deny["spec"]["ingress"].is_null(), "the base policy admits nothing");
+    // The dev Redis renders the same ACL template with the same script as compose.
+    let acl = &find_kind(&documents, "ConfigMap", "redis-acl")["data"];
+    assert_eq!(acl["users.acl.in"].as_str(), Some(read_repo_file("deploy/redis/users.acl.in").as_str()));
+    assert_eq!(acl["render-acl.sh"].as_str(), Some(read_repo_file("deploy/redis/render-acl.sh").as_str()));
+    let args = pod_spec(find_kind(&documents, "StatefulSet", "redis"))["containers"][0]["args"].clone();
+    let args: Vec<String> = serde_yaml_ng::from_value(args).unwrap();
+    for (flag, value) in [("--aclfile", "/acl/users.acl"), ("--maxmemory-policy", "noeviction")] {
+        let at = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("no {flag}"));
+        assert_eq!(args[at + 1], value);
+    }
+    let maxmemory = args.iter().position(|a| a == "--maxmemory").expect("a maxmemory");
+    assert_ne!(args[maxmemory + 1], "0");
+}
+
 #[test]
 fn kustomization_lists_every_manifest() {
     let text = read_repo_file(&format!("{K8S_DIR}/kustomization.yaml"));
