@@ -126,6 +126,7 @@ pub const SETTINGS: &[Setting] = &[
     COMMON[1],
     COMMON[2],
     COMMON[3],
+    COMMON[4],
     LISTEN_ADDR,
     INSTANCE_ID,
     HEARTBEAT_INTERVAL,

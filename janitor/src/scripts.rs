@@ -1,7 +1,7 @@
 //! The Lua scripts of a sweep, and how they are called.
 //!
 //! Every script touches the keys of one hash slot only (one instance's `{I}` keys, or one
-//! topic's `{T}` keys, or one index), so each check-then-act is atomic and the design keeps
+//! topic's `{D}` keys, or one index), so each check-then-act is atomic and the design keeps
 //! working on Redis Cluster. Scripts check each key's type before using it and answer
 //! "wrong type" instead of failing, so one malformed key never fails a whole pipeline.
 //!

@@ -13,6 +13,7 @@
 //! - [`keys`] — every Redis key name, with hash tags for Redis Cluster.
 //! - [`liveness`] — the liveness protocol: the gateway's and the janitor's claim scripts,
 //!   with typed replies.
+//! - [`topic_pattern`] — the topics a token grants: exact names and `prefix*` patterns.
 //! - [`stream`] — history and routed entries as stored in Redis streams.
 //! - [`redis`] — the connection pool, dedicated blocking connections, backoff, outage logs.
 //! - [`settings`] — settings every service shares (Redis URL, key prefix, log format).
@@ -35,3 +36,4 @@ pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
 pub mod topic;
+pub mod topic_pattern;

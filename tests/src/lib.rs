@@ -7,6 +7,7 @@
 //! - [`browser`]: a real headless Chromium driven through playwright-core.
 //! - [`eventsource`]: browser-like subscribers, a retrying publisher, the exact check.
 //! - [`gateway_app`]: a real gateway in-process on port 0.
+//! - [`keys`]: topic key names for tests that touch Redis directly.
 //! - [`last_event_id`]: the `lastEventId` a browser keeps, from a stream's raw bytes.
 //! - [`publish`]: the producer's routing core in-process.
 //! - [`producer_app`]: a real producer in-process on port 0, and the producer binary.
@@ -17,6 +18,7 @@ pub mod binaries;
 pub mod browser;
 pub mod eventsource;
 pub mod gateway_app;
+pub mod keys;
 pub mod last_event_id;
 pub mod producer_app;
 pub mod publish;

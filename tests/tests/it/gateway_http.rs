@@ -71,7 +71,7 @@ async fn memberships_are_counted_and_removed_when_the_last_subscriber_leaves() {
     let prefix = unique_prefix("members");
     let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
     let mut conn = redis.client().await;
-    let group = format!("{prefix}:g:{{room}}");
+    let group = streamgate_tests::keys::group(&prefix, "room");
     let first = connect(&gateway.url("/events?topic=room"), None).await;
     let second = connect(&gateway.url("/events?topic=room&topic=other"), None).await;
     wait_for(|| async {
@@ -104,7 +104,7 @@ async fn graceful_shutdown_removes_memberships_and_liveness() {
     let prefix = unique_prefix("bye");
     let gateway = spawn_gateway(&redis.url(), &prefix, &[("DRAIN_TIMEOUT", "2s")]).await;
     let mut conn = redis.client().await;
-    let group = format!("{prefix}:g:{{t}}");
+    let group = streamgate_tests::keys::group(&prefix, "t");
     let mut stream = connect(&gateway.url("/events?topic=t"), None).await;
     wait_for(|| async { conn.clone().exists::<_, bool>(&group).await.unwrap() }).await;
     let instance = gateway.instance.clone();

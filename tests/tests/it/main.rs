@@ -17,4 +17,6 @@ mod producer_config;
 mod producer_ingest;
 mod producer_outcome;
 mod producer_publish;
+mod producer_security;
+mod redis_acl;
 mod redis_harness;
