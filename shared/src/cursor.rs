@@ -386,4 +386,48 @@ mod tests {
             (0..10_000).map(|i| topic_tag(&format!("t{i}"))).collect();
         assert_eq!(tags.len(), 10_000);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn cursor() -> impl Strategy<Value = TopicCursor> {
+            prop_oneof![
+                Just(TopicCursor::Start),
+                (any::<u64>(), any::<u64>(), "[a-z0-9]{1,32}").prop_map(|(ms, seq, epoch)| {
+                    TopicCursor::at(Epoch::parse(&epoch).unwrap(), HistoryId { ms, seq })
+                }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn no_input_panics_the_parser(text in "(?s).{0,300}", n in 1usize..5) {
+                let topics: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+                let _ = parse_cursors(&text, &topics);
+                let _ = text.parse::<TopicCursor>();
+            }
+
+            #[test]
+            fn lanes_find_their_topics_in_any_order(
+                lanes in proptest::collection::vec(("[a-z:]{1,12}", cursor()), 2..8),
+                seed in any::<u64>(),
+            ) {
+                let mut unique = std::collections::HashMap::new();
+                for (topic, cursor) in lanes {
+                    unique.insert(topic, cursor);
+                }
+                prop_assume!(unique.len() >= 2);
+                let (topics, cursors): (Vec<String>, Vec<TopicCursor>) = unique.into_iter().unzip();
+                let text = format_cursors(&topics, &cursors);
+                let mut shuffled: Vec<usize> = (0..topics.len()).collect();
+                fastrand::Rng::with_seed(seed).shuffle(&mut shuffled);
+                let reordered: Vec<&String> = shuffled.iter().map(|i| &topics[*i]).collect();
+                let parsed = parse_cursors(&text, &reordered).unwrap();
+                for (at, index) in shuffled.iter().enumerate() {
+                    prop_assert_eq!(parsed[at].as_ref(), Some(&cursors[*index]));
+                }
+            }
+        }
+    }
 }
