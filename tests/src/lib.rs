@@ -11,6 +11,8 @@
 //! - [`last_event_id`]: the `lastEventId` a browser keeps, from a stream's raw bytes.
 //! - [`publish`]: the producer's routing core in-process.
 //! - [`producer_app`]: a real producer in-process on port 0, and the producer binary.
+//! - [`redis_cluster`]: a real Redis Cluster (3 masters, 3 replicas) and a real Sentinel
+//!   set-up (a primary, 2 replicas, 3 Sentinels).
 //! - [`rig`]: gateway and producer processes behind a real nginx, Redis with AOF.
 //! - [`sse_client`]: an SSE client with an independent parser.
 
@@ -22,6 +24,7 @@ pub mod keys;
 pub mod last_event_id;
 pub mod producer_app;
 pub mod publish;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod rig;
 pub mod sse_client;

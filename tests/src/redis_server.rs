@@ -73,9 +73,18 @@ pub struct RedisServerBuilder {
     append_only: bool,
     extra_config: Vec<(String, String)>,
     auth: Option<(String, String)>,
+    cluster: bool,
 }
 
 impl RedisServerBuilder {
+    /// Starts the server as a Redis Cluster node (`cluster-enabled yes`, a 1 s node
+    /// timeout so failovers are quick), on a port whose cluster bus port (+10000) is free
+    /// too. [`crate::redis_cluster::RedisCluster`] joins such nodes into a cluster.
+    pub fn cluster_node(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
     /// Turns AOF persistence on (`appendonly yes`, `appendfsync always`), so every
     /// acknowledged write survives [`RedisServer::kill`] + [`RedisServer::restart`].
     /// Off by default: then a restart starts from an empty data set.
@@ -113,7 +122,7 @@ impl RedisServerBuilder {
             .expect("cannot create a temporary directory for redis-server");
         let mut server = RedisServer { binary, options: self, port: 0, dir, child: None };
         for attempt in 1..=MAX_PORT_ATTEMPTS {
-            server.port = free_loopback_port();
+            server.port = if server.options.cluster { free_cluster_port() } else { free_loopback_port() };
             match server.launch() {
                 Ok(()) => return server,
                 Err(LaunchError::PortInUse) if attempt < MAX_PORT_ATTEMPTS => continue,
@@ -310,6 +319,15 @@ impl RedisServer {
         } else {
             command.args(["--appendonly", "no"]);
         }
+        if self.options.cluster {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "1000"])
+                // Fail over whatever the replica's data age: a just-formed cluster's
+                // replicas otherwise refuse ("disconnected from master for too long").
+                .args(["--cluster-replica-validity-factor", "0"]);
+        }
         for (name, value) in &self.options.extra_config {
             command.arg(format!("--{name}")).arg(value);
         }
@@ -408,6 +426,16 @@ fn free_loopback_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("cannot bind a loopback port to find a free one")
         .port()
+}
+
+/// A free loopback port below 55536 whose cluster bus port (the port + 10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_loopback_port();
+        if port < 55536 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10000)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn process_id_in_info(info: &str) -> Option<u32> {

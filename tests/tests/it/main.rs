@@ -20,3 +20,4 @@ mod producer_publish;
 mod producer_security;
 mod redis_acl;
 mod redis_harness;
+mod redis_topologies;
