@@ -24,10 +24,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `program args` with `env`, logs to `log_dir/name.log`.
+    /// Spawns `program args` with `env`, logs to `log_dir/name.log`. Every process spawned
+    /// here belongs to the system under test: with `BENCH_SERVER_CPUS` set (a `taskset`
+    /// CPU list, e.g. `0`), it runs on those CPUs only, apart from the load generator.
     pub fn spawn(name: &str, program: &Path, args: &[&str], env: &[(&str, String)], log_dir: &Path) -> Proc {
         let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).expect("log file");
-        let mut command = Command::new(program);
+        let mut command = pinned(program, SERVER_CPUS_ENV);
         command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         command.env("RUST_LOG", "warn");
         for (key, value) in env {
@@ -66,6 +68,37 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The CPUs (a `taskset -c` list) of the system under test.
+pub const SERVER_CPUS_ENV: &str = "BENCH_SERVER_CPUS";
+/// The CPUs of the load generator's subscriber processes.
+pub const LOAD_CPUS_ENV: &str = "BENCH_LOAD_CPUS";
+
+/// `program`, under `taskset -c $<cpus_env>` when that variable is set.
+pub fn pinned(program: &Path, cpus_env: &str) -> Command {
+    match std::env::var(cpus_env) {
+        Ok(cpus) if !cpus.is_empty() => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpus).arg(program);
+            command
+        }
+        _ => Command::new(program),
+    }
+}
+
+/// The command name of `pid` (`/proc/PID/comm`).
+pub fn command_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}
+
+/// The child processes of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// Resident memory of `pid`, KiB.
@@ -113,7 +146,7 @@ pub struct SubscriberProc {
 impl SubscriberProc {
     /// Starts one with these `subscribe` arguments.
     pub fn spawn(args: &[String]) -> SubscriberProc {
-        let mut child = Command::new(std::env::current_exe().expect("exe"))
+        let mut child = pinned(&std::env::current_exe().expect("exe"), LOAD_CPUS_ENV)
             .arg("subscribe")
             .args(args)
             .stdin(Stdio::piped())

@@ -11,7 +11,8 @@ use crate::sse::unix_ns;
 /// Which system's publish API to use.
 #[derive(Debug, Clone)]
 pub enum Api {
-    /// Streamgate: `POST {base}/publish` with a JSON array (batches).
+    /// Streamgate: `POST {base}/publish`: one JSON event object per request, or a JSON
+    /// array (batches) when the run allows batching.
     Streamgate {
         /// Producer base URLs (round robin).
         producers: Vec<String>,
@@ -41,15 +42,18 @@ pub fn payload(topic: usize, seq: u64, scheduled_ns: u64) -> String {
 
 /// Publishes `rate` events per second for `duration`, round robin over `topics` topic
 /// numbers named by `topic_name`. Topics are spread over sending lanes; each lane sends its
-/// events in order (batched when several are due), so per-topic order is the publish order.
-/// Returns the per-topic counts too.
+/// events in order, at most `max_batch` per request (1: one event per HTTP request, the
+/// shape every side-by-side comparison uses; Nchan is always sent one per request), so
+/// per-topic order is the publish order. Returns the per-topic counts too.
 pub async fn open_loop(
     api: Api,
     topics: usize,
     topic_name: impl Fn(usize) -> String,
     rate: f64,
     duration: Duration,
+    max_batch: usize,
 ) -> (PublishReport, Vec<u64>) {
+    let max_batch = max_batch.max(1);
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
     let published = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -65,7 +69,7 @@ pub async fn open_loop(
             let mut batch_number = lane;
             while let Some(first) = receiver.recv().await {
                 let mut events = vec![first];
-                while events.len() < MAX_BATCH {
+                while events.len() < max_batch {
                     match receiver.try_recv() {
                         Ok(event) => events.push(event),
                         Err(_) => break,
@@ -112,8 +116,8 @@ pub async fn open_loop(
 
 /// Concurrent sending lanes (each sends its topics' events in order).
 const LANES: usize = 64;
-/// Events per Streamgate publish request at most.
-const MAX_BATCH: usize = 100;
+/// One event per HTTP request: the shape both systems get in side-by-side rows.
+pub const SINGLE: usize = 1;
 
 /// Sends one batch (Streamgate) or its events one by one (Nchan). Events of one topic in a
 /// batch keep their order; Nchan requests go out in order per batch.
@@ -126,10 +130,13 @@ pub async fn send(
     match api {
         Api::Streamgate { producers } => {
             let url = format!("{}/publish", producers[batch_number % producers.len()]);
-            let body: Vec<serde_json::Value> = events
-                .iter()
-                .map(|(topic, data)| serde_json::json!({"topic": topic, "data": data}))
-                .collect();
+            let body = match events {
+                [(topic, data)] => serde_json::json!({"topic": topic, "data": data}),
+                _ => events
+                    .iter()
+                    .map(|(topic, data)| serde_json::json!({"topic": topic, "data": data}))
+                    .collect(),
+            };
             matches!(client.post(url).json(&body).send().await, Ok(r) if r.status().is_success())
         }
         Api::Nchan { base } => {

@@ -19,7 +19,7 @@ const PER_PROCESS: usize = 9_500;
 struct Streamgate {
     dir: tempfile::TempDir,
     redis_url: String,
-    _redis: Proc,
+    redis: Proc,
     gateways: Vec<(Proc, u16)>,
     producer: (Proc, u16),
 }
@@ -86,7 +86,7 @@ impl Streamgate {
             wait_http_ok(&format!("http://127.0.0.1:{port}/readyz")).await;
         }
         wait_http_ok(&format!("http://127.0.0.1:{producer_port}/readyz")).await;
-        Streamgate { dir, redis_url, _redis: redis, gateways: started, producer: (producer, producer_port) }
+        Streamgate { dir, redis_url, redis, gateways: started, producer: (producer, producer_port) }
     }
 
     fn servers(&self) -> String {
@@ -134,13 +134,19 @@ impl Nchan {
         Nchan { master, port, _dir: dir }
     }
 
-    /// CPU seconds of the master and its workers.
-    fn cpu_seconds(&self) -> f64 {
-        let mut pids = vec![self.master.pid()];
-        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.master.pid()))
-            .unwrap_or_default();
-        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-        pids.iter().map(|p| crate::procs::cpu_seconds(*p)).sum()
+    /// CPU seconds of nginx (master and workers) and of its private Redis.
+    fn cpu_by_process(&self) -> Vec<(&'static str, f64)> {
+        let master = self.master.pid();
+        let (mut nginx, mut redis) = (crate::procs::cpu_seconds(master), 0.0);
+        for child in crate::procs::children(master) {
+            let cpu = crate::procs::cpu_seconds(child);
+            if crate::procs::command_name(child).starts_with("redis") {
+                redis += cpu;
+            } else {
+                nginx += cpu;
+            }
+        }
+        vec![("nginx", nginx), ("redis", redis)]
     }
 }
 
@@ -186,10 +192,16 @@ impl System {
         }
     }
 
-    fn cpu_seconds(&self) -> f64 {
+    /// CPU seconds so far of every server process, by kind: what the system under test
+    /// spent, publishing and delivery together.
+    fn cpu_by_process(&self) -> Vec<(&'static str, f64)> {
         match self {
-            System::Streamgate(s) => s.gateways.iter().map(|(g, _)| g.cpu_seconds()).sum(),
-            System::Nchan(n) => n.cpu_seconds(),
+            System::Streamgate(s) => vec![
+                ("gateway", s.gateways.iter().map(|(g, _)| g.cpu_seconds()).sum()),
+                ("producer", s.producer.0.cpu_seconds()),
+                ("redis", s.redis.cpu_seconds()),
+            ],
+            System::Nchan(n) => n.cpu_by_process(),
         }
     }
 }
@@ -359,12 +371,20 @@ async fn fan_out(
     let system = System::start(kind).await;
     let mut processes = subscribe_with(&system.servers(), system.path_template(), topics, connections, None);
     let connected = connect_all(&mut processes);
-    let cpu_before = system.cpu_seconds();
+    let cpu_before = system.cpu_by_process();
     let (published, per_topic) =
-        publish::open_loop(system.api(), topics, |n| format!("bench-{n}"), rate, duration).await;
+        publish::open_loop(system.api(), topics, |n| format!("bench-{n}"), rate, duration, publish::SINGLE)
+            .await;
     // Let the last events arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu = system.cpu_seconds() - cpu_before;
+    let cpu_by_process: Vec<(&str, f64)> = system
+        .cpu_by_process()
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((name, after), (_, before))| (name, after - before))
+        .collect();
+    let cpu: f64 = cpu_by_process.iter().map(|(_, cpu)| cpu).sum();
+    let events = published.published.max(1) as f64;
     let merged = merge_reports(processes);
     let delivered = merged.sum(|r| r.events);
     // Connection i listens to topic i mod topics.
@@ -380,10 +400,16 @@ async fn fan_out(
         "reorders": merged.sum(|r| r.reorders),
         "deliveries_per_s": delivered as f64 / duration.as_secs_f64(),
         "latency_ms": latency, "server_cpu_s": cpu, "server_cpu_us_per_delivery": cpu_us_per_delivery,
+        "server_cpu_us_per_event": cpu * 1e6 / events,
+        "server_cpu_s_by_process": cpu_by_process.iter().map(|(name, cpu)| (name.to_string(), json!(cpu))).collect::<serde_json::Map<_, _>>(),
+        "publish": "one event per HTTP request",
+        "pinned": {"servers": std::env::var(crate::procs::SERVER_CPUS_ENV).ok(), "load": std::env::var(crate::procs::LOAD_CPUS_ENV).ok()},
         "system": system.name(),
     });
+    let by_process =
+        cpu_by_process.iter().map(|(name, cpu)| format!("{name} {cpu:.2} s")).collect::<Vec<_>>().join(", ");
     let row = format!(
-        "| {label} | {}: {topics} topic(s) × {connections} subscribers, {rate} events/s for {:.0} s | {target} | delivered {delivered}/{expected} (missing {missing}, gaps {}, dups {}, reorders {}); latency p50 {:.2} / p90 {:.2} / p99 {:.2} / p999 {:.2} / max {:.2} ms; {:.0} deliveries/s; server CPU {:.2} µs/delivery |",
+        "| {label} | {}: {topics} topic(s) × {connections} subscribers, {rate} events/s for {:.0} s | {target} | delivered {delivered}/{expected} (missing {missing}, gaps {}, dups {}, reorders {}); latency p50 {:.2} / p90 {:.2} / p99 {:.2} / p999 {:.2} / max {:.2} ms; {:.0} deliveries/s; server CPU {:.2} µs/delivery, {:.1} µs/event ({by_process}); one event per request |",
         system.name(),
         duration.as_secs_f64(),
         merged.sum(|r| r.gaps),
@@ -396,6 +422,7 @@ async fn fan_out(
         latency["max"].as_f64().unwrap_or(0.0),
         delivered as f64 / duration.as_secs_f64(),
         cpu_us_per_delivery,
+        cpu * 1e6 / events,
     );
     (result, row)
 }
@@ -592,7 +619,8 @@ async fn s7_janitor(scale: f64) -> (Value, String) {
 async fn rate_step(system: &System, topics: usize, rate: f64) -> (f64, u64, f64) {
     let mut processes = subscribe_with(&system.servers(), system.path_template(), topics, topics, None);
     connect_all(&mut processes);
-    let (_, per_topic) = publish::open_loop(system.api(), topics, |n| format!("bench-{n}"), rate, STEP).await;
+    let (_, per_topic) =
+        publish::open_loop(system.api(), topics, |n| format!("bench-{n}"), rate, STEP, publish::SINGLE).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let merged = merge_reports(processes);
     let expected: u64 = per_topic.iter().sum();
@@ -659,8 +687,15 @@ async fn s2_many_gateways(scale: f64) -> (Value, String) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded_kib: u64 = system.gateways.iter().map(|(g, _)| g.rss_kib()).sum();
     // One event; its latency to the last of the connections is the time to reach all.
-    let (published, _) =
-        publish::open_loop(system.api(), 1, |n| format!("bench-{n}"), 1.0, Duration::from_secs(1)).await;
+    let (published, _) = publish::open_loop(
+        system.api(),
+        1,
+        |n| format!("bench-{n}"),
+        1.0,
+        Duration::from_secs(1),
+        publish::SINGLE,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let merged = merge_reports(processes);
     let delivered = merged.sum(|r| r.events);
