@@ -19,6 +19,8 @@ pub struct Service {
     pub name: String,
     /// Its HTTP port on 127.0.0.1.
     pub port: u16,
+    /// Its admin port on 127.0.0.1, when it has one (gateways).
+    pub admin_port: Option<u16>,
     binary: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -29,9 +31,15 @@ pub struct Service {
 impl Service {
     /// Starts `binary args...` with `env` added to a clean configuration environment.
     pub fn spawn(name: &str, binary: &str, args: &[&str], port: u16, env: Vec<(String, String)>) -> Service {
+        let admin_port = env
+            .iter()
+            .find(|(name, _)| name == "ADMIN_LISTEN_ADDR")
+            .and_then(|(_, addr)| addr.parse::<std::net::SocketAddr>().ok())
+            .map(|addr| addr.port());
         let mut service = Service {
             name: name.to_owned(),
             port,
+            admin_port,
             binary: workspace_binary(binary),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env,
@@ -63,6 +71,11 @@ impl Service {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://127.0.0.1:ADMIN_PORT{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port.expect("an admin listener"))
     }
 
     /// Where its stderr (logs) goes.
@@ -297,11 +310,15 @@ impl Rig {
             let port = free_port();
             let mut env = common(port);
             env.push(("INSTANCE_ID".into(), format!("gw-{index}")));
+            env.push(("ADMIN_LISTEN_ADDR".into(), format!("127.0.0.1:{}", free_port())));
             for (name, value) in [
                 ("HEARTBEAT_INTERVAL", "1s"),
                 ("RETRY_INTERVAL", "250ms"),
                 ("LIVENESS_TTL", "3s"),
                 ("DRAIN_TIMEOUT", "2s"),
+                // Every client comes from 127.0.0.1 (through nginx).
+                ("MAX_CONNECTIONS_PER_IP", "0"),
+                ("SUBSCRIBE_RATE_PER_IP", "0"),
             ]
             .iter()
             .chain(options.gateway_env.iter())
@@ -340,7 +357,7 @@ impl Rig {
     pub async fn open_connections(&self) -> u64 {
         let mut total = 0;
         for gateway in &self.gateways {
-            if let Ok(response) = reqwest::get(gateway.url("/admin/connections")).await
+            if let Ok(response) = reqwest::get(gateway.admin_url("/admin/connections")).await
                 && let Ok(body) = response.json::<serde_json::Value>().await
             {
                 total += body["totals"]["open"].as_u64().unwrap_or(0);

@@ -8,6 +8,8 @@
 //! - host names: a compose service name (`redis`, `gateway`) becomes 127.0.0.1;
 //! - listen ports: each becomes a free port on 127.0.0.1 (two replicas cannot share one),
 //!   after checking that it is the port the file publishes or exposes for the service;
+//!   the gateway's admin listener (`ADMIN_LISTEN_ADDR`, on each container's own loopback)
+//!   gets a free port too;
 //! - `${NAME:-default}` becomes its default, as when NAME is not set on the host.
 //!
 //! nginx runs `deploy/nginx.conf` changed the same way. The upstream's `server
@@ -380,6 +382,9 @@ impl Container {
         environment.insert("REDIS_URL".into(), format!("{}{rest}", redis.url()));
         let port = free_port();
         environment.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+        if self.binary == "gateway" {
+            environment.insert("ADMIN_LISTEN_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+        }
 
         let log = logs.join(format!("{name}.log"));
         let mut command = Command::new(workspace_binary(&self.binary));
