@@ -275,7 +275,7 @@ pub const MAX_TOPICS: Setting = Setting {
 pub const MAX_STREAM_LIFETIME: Setting = Setting {
     name: "MAX_STREAM_LIFETIME",
     default: "0s",
-    allowed: "0s (no limit) or a duration from 10s to 7d",
+    allowed: "0s (no limit) or a duration from 1s to 7d",
     help: "Streams end after this long (after an id:-only block); clients reconnect and resume.",
 };
 /// `HEADER_READ_TIMEOUT`.
@@ -424,7 +424,7 @@ impl Limits {
     fn from_layered(layered: &Layered) -> Result<Limits, ConfigError> {
         let lifetime =
             layered.get_duration(&MAX_STREAM_LIFETIME, Duration::ZERO..=Duration::from_secs(7 * 86_400))?;
-        if !lifetime.is_zero() && lifetime < Duration::from_secs(10) {
+        if !lifetime.is_zero() && lifetime < Duration::from_secs(1) {
             return Err(ConfigError::Invalid {
                 setting: MAX_STREAM_LIFETIME.name.into(),
                 value: layered.raw(&MAX_STREAM_LIFETIME).trim().into(),
@@ -589,7 +589,7 @@ mod tests {
             assert_eq!(config.admin_listen_addr, None);
         }
         assert!(GatewayConfig::with_overrides(&[("ADMIN_TOKEN", "short")]).is_err());
-        assert!(GatewayConfig::with_overrides(&[("MAX_STREAM_LIFETIME", "5s")]).is_err());
+        assert!(GatewayConfig::with_overrides(&[("MAX_STREAM_LIFETIME", "500ms")]).is_err());
         let config =
             GatewayConfig::with_overrides(&[("MAX_STREAM_LIFETIME", "1h"), ("SUBSCRIBE_RATE_PER_IP", "0.5")])
                 .unwrap();

@@ -11,6 +11,8 @@
 //! - [`producer_app`]: a real producer in-process on port 0, and the producer binary.
 //! - [`rig`]: gateway and producer processes behind a real nginx, Redis with AOF.
 //! - [`sse_client`]: an SSE client with an independent parser.
+//! - [`tokens`]: subscriber JWTs signed in the test (HS256, and RS256/ES256 keys from the
+//!   openssl CLI in a JWKS file).
 
 pub mod binaries;
 pub mod eventsource;
@@ -21,3 +23,4 @@ pub mod publish;
 pub mod redis_server;
 pub mod rig;
 pub mod sse_client;
+pub mod tokens;

@@ -113,8 +113,10 @@ pub fn keys_of_jwks(json: &str) -> Result<Vec<VerifyingKey>, String> {
 /// The claims a subscriber's token carries.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Claims {
-    /// Expiry, seconds since the epoch (required).
-    pub exp: u64,
+    /// Expiry, seconds since the epoch (required: optional here only so that a token
+    /// without it is refused as "missing claim exp" by the validation).
+    #[serde(default)]
+    pub exp: Option<u64>,
     /// The subject (for logs).
     #[serde(default)]
     pub sub: Option<String>,
@@ -126,7 +128,7 @@ pub struct Claims {
 impl Claims {
     /// When the token expires.
     pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+        UNIX_EPOCH + Duration::from_secs(self.exp.unwrap_or(0))
     }
 }
 

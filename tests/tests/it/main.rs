@@ -5,6 +5,7 @@ mod config_layers;
 mod deploy_compose;
 mod docs;
 mod e2e;
+mod gateway_auth;
 mod gateway_delivery;
 mod gateway_http;
 mod gateway_resilience;
