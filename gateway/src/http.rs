@@ -261,6 +261,7 @@ async fn demo_page() -> Html<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(query: &str, header: Option<&str>) -> Result<EventsRequest, AppError> {
         parse_events_request(Some(query), header, 3, 16)
@@ -298,5 +299,46 @@ mod tests {
         assert_eq!(request.cursors.unwrap()[0].as_ref().unwrap().to_string(), "5-0~ep");
         let request = parse("topic=a&lastEventId=0", None).unwrap();
         assert_eq!(request.cursors.unwrap()[0], Some(TopicCursor::Start));
+    }
+
+    proptest! {
+        /// Whatever a client sends as query and `Last-Event-ID`, parsing answers (a request
+        /// or a 400) without panicking, and never admits more topics than allowed.
+        #[test]
+        fn any_query_and_cursor_parse_or_are_refused(query in "\\PC{0,300}", cursor in proptest::option::of("[ -~]{0,200}")) {
+            if let Ok(request) = parse_events_request(Some(&query), cursor.as_deref(), 3, 16) {
+                prop_assert!(!request.topics.is_empty() && request.topics.len() <= 3);
+                if let Some(cursors) = request.cursors {
+                    prop_assert_eq!(cursors.len(), request.topics.len());
+                }
+            }
+        }
+
+        /// Topics listed in a URL come back in order, and a cursor the gateway wrote for
+        /// them is read back as the same per-topic positions.
+        #[test]
+        fn topics_and_cursors_round_trip(
+            names in proptest::collection::btree_set("[a-z0-9:*._-]{1,12}", 1..4),
+            positions in proptest::collection::vec((1u64..u64::MAX / 2, 0u64..100), 4),
+        ) {
+            let names: Vec<String> = names.into_iter().collect();
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            for name in &names {
+                query.append_pair("topic", name);
+            }
+            let query = query.finish();
+            let epoch = streamgate::cursor::Epoch::parse("k3j9x2mf0a").unwrap();
+            let cursors: Vec<TopicCursor> = names
+                .iter()
+                .zip(&positions)
+                .map(|(_, (ms, seq))| TopicCursor::at(epoch.clone(), streamgate::cursor::HistoryId { ms: *ms, seq: *seq }))
+                .collect();
+            let text = streamgate::cursor::format_cursors(&names, &cursors);
+            let request = parse_events_request(Some(&query), Some(&text), 3, 16).unwrap();
+            let parsed: Vec<&str> = request.topics.iter().map(Topic::as_str).collect();
+            prop_assert_eq!(parsed, names.iter().map(String::as_str).collect::<Vec<_>>());
+            let expected: Vec<Option<TopicCursor>> = cursors.into_iter().map(Some).collect();
+            prop_assert_eq!(request.cursors, Some(expected));
+        }
     }
 }

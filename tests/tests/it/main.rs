@@ -8,6 +8,7 @@ mod e2e;
 mod gateway_auth;
 mod gateway_delivery;
 mod gateway_http;
+mod gateway_limits;
 mod gateway_resilience;
 mod guarantee;
 mod janitor_sweep;
