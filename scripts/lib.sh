@@ -114,6 +114,36 @@ ensure_nginx() {
     ensure_apt_packages nginx-light
 }
 
+# Node.js (>= 20) and npm, for the JavaScript client's tests and the browser tests. Machines
+# of this kind ship Node 20; Debian's own nodejs package is older, so it is only a fallback.
+ensure_node() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        ensure_apt_packages nodejs npm
+    fi
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    [[ "$major" -ge 20 ]] || fail "Node.js $(node --version) is too old: the JavaScript client's tests need Node 20 or newer"
+}
+
+# The JavaScript client's development dependencies (an EventSource for Node, and
+# playwright-core to drive Chromium), exactly as package-lock.json pins them. Installed
+# again only when the lock file changed.
+ensure_js_deps() {
+    local dir="$1/clients/js"
+    if cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
+        return 0
+    fi
+    echo "Installing the JavaScript client's dependencies (npm ci in clients/js)..."
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+}
+
+# Debian's Chromium, driven by playwright-core in the browser tests (no browser download).
+ensure_chromium() {
+    [[ -x /usr/bin/chromium ]] && return 0
+    ensure_apt_packages chromium
+}
+
 # The project-local virtualenv holding the deployment linters (gitignored).
 STREAMGATE_TOOLS_VENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv-tools"
 

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use streamgate::continuity::{self, Next, ResetReason};
 use streamgate::cursor::{TopicCursor, format_cursors};
-use streamgate::event::{Frame, comment, id_line, reset_body, retry};
+use streamgate::event::{CURSOR_EVENT, Frame, comment, id_line, reset_body, retry};
 use streamgate::redis::{Backoff, RedisError};
 use streamgate::stream::HistoryEntry;
 use streamgate::topic::Topic;
@@ -133,10 +133,17 @@ impl Lanes {
     }
 
     /// An `id:`-only block: sets the client's `lastEventId` without dispatching an event.
-    fn cursor_block(&self) -> Bytes {
+    /// With `as_event`, a `streamgate.cursor` event with empty data instead, which a page
+    /// listening for that type sees (others ignore it).
+    fn cursor_block(&self, as_event: bool) -> Bytes {
         let line = self.cursor_line();
-        let mut out = BytesMut::with_capacity(line.len() + 1);
+        let mut out = BytesMut::with_capacity(line.len() + 40);
         out.extend_from_slice(&line);
+        if as_event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(CURSOR_EVENT.as_bytes());
+            out.extend_from_slice(b"\ndata:\n");
+        }
         out.extend_from_slice(b"\n");
         out.freeze()
     }
@@ -267,6 +274,7 @@ pub fn event_stream(
     state: AppState,
     topics: Vec<Topic>,
     cursors: Option<Vec<Option<TopicCursor>>>,
+    cursor_event: bool,
     joined: Joined,
     guard: ConnectionGuard,
     deadline: Option<StreamDeadline>,
@@ -368,7 +376,7 @@ pub fn event_stream(
             }
         }
         // The stream's position from its first bytes on (and after the replay).
-        yield Ok(lanes.cursor_block());
+        yield Ok(lanes.cursor_block(cursor_event));
 
         let mut live = futures_util::stream::select_all(receivers);
         // Registered once: a fresh `cancelled()` per event would take the token's waiter
@@ -395,7 +403,7 @@ pub fn event_stream(
                 _ = &mut ended => return,
                 _ = &mut deadline_passes => {
                     // The cursor again, so the client resumes exactly where this ends.
-                    yield Ok(lanes.cursor_block());
+                    yield Ok(lanes.cursor_block(false));
                     if let Some(StreamEnd::AuthExpired(event)) = deadline_end {
                         yield Ok(event);
                     }

@@ -44,7 +44,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     if state.config.demo_page {
-        router = router.route("/", get(demo_page));
+        // The demo page and the JavaScript client it imports (`clients/js`; applications
+        // bundle their own copy).
+        router = router.route("/", get(demo_page)).route("/streamgate.js", get(js_client));
     }
     router.with_state(state)
 }
@@ -57,6 +59,10 @@ pub struct EventsRequest {
     /// Per-topic cursors, when the client resumes (`None` for a topic the cursor does not
     /// name: it starts live).
     pub cursors: Option<Vec<Option<TopicCursor>>>,
+    /// `cursorEvent=1`: the stream's first cursor is also dispatched as a
+    /// `streamgate.cursor` event, so a page can store it (an `id:`-only block sets the
+    /// browser's `lastEventId` but a page cannot read it).
+    pub cursor_event: bool,
 }
 
 /// Parses the query string and `Last-Event-ID` of an `/events` request.
@@ -68,6 +74,7 @@ pub fn parse_events_request(
 ) -> Result<EventsRequest, AppError> {
     let mut topics: Vec<Topic> = Vec::new();
     let mut query_cursor = None;
+    let mut cursor_event = false;
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match name.as_ref() {
             "topic" => {
@@ -84,6 +91,7 @@ pub fn parse_events_request(
                 topics.push(topic);
             }
             "lastEventId" => query_cursor = Some(value.into_owned()),
+            "cursorEvent" => cursor_event = value == "1" || value == "true",
             _ => {}
         }
     }
@@ -97,7 +105,7 @@ pub fn parse_events_request(
             Some(parse_cursors(&text, &topics).map_err(|error| AppError::BadRequest(error.to_string()))?)
         }
     };
-    Ok(EventsRequest { topics, cursors })
+    Ok(EventsRequest { topics, cursors, cursor_event })
 }
 
 async fn events(
@@ -145,7 +153,8 @@ async fn events(
     let instance = HeaderValue::from_str(state.config.instance_id.as_str()).expect("instance ids are ASCII");
     let joined = join_subscribed(&state, subscriptions, JOIN_WAIT).await;
     let deadline = stream_deadline(limits.max_stream_lifetime, grant.expires_at, &request.topics);
-    let stream = event_stream(state, request.topics, request.cursors, joined, guard, deadline);
+    let stream =
+        event_stream(state, request.topics, request.cursors, request.cursor_event, joined, guard, deadline);
     // The client's slot is held as long as its stream is.
     let stream = futures_util::StreamExt::map(stream, move |chunk| {
         let _held = &client_slot;
@@ -256,6 +265,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn demo_page() -> Html<&'static str> {
     Html(include_str!("demo.html"))
+}
+
+/// The JavaScript client (`clients/js`), which the demo page imports.
+async fn js_client() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("../../clients/js/src/streamgate.js"),
+    )
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@
 //! crashed between the two steps, a route that failed after the publish answered) reaches
 //! subscribers within a bound even when its topic stays quiet ([`Hubs::reconcile_idle`]).
 //!
-//! Events are encoded once here and shared as `Bytes` through a broadcast ring whose
-//! capacity is the per-subscriber queue: a subscriber that falls further behind is closed
-//! and resumes from its cursor ([`crate::fanout`]).
+//! Events are encoded once here and shared as `Bytes` through a broadcast ring bounded by
+//! `QUEUE_SIZE` events and `QUEUE_BYTES` bytes, which frees what every subscriber has
+//! read: a subscriber that falls further behind is closed and resumes from its cursor
+//! ([`crate::fanout`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +64,8 @@ pub struct LiveEvent {
 pub struct ResetNotice {
     /// Why.
     pub reason: ResetReason,
+    /// The epoch the hub was in before the reset.
+    pub from: Option<Epoch>,
     /// Where delivery resumes.
     pub after: Position,
     /// The encoded notice body (without `id:`).
@@ -80,8 +83,14 @@ impl ResetNotice {
         match self.reason {
             ResetReason::Trimmed => same_epoch && position.last < self.after.last,
             // Within an epoch (Redis lost the history's tail): whoever saw events past what
-            // is left. Into another epoch: whoever is not in it yet.
-            ResetReason::HistoryLost => !same_epoch || position.last > self.after.last,
+            // is left.
+            ResetReason::HistoryLost if self.from == self.after.epoch => {
+                same_epoch && position.last > self.after.last
+            }
+            // Into another epoch (or none): whoever is still in the one that was lost. A
+            // subscriber that already reached the new epoch (its replay read the new
+            // history) lost nothing more.
+            ResetReason::HistoryLost => position.epoch == self.from,
         }
     }
 }
@@ -93,6 +102,16 @@ pub enum Delivery {
     Event(Arc<LiveEvent>),
     /// A reset notice.
     Reset(Arc<ResetNotice>),
+}
+
+impl fanout::Weight for Delivery {
+    /// The encoded bytes it keeps alive (the ring's `QUEUE_BYTES` bound counts these).
+    fn weight(&self) -> usize {
+        match self {
+            Delivery::Event(event) => event.frame.len(),
+            Delivery::Reset(notice) => notice.body.len(),
+        }
+    }
 }
 
 enum HubMessage {
@@ -196,6 +215,8 @@ pub struct HubContext {
     pub keys: Keys,
     /// Broadcast capacity (the per-subscriber queue).
     pub queue_size: usize,
+    /// Most bytes of encoded events a hub holds for its subscribers.
+    pub queue_bytes: usize,
     /// How much one history read may return.
     pub read_limit: ReadLimit,
     /// Memberships.
@@ -368,7 +389,7 @@ impl Hubs {
             state: Mutex::new(HubState {
                 position: Position::START,
                 recent: RecentIds::default(),
-                sender: fanout::channel(self.context.queue_size),
+                sender: fanout::channel(self.context.queue_size, self.context.queue_bytes),
             }),
             inbox,
             overflowed: AtomicBool::new(false),
@@ -546,9 +567,13 @@ impl HubWorker {
 
     fn reset(&self, reason: ResetReason, after: Position) {
         tracing::info!(topic = %self.hub.topic, reason = reason.as_str(), "Topic history reset; telling subscribers.");
-        let notice =
-            Arc::new(ResetNotice { reason, body: reset_body(&self.hub.topic, reason.as_str()), after });
         let mut state = self.hub.state.lock().expect("hub lock");
+        let notice = Arc::new(ResetNotice {
+            reason,
+            from: state.position.epoch.clone(),
+            body: reset_body(&self.hub.topic, reason.as_str()),
+            after,
+        });
         let same_epoch = state.position.epoch.is_some() && state.position.epoch == notice.after.epoch;
         state.recent.rewind(&notice.after, same_epoch);
         state.position = notice.after.clone();

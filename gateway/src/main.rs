@@ -5,6 +5,13 @@ use gateway::{Application, GatewayConfig};
 use streamgate::settings::or_exit;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc gives freed memory back to the system: with glibc's malloc a gateway's RSS
+/// stayed near its peak after subscribers had read everything, the freed event frames
+/// kept in its heaps (`tests/tests/it/gateway_memory.rs`, docs/BENCHMARKS.md). `v2` and
+/// `no_thp`: huge pages added ~20 KiB per idle connection, and v2 came back lowest.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Streamgate gateway: Server-Sent Events with resume on any instance.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -31,50 +31,11 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use streamgate::keys::Keys;
+use streamgate::liveness::{GatewayClaim as Claim, gateway_claim};
 use streamgate::redis::{Backoff, OutageLog, RedisError};
 use streamgate::topic::{InstanceId, Topic};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
-
-/// Claims or refreshes the liveness key unless a janitor is sweeping this instance.
-/// KEYS: alive, sweep. ARGV: process token, ttl ms, expected generation, new generation.
-/// Returns `kept` (it was ours, alive, at the expected generation), `stale` (ours but at
-/// another generation: Redis lost recent writes), `claimed` (it was missing or an earlier
-/// life's), or `sweeping` (nothing written).
-const CLAIM_SCRIPT: &str = r#"
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'sweeping' end
-local old = redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[4], 'PX', ARGV[2], 'GET')
-if old == ARGV[1] .. ':' .. ARGV[3] then return 'kept' end
-if old and string.sub(old, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then return 'stale' end
-return 'claimed'
-"#;
-
-/// What the claim script found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Claim {
-    Kept,
-    Stale,
-    Claimed,
-    Sweeping,
-}
-
-impl Claim {
-    fn parse(reply: &str) -> Result<Claim, RedisError> {
-        Ok(match reply {
-            "kept" => Claim::Kept,
-            "stale" => Claim::Stale,
-            "claimed" => Claim::Claimed,
-            "sweeping" => Claim::Sweeping,
-            other => {
-                return Err(RedisError::Redis(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "unexpected reply from the liveness script",
-                    other.to_owned(),
-                ))));
-            }
-        })
-    }
-}
 
 #[derive(Debug, Default)]
 struct State {
@@ -183,8 +144,7 @@ impl Membership {
     pub async fn reset_and_claim(&self, pool: &Pool, liveness_ttl: Duration) -> Result<(), RedisError> {
         let mut conn = pool.get().await?;
         loop {
-            let (claim,): (String,) = self.claim(liveness_ttl).query_async(&mut conn).await?;
-            let claim = Claim::parse(&claim)?;
+            let (claim,): (Claim,) = self.claim(liveness_ttl).query_async(&mut conn).await?;
             if claim != Claim::Sweeping {
                 break;
             }
@@ -222,20 +182,19 @@ impl Membership {
             .unwrap_or_default()
             .as_millis() as u64;
         let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(CLAIM_SCRIPT)
-            .arg(2)
-            .arg(self.keys.instance_alive(&self.instance))
-            .arg(self.keys.instance_sweep(&self.instance))
-            .arg(&self.token)
-            .arg(liveness_ttl.as_millis() as u64)
-            .arg(expected)
-            .arg(new)
-            .cmd("ZADD")
-            .arg(self.keys.instances())
-            .arg(now_ms)
-            .arg(self.instance.as_str())
-            .ignore();
+        pipe.add_command(gateway_claim(
+            &self.keys.instance_alive(&self.instance),
+            &self.keys.instance_sweep(&self.instance),
+            &self.token,
+            liveness_ttl.as_millis() as u64,
+            expected,
+            new,
+        ))
+        .cmd("ZADD")
+        .arg(self.keys.instances())
+        .arg(now_ms)
+        .arg(self.instance.as_str())
+        .ignore();
         pipe
     }
 
@@ -282,8 +241,8 @@ impl Membership {
         let mut conn = pool.get().await?;
         let resync_pending = self.state.lock().expect("membership lock").resync;
         if beat || resync_pending {
-            let (claim,): (String,) = self.claim(liveness_ttl).query_async(&mut conn).await?;
-            if !self.on_claim(Claim::parse(&claim)?) {
+            let (claim,): (Claim,) = self.claim(liveness_ttl).query_async(&mut conn).await?;
+            if !self.on_claim(claim) {
                 return Ok(());
             }
         }
@@ -409,8 +368,7 @@ impl Membership {
             pipe.add_command(command.clone());
         }
         pipe.ignore(); // the ZADD
-        let (claim,): (String,) = pipe.query_async(conn).await?;
-        let claim = Claim::parse(&claim)?;
+        let (claim,): (Claim,) = pipe.query_async(conn).await?;
         if claim != Claim::Sweeping {
             self.state.lock().expect("membership lock").liveness_generation = expected + 1;
         }

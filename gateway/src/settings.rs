@@ -67,6 +67,13 @@ pub const QUEUE_SIZE: Setting = Setting {
     allowed: "a whole number from 16 to 1048576",
     help: "Events a subscriber may fall behind its topic before it is closed (it resumes from its cursor).",
 };
+/// `QUEUE_BYTES`.
+pub const QUEUE_BYTES: Setting = Setting {
+    name: "QUEUE_BYTES",
+    default: "8MiB",
+    allowed: "a size from 64KiB to 1GiB",
+    help: "Bytes of encoded events a topic may hold for subscribers that have not read them; a subscriber whose unread events exceed it is closed (it resumes from its cursor).",
+};
 /// `REPLAY_BATCH`.
 pub const REPLAY_BATCH: Setting = Setting {
     name: "REPLAY_BATCH",
@@ -299,6 +306,7 @@ pub const SETTINGS: &[Setting] = &[
     COMMON[1],
     COMMON[2],
     COMMON[3],
+    COMMON[4],
     LISTEN_ADDR,
     INSTANCE_ID,
     HEARTBEAT_INTERVAL,
@@ -307,6 +315,7 @@ pub const SETTINGS: &[Setting] = &[
     MAX_TOPICS_PER_CONNECTION,
     MAX_TOPIC_BYTES,
     QUEUE_SIZE,
+    QUEUE_BYTES,
     REPLAY_BATCH,
     REPLAY_BYTES,
     REPLAY_CONCURRENCY,
@@ -373,6 +382,8 @@ pub struct GatewayConfig {
     pub max_topic_bytes: usize,
     /// Per-topic broadcast capacity.
     pub queue_size: usize,
+    /// Per-topic bound on the bytes of unread events.
+    pub queue_bytes: usize,
     /// XRANGE batch.
     pub replay_batch: usize,
     /// Bytes one history read may return.
@@ -481,6 +492,7 @@ impl GatewayConfig {
             max_topics_per_connection: layered.get_in_range(&MAX_TOPICS_PER_CONNECTION, 1..=1024)?,
             max_topic_bytes: layered.get_in_range(&MAX_TOPIC_BYTES, 1..=4096)?,
             queue_size: layered.get_in_range(&QUEUE_SIZE, 16..=1 << 20)?,
+            queue_bytes: layered.get_bytes(&QUEUE_BYTES, 64 << 10..=1 << 30)?,
             replay_batch: layered.get_in_range(&REPLAY_BATCH, 1..=10_000)?,
             replay_bytes: layered.get_bytes(&REPLAY_BYTES, 64 << 10..=64 << 20)?,
             replay_concurrency: layered.get_in_range(&REPLAY_CONCURRENCY, 1..=4096)?,
@@ -528,6 +540,15 @@ impl GatewayConfig {
                         .to_owned(),
             });
         }
+        if self.queue_bytes < self.replay_bytes {
+            return Err(ConfigError::Conflict {
+                first: format!("{}={}", QUEUE_BYTES.name, self.queue_bytes),
+                second: format!("{}={}", REPLAY_BYTES.name, self.replay_bytes),
+                reason: "a hub's catch-up puts a whole read in the queue at once, so every subscriber would \
+                         be closed as too slow; make QUEUE_BYTES at least REPLAY_BYTES"
+                    .to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -555,6 +576,7 @@ mod tests {
         assert_eq!(config.admin_listen_addr, Some("127.0.0.1:9080".parse().unwrap()));
         assert!(config.access.is_open() && !config.demo_page);
         assert_eq!(config.limits.max_stream_lifetime, None);
+        assert_eq!(config.queue_bytes, 8 << 20);
         assert_ne!(config.instance_id, GatewayConfig::with_overrides(&[]).unwrap().instance_id);
     }
 
@@ -597,6 +619,25 @@ mod tests {
         assert_eq!(config.limits.subscribe_rate_per_ip, 0.5);
         assert!(GatewayConfig::with_overrides(&[("MAX_HEADER_BYTES", "4KiB")]).is_err());
         assert!(GatewayConfig::with_overrides(&[("TRUSTED_PROXIES", "not-an-ip")]).is_err());
+    }
+
+    #[test]
+    fn a_queue_smaller_in_bytes_than_a_replay_read_is_rejected() {
+        let error =
+            GatewayConfig::with_overrides(&[("QUEUE_BYTES", "64KiB"), ("REPLAY_BYTES", "1MiB")]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("QUEUE_BYTES=65536 and REPLAY_BYTES=1048576 conflict: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn queue_bytes_takes_a_size_within_its_range() {
+        let config =
+            GatewayConfig::with_overrides(&[("QUEUE_BYTES", "64KiB"), ("REPLAY_BYTES", "64KiB")]).unwrap();
+        assert_eq!(config.queue_bytes, 64 << 10);
+        let error = GatewayConfig::with_overrides(&[("QUEUE_BYTES", "2GiB")]).unwrap_err();
+        assert_eq!(error.to_string(), "invalid QUEUE_BYTES=\"2GiB\": expected a size from 64KiB to 1GiB");
     }
 
     #[test]

@@ -125,6 +125,7 @@ impl Application {
             pool: pool.clone(),
             keys: keys.clone(),
             queue_size: config.queue_size,
+            queue_bytes: config.queue_bytes,
             read_limit: config.read_limit(),
             membership: Arc::clone(&membership),
             shutdown: tasks_stop.clone(),

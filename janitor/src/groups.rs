@@ -1,4 +1,4 @@
-//! Group hashes (`P:g:{T}`: instance id → number of its subscribers of topic T).
+//! Group hashes (`P:g:{D}:T`: instance id → number of its subscribers of topic T).
 //!
 //! A field is removed when its count is zero, negative or not a number — by a script that
 //! re-checks the value, so a count a gateway rewrote meanwhile stays — or when its instance

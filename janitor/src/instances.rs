@@ -5,7 +5,7 @@
 //! dead instance touches keys in several hash slots (its own keys, one group hash per
 //! topic), so no single script can re-check liveness around all of it. Instead the janitor
 //! *claims* the instance with a script on the instance's slot that sets `P:i:{I}:sweep`
-//! only while the liveness key is missing (`scripts::CLAIM_INSTANCE`):
+//! only while the liveness key is missing (`streamgate::liveness::janitor_claim`):
 //!
 //! - A gateway starting under the same id checks the sweep key before claiming liveness and
 //!   waits while it exists, so it registers only after the removal finished.
@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use streamgate::keys::InstanceKeyKind;
+use streamgate::liveness::{self, JanitorClaim, JanitorClaimReply};
 use streamgate::topic::{InstanceId, Topic};
 
 use crate::scripts;
@@ -88,25 +89,24 @@ impl Pass {
     pub(crate) async fn claim(&mut self, instance: &InstanceId) -> Result<Claim, SweepError> {
         let token = format!("{:016x}", fastrand::u64(..));
         let ttl = self.settings.claim_ttl;
-        let (answer, server_ms): (String, u64) = scripts::eval(
-            scripts::CLAIM_INSTANCE,
-            &[&self.keys.instance_alive(instance), &self.keys.instance_sweep(instance)],
+        let reply: JanitorClaimReply = liveness::janitor_claim(
+            &self.keys.instance_alive(instance),
+            &self.keys.instance_sweep(instance),
+            &token,
+            ttl.as_millis() as u64,
+            self.dry_run,
         )
-        .arg(scripts::mode(self.dry_run))
-        .arg(&token)
-        .arg(ttl.as_millis() as u64)
         .query_async(&mut self.conn)
         .await?;
-        match answer.as_str() {
-            "claimed" => Ok(Claim::Claimed(InstanceClaim {
+        Ok(match reply.claim {
+            JanitorClaim::Claimed => Claim::Claimed(InstanceClaim {
                 instance: instance.clone(),
                 token,
-                deadline_ms: InstanceClaim::deadline(server_ms, ttl),
-            })),
-            "live" => Ok(Claim::Live),
-            "busy" => Ok(Claim::Busy),
-            other => Err(SweepError::UnexpectedReply(format!("claim answered {other:?}"))),
-        }
+                deadline_ms: InstanceClaim::deadline(reply.server_ms, ttl),
+            }),
+            JanitorClaim::Live => Claim::Live,
+            JanitorClaim::Busy => Claim::Busy,
+        })
     }
 
     /// Claims and removes an instance seen dead, including its fields in `extra_groups`
@@ -276,12 +276,13 @@ impl Pass {
             return Ok(true);
         }
         let ttl = self.settings.claim_ttl;
-        let server_ms: u64 =
-            scripts::eval(scripts::REFRESH_CLAIM, &[&self.keys.instance_sweep(&claim.instance)])
-                .arg(&claim.token)
-                .arg(ttl.as_millis() as u64)
-                .query_async(&mut self.conn)
-                .await?;
+        let server_ms: u64 = liveness::janitor_refresh(
+            &self.keys.instance_sweep(&claim.instance),
+            &claim.token,
+            ttl.as_millis() as u64,
+        )
+        .query_async(&mut self.conn)
+        .await?;
         if server_ms == 0 {
             self.claim_lost(&claim.instance);
             return Ok(false);

@@ -171,18 +171,23 @@ mod tests {
         let keys = Keys::new("sg").unwrap();
         let topic = Topic::parse("order:1", 256).unwrap();
         assert_eq!(
-            classify(&keys, "sg:h:{order:1}", 256),
+            classify(&keys, &keys.history(&topic), 256),
             Ok(Scanned::Topic(TopicKeyKind::History, topic.clone()))
         );
-        assert_eq!(classify(&keys, "sg:g:{order:1}", 256), Ok(Scanned::Topic(TopicKeyKind::Group, topic)));
+        assert_eq!(
+            classify(&keys, &keys.group(&topic), 256),
+            Ok(Scanned::Topic(TopicKeyKind::Group, topic.clone()))
+        );
         assert_eq!(
             classify(&keys, "sg:i:{gw-1}:alive", 256),
             Ok(Scanned::Instance(InstanceKeyKind::Alive, InstanceId::parse("gw-1").unwrap()))
         );
-        assert_eq!(classify(&keys, "sg:h:{order:1}", 3), Err("names no valid topic"));
-        assert_eq!(classify(&keys, "sg:h:{a\nb}", 256), Err("names no valid topic"));
+        assert_eq!(classify(&keys, &keys.history(&topic), 3), Err("names no valid topic"));
+        let digest = streamgate::keys::topic_digest("a\nb");
+        assert_eq!(classify(&keys, &format!("sg:h:{{{digest}}}:a\nb"), 256), Err("names no valid topic"));
         assert_eq!(classify(&keys, "sg:i:{bad id}:s", 256), Err("names no valid instance id"));
         assert_eq!(classify(&keys, "sg:i:{gw-1}:other", 256), Err("is no key Streamgate writes"));
         assert_eq!(classify(&keys, "sg:h:{unterminated", 256), Err("is no key Streamgate writes"));
+        assert_eq!(classify(&keys, "sg:h:{order:1}", 256), Err("is no key Streamgate writes"));
     }
 }

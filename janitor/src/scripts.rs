@@ -1,7 +1,7 @@
 //! The Lua scripts of a sweep, and how they are called.
 //!
 //! Every script touches the keys of one hash slot only (one instance's `{I}` keys, or one
-//! topic's `{T}` keys, or one index), so each check-then-act is atomic and the design keeps
+//! topic's `{D}` keys, or one index), so each check-then-act is atomic and the design keeps
 //! working on Redis Cluster. Scripts check each key's type before using it and answer
 //! "wrong type" instead of failing, so one malformed key never fails a whole pipeline.
 //!
@@ -37,37 +37,6 @@ pub(crate) fn eval(script: &str, keys: &[&str]) -> Cmd {
     }
     cmd
 }
-
-/// Claims a dead instance for this sweep: only while its liveness key is missing, and only
-/// if no other janitor holds it. A gateway starting under the same id waits while the claim
-/// exists (its own claim script checks the sweep key first), so it cannot register while
-/// its earlier life's memberships are being removed.
-///
-/// KEYS: alive, sweep. ARGV: mode, token, ttl ms. Returns {`live`, `busy` or `claimed`,
-/// Redis' clock in unix ms, read before the claim is set}; in `dry` mode it only reads, and
-/// `claimed` means "would be claimed".
-pub(crate) const CLAIM_INSTANCE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'live', now} end
-if ARGV[1] == 'dry' then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', now} end
-  return {'claimed', now}
-end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'claimed', now} end
-return {'busy', now}
-"#;
-
-/// Extends a claim that is still ours. KEYS: sweep. ARGV: token, ttl ms. Returns Redis'
-/// clock in unix ms (read before extending) if the claim is ours and now extended, 0 if it
-/// expired or another janitor holds it.
-pub(crate) const REFRESH_CLAIM: &str = r#"
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then return 0 end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local t = redis.call('TIME')
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"#;
 
 /// The reply of [`REMOVE_FIELDS`] and [`UNINDEX_INSTANCE`] when the claim's deadline has
 /// passed: nothing was removed.

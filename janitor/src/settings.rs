@@ -78,6 +78,7 @@ pub const SETTINGS: &[Setting] = &[
     COMMON[1],
     COMMON[2],
     COMMON[3],
+    COMMON[4],
     HISTORY_MAX_LEN,
     HISTORY_MAX_AGE,
     SWEEP_BUDGET,

@@ -58,7 +58,8 @@ pub struct PublishArgs {
     /// The topic.
     #[arg(long)]
     pub topic: String,
-    /// The data, delivered as this text.
+    /// The data, delivered as this text; `{seq}` in it becomes the event's number (1, 2, …
+    /// with --count), so subscribers can check the sequence.
     #[arg(long)]
     pub data: String,
     /// The SSE event name.
@@ -177,7 +178,7 @@ pub async fn publish(
             parse_event(
                 &config.limits,
                 args.topic.clone(),
-                args.data.clone(),
+                args.data.replace("{seq}", &seq.to_string()),
                 args.event.clone(),
                 Some(key_of(seq)),
             )

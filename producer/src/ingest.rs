@@ -15,28 +15,51 @@
 //! and its `source_id`, then acknowledged: the consumer never stops on bad input. Redis
 //! errors are retried with backoff, logged once per outage; the batch in hand is kept and
 //! finished, not dropped.
+//!
+//! **Oversize entries are never loaded.** Anyone who may `XADD` to the ingest stream could
+//! add an entry of hundreds of megabytes (or with a million fields); `XREADGROUP` and
+//! `XAUTOCLAIM` would hand it whole to the producer, a page of them at once. So both run
+//! inside a Lua script ([`READ_PAGE`]) that returns, per entry, only the fields within
+//! their limits (`data` up to `MAX_EVENT_BYTES`, the others up to [`MAX_SMALL_FIELD_BYTES`],
+//! at most [`MAX_FIELDS`] fields); an oversize value comes back as its length and SHA-1
+//! instead, and the dead letter keeps that digest, not a copy. A page is thus bounded by
+//! `INGEST_BATCH` × (`MAX_EVENT_BYTES` + a few KiB), whatever was added. The entry is
+//! still in Redis' memory (it was accepted there); bound that with `maxmemory` and the
+//! `ingest` ACL user (deploy/redis/users.acl).
+//!
+//! A script cannot block (`XREADGROUP ... BLOCK` is refused inside scripts), so an idle
+//! consumer polls every [`IDLE_POLL`], and reads again at once after a non-empty page.
+//! A read whose answer is lost (Redis did not answer in time) may still have delivered
+//! entries to this consumer: after any failure the consumer first reads its own pending
+//! entries (`XREADGROUP ... 0`) until none is left, so they are not left waiting for a
+//! claim round.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::Value;
-use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use streamgate::redis::{Backoff, OutageLog, RedisError, blocking_connection};
+use redis::{Script, Value};
+use streamgate::redis::{Backoff, OutageLog, RedisError};
 use streamgate::topic::InstanceId;
 use tokio_util::sync::CancellationToken;
 
 use crate::input::{Limits, parse_event};
 use crate::publisher::{Publish, PublishError, Publisher};
 
-/// The longest a read blocks. Short enough that claims and shutdown are noticed promptly.
-const MAX_BLOCK: Duration = Duration::from_millis(2000);
+/// How long an idle consumer waits before reading again: the most an entry added to an
+/// idle stream waits (a read cannot block inside the page script). 20 reads a second per
+/// producer cost Redis next to nothing.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Most fields an ingest entry may have: `topic`, `data`, `event`, `idempotencyKey`.
+pub const MAX_FIELDS: usize = 4;
+/// Longest field name, and longest value of a field other than `data`: above every topic
+/// (`MAX_TOPIC_BYTES` is at most 4096), event name and idempotency key.
+pub const MAX_SMALL_FIELD_BYTES: usize = 4096;
 /// The shortest pause between two claim rounds, whatever `INGEST_CLAIM_IDLE` is.
 const MIN_CLAIM_EVERY: Duration = Duration::from_millis(50);
 /// Approximate bound of the dead-letter stream, so a flood of bad input cannot fill Redis.
 const DEAD_LETTER_MAX_LEN: u64 = 100_000;
 /// A consumer idle this many claim periods (`INGEST_CLAIM_IDLE`) is a producer that is gone:
-/// a live one reads at least every `MAX_BLOCK`, which resets its idle time.
+/// a live one reads at least every `IDLE_POLL`, which resets its idle time.
 const STALE_CONSUMER_FACTOR: u32 = 10;
 
 /// Deletes a consumer only while it has no pending entries: deleting one with pending
@@ -49,6 +72,69 @@ return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 "#;
 /// The fields an ingest entry may have.
 const FIELDS: &str = "topic, data, event, idempotencyKey";
+
+/// Reads one page of entries, new (`XREADGROUP ... >`) or claimed (`XAUTOCLAIM`), without
+/// sending any oversize value over the wire: each value over its limit is replaced by its
+/// length and SHA-1, and an entry with too many fields is sent without its fields.
+///
+/// KEYS: stream. ARGV: mode (`new`, `own` — this consumer's pending entries — or `claim`),
+/// group, consumer, count, min idle ms, claim cursor, max data bytes, max other bytes (also
+/// field names), max fields.
+/// Reply: {next cursor ('0-0' for `new`), entries}; entry: {id, n_fields, fields, oversize}
+/// where fields = {name, value, ...} of those within limits (none when n_fields > max)
+/// and oversize = {name, length, sha1, ...}, a name over the limit being 'sha1:<digest>'.
+pub const READ_PAGE: &str = r#"
+local mode, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local max_data, max_other, max_fields = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local next, entries = '0-0', {}
+if mode == 'claim' then
+  local reply = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[5], ARGV[6], 'COUNT', count)
+  next, entries = reply[1], reply[2]
+else
+  local from = (mode == 'own') and '0' or '>'
+  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', KEYS[1], from)
+  if reply then entries = reply[1][2] end
+end
+local page = {}
+for _, entry in ipairs(entries) do
+  local raw = entry[2] or {}
+  local n_fields = #raw / 2
+  local fields, oversize = {}, {}
+  if n_fields <= max_fields then
+    for j = 1, #raw, 2 do
+      local name, value = raw[j], raw[j + 1]
+      local limit = (name == 'data') and max_data or max_other
+      if #name > max_other then
+        name = 'sha1:' .. redis.sha1hex(name)
+        limit = -1
+      end
+      if #value > limit then
+        oversize[#oversize + 1] = name
+        oversize[#oversize + 1] = #value
+        oversize[#oversize + 1] = redis.sha1hex(value)
+      else
+        fields[#fields + 1] = name
+        fields[#fields + 1] = value
+      end
+    end
+  end
+  page[#page + 1] = {entry[1], n_fields, fields, oversize}
+end
+return {next, page}
+"#;
+
+/// An ingest entry as [`READ_PAGE`] returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestEntry {
+    /// The entry's id in the ingest stream.
+    pub id: String,
+    /// How many fields it has.
+    pub n_fields: usize,
+    /// Its fields within their limits, in stream order.
+    pub fields: Vec<(String, Vec<u8>)>,
+    /// Its values over their limits: name, length in bytes, hex SHA-1.
+    pub oversize: Vec<(String, u64, String)>,
+}
 
 /// Settings of the ingest consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,8 +177,6 @@ impl From<deadpool_redis::PoolError> for IngestError {
 /// Where the loop is in its cycle of reading new entries and claiming abandoned ones.
 #[derive(Debug)]
 struct LoopState {
-    /// The dedicated connection for blocking reads; `None` after an error.
-    reader: Option<MultiplexedConnection>,
     /// Whether the consumer group is known to exist.
     group_ready: bool,
     /// When the next claim round starts.
@@ -100,7 +184,12 @@ struct LoopState {
     /// The `XAUTOCLAIM` cursor of a claim round in progress.
     claim_cursor: Option<String>,
     /// Entries read or claimed but not yet acknowledged.
-    in_hand: Vec<StreamId>,
+    in_hand: Vec<IngestEntry>,
+    /// Whether the last read of new entries found none (then wait before the next).
+    idle: bool,
+    /// Whether this consumer's own pending entries are to be read first (after a
+    /// failure, a read whose answer was lost may have delivered some).
+    recover_own: bool,
 }
 
 /// Consumes the ingest stream and publishes what it reads.
@@ -109,15 +198,15 @@ pub struct IngestConsumer {
     publisher: Arc<Publisher>,
     limits: Limits,
     config: IngestConfig,
-    redis_url: String,
     consumer: String,
+    read_page: Script,
 }
 
 impl IngestConsumer {
     /// A consumer with a name unique to this process (host name + random suffix).
-    pub fn new(publisher: Arc<Publisher>, limits: Limits, config: IngestConfig, redis_url: String) -> Self {
+    pub fn new(publisher: Arc<Publisher>, limits: Limits, config: IngestConfig) -> Self {
         let consumer = InstanceId::generate().as_str().to_owned();
-        IngestConsumer { publisher, limits, config, redis_url, consumer }
+        IngestConsumer { publisher, limits, config, consumer, read_page: Script::new(READ_PAGE) }
     }
 
     /// This consumer's name in the group.
@@ -137,11 +226,12 @@ impl IngestConsumer {
         let mut backoff = Backoff::redis();
         // Claim at once: a producer restarting after a crash picks up what it left behind.
         let mut state = LoopState {
-            reader: None,
             group_ready: false,
             next_claim: Instant::now(),
             claim_cursor: None,
             in_hand: Vec::new(),
+            idle: false,
+            recover_own: false,
         };
         while !shutdown.is_cancelled() {
             match self.step(&mut state, &shutdown).await {
@@ -151,8 +241,8 @@ impl IngestConsumer {
                 }
                 Err(error) => {
                     outage.failed(&error);
-                    state.reader = None;
                     state.group_ready = false;
+                    state.recover_own = true;
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -179,9 +269,15 @@ impl IngestConsumer {
             self.ensure_group().await?;
             state.group_ready = true;
         }
+        if state.recover_own {
+            let (_, own) = self.read(Page::Own).await?;
+            state.recover_own = !own.is_empty();
+            state.in_hand = own;
+            return Ok(());
+        }
         if state.claim_cursor.is_some() || Instant::now() >= state.next_claim {
             let cursor = state.claim_cursor.take().unwrap_or_else(|| "0-0".to_owned());
-            let (next, claimed) = self.claim(&cursor).await?;
+            let (next, claimed) = self.read(Page::Claim { cursor: &cursor }).await?;
             if next == "0-0" {
                 state.next_claim = Instant::now() + self.claim_every();
                 // A finished claim round: whatever a gone producer had pending is ours now,
@@ -196,23 +292,20 @@ impl IngestConsumer {
             state.in_hand = claimed;
             return Ok(());
         }
-        let block = state
-            .next_claim
-            .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(1), MAX_BLOCK);
-        let reader = match &mut state.reader {
-            Some(reader) => reader,
-            None => state.reader.insert(blocking_connection(&self.redis_url).await?),
-        };
-        // Only the read races shutdown: entries it was about to return stay pending and are
-        // claimed later; entries in hand are finished first.
-        tokio::select! {
-            () = shutdown.cancelled() => Ok(()),
-            read = self.read_new(reader, block) => {
-                state.in_hand = read?;
-                Ok(())
+        if state.idle {
+            let pause = state.next_claim.saturating_duration_since(Instant::now()).min(IDLE_POLL);
+            state.idle = false;
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(pause) => return Ok(()),
             }
         }
+        // Entries a read returns are ours until acknowledged: the read is not raced with
+        // shutdown (it does not block), so they are always handled or left pending.
+        let (_, read) = self.read(Page::New).await?;
+        state.idle = read.is_empty();
+        state.in_hand = read;
+        Ok(())
     }
 
     fn claim_every(&self) -> Duration {
@@ -237,42 +330,30 @@ impl IngestConsumer {
         }
     }
 
-    /// `XREADGROUP ... >`: entries never delivered to any consumer.
-    async fn read_new(
-        &self,
-        reader: &mut MultiplexedConnection,
-        block: Duration,
-    ) -> Result<Vec<StreamId>, IngestError> {
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
+    /// One page of entries through [`READ_PAGE`]: new ones (never delivered to any
+    /// consumer), or pending ones idle longer than `INGEST_CLAIM_IDLE` (claimed).
+    async fn read(&self, page: Page<'_>) -> Result<(String, Vec<IngestEntry>), IngestError> {
+        let (mode, cursor) = match page {
+            Page::New => ("new", "0-0"),
+            Page::Own => ("own", "0-0"),
+            Page::Claim { cursor } => ("claim", cursor),
+        };
+        let mut invocation = self.read_page.key(&self.config.stream);
+        invocation
+            .arg(mode)
             .arg(&self.config.group)
             .arg(&self.consumer)
-            .arg("COUNT")
             .arg(self.config.batch)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.config.stream)
-            .arg(">")
-            .query_async(reader)
-            .await?;
-        Ok(reply.map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect()).unwrap_or_default())
-    }
-
-    /// One page of `XAUTOCLAIM`: pending entries idle longer than `INGEST_CLAIM_IDLE`.
-    async fn claim(&self, cursor: &str) -> Result<(String, Vec<StreamId>), IngestError> {
-        let mut conn = self.publisher.pool().get().await?;
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(&self.config.stream)
-            .arg(&self.config.group)
-            .arg(&self.consumer)
             .arg(self.config.claim_idle.as_millis() as u64)
             .arg(cursor)
-            .arg("COUNT")
-            .arg(self.config.batch)
-            .query_async(&mut conn)
-            .await?;
-        Ok((reply.next_stream_id, reply.claimed))
+            .arg(self.limits.max_event_bytes)
+            .arg(MAX_SMALL_FIELD_BYTES)
+            .arg(MAX_FIELDS);
+        let mut conn = self.publisher.pool().get().await?;
+        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        decode_page(reply).ok_or_else(|| {
+            IngestError::Redis(RedisError::Pool("unexpected reply from the ingest page script".to_owned()))
+        })
     }
 
     /// Removes the consumer names of producers that are gone (idle for
@@ -309,9 +390,9 @@ impl IngestConsumer {
     /// Publishes the valid entries, dead-letters the others, then acknowledges them all in
     /// one pipeline. Fails only when Redis is unavailable or silent (the outcome unknown);
     /// the caller retries the batch, with the same idempotency keys.
-    async fn handle(&self, entries: &[StreamId]) -> Result<(), IngestError> {
+    async fn handle(&self, entries: &[IngestEntry]) -> Result<(), IngestError> {
         let mut valid = Vec::with_capacity(entries.len());
-        let mut dead: Vec<(&StreamId, String)> = Vec::new();
+        let mut dead: Vec<(&IngestEntry, String)> = Vec::new();
         for entry in entries {
             match parse_entry(&self.limits, entry) {
                 Ok(publish) => valid.push((entry, publish)),
@@ -345,8 +426,8 @@ impl IngestConsumer {
     /// so an entry is never acknowledged without its dead letter).
     async fn acknowledge(
         &self,
-        entries: &[StreamId],
-        dead: &[(&StreamId, String)],
+        entries: &[IngestEntry],
+        dead: &[(&IngestEntry, String)],
     ) -> Result<(), IngestError> {
         let mut pipe = redis::pipe();
         for (entry, reason) in dead {
@@ -361,8 +442,12 @@ impl IngestConsumer {
                 .arg(reason)
                 .arg("source_id")
                 .arg(&entry.id);
-            for (field, value) in sorted_fields(entry) {
-                letter.arg(field).arg(raw_bytes(value));
+            for (field, value) in &entry.fields {
+                letter.arg(field).arg(value);
+            }
+            // An oversize value is kept as its digest and length, never copied.
+            for (field, length, sha1) in &entry.oversize {
+                letter.arg(format!("{field}:sha1")).arg(sha1).arg(format!("{field}:bytes")).arg(length);
             }
             letter.ignore();
         }
@@ -375,32 +460,87 @@ impl IngestConsumer {
     }
 }
 
-fn sorted_fields(entry: &StreamId) -> Vec<(&String, &Value)> {
-    let mut fields: Vec<_> = entry.map.iter().collect();
-    fields.sort_by(|a, b| a.0.cmp(b.0));
-    fields
+/// Which page [`IngestConsumer::read`] reads.
+#[derive(Debug, Clone, Copy)]
+enum Page<'c> {
+    /// New entries.
+    New,
+    /// This consumer's own pending entries.
+    Own,
+    /// Abandoned entries, from a claim cursor.
+    Claim { cursor: &'c str },
 }
 
-fn raw_bytes(value: &Value) -> Vec<u8> {
+fn bytes_of(value: Value) -> Option<Vec<u8>> {
     match value {
-        Value::BulkString(bytes) => bytes.clone(),
-        Value::SimpleString(text) => text.as_bytes().to_vec(),
-        Value::Int(number) => number.to_string().into_bytes(),
-        other => format!("{other:?}").into_bytes(),
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        Value::Int(number) => Some(number.to_string().into_bytes()),
+        _ => None,
     }
 }
 
-/// Validates an ingest entry, or says why it can never be valid.
-fn parse_entry(limits: &Limits, entry: &StreamId) -> Result<Publish, String> {
-    let (mut topic, mut data, mut event, mut key) = (None, None, None, None);
-    for (field, value) in sorted_fields(entry) {
-        let text = match value {
-            Value::BulkString(bytes) => {
-                String::from_utf8(bytes.clone()).map_err(|_| format!("field {field} is not UTF-8 text"))?
+fn text_of(value: Value) -> Option<String> {
+    String::from_utf8(bytes_of(value)?).ok()
+}
+
+/// Decodes [`READ_PAGE`]'s reply.
+fn decode_page(reply: Value) -> Option<(String, Vec<IngestEntry>)> {
+    let Value::Array(parts) = reply else { return None };
+    let [next, Value::Array(entries)] = <[Value; 2]>::try_from(parts).ok()? else { return None };
+    let entries = entries
+        .into_iter()
+        .map(|entry| {
+            let Value::Array(parts) = entry else { return None };
+            let [id, n_fields, Value::Array(fields), Value::Array(oversize)] =
+                <[Value; 4]>::try_from(parts).ok()?
+            else {
+                return None;
+            };
+            let Value::Int(n_fields) = n_fields else { return None };
+            let mut pairs = Vec::with_capacity(fields.len() / 2);
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                pairs.push((text_of(name)?, bytes_of(value)?));
             }
-            Value::SimpleString(text) => text.clone(),
-            _ => return Err(format!("field {field} is not text")),
+            let mut big = Vec::with_capacity(oversize.len() / 3);
+            let mut oversize = oversize.into_iter();
+            while let (Some(name), Some(Value::Int(length)), Some(sha1)) =
+                (oversize.next(), oversize.next(), oversize.next())
+            {
+                big.push((text_of(name)?, u64::try_from(length).ok()?, text_of(sha1)?));
+            }
+            Some(IngestEntry {
+                id: text_of(id)?,
+                n_fields: usize::try_from(n_fields).ok()?,
+                fields: pairs,
+                oversize: big,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((text_of(next)?, entries))
+}
+
+/// Validates an ingest entry, or says why it can never be valid.
+fn parse_entry(limits: &Limits, entry: &IngestEntry) -> Result<Publish, String> {
+    if entry.n_fields > MAX_FIELDS {
+        return Err(format!(
+            "the entry has {} fields, at most {MAX_FIELDS} ({FIELDS}) are allowed",
+            entry.n_fields
+        ));
+    }
+    if let Some((field, length, _)) = entry.oversize.first() {
+        let (limit, setting) = if field == "data" {
+            (limits.max_event_bytes, "MAX_EVENT_BYTES")
+        } else {
+            (MAX_SMALL_FIELD_BYTES, "the limit of fields other than data")
         };
+        return Err(format!("field {field} is {length} bytes long, over {limit} ({setting})"));
+    }
+    let (mut topic, mut data, mut event, mut key) = (None, None, None, None);
+    for (field, value) in &entry.fields {
+        let text =
+            String::from_utf8(value.clone()).map_err(|_| format!("field {field} is not UTF-8 text"))?;
         let slot = match field.as_str() {
             "topic" => &mut topic,
             "data" => &mut data,
@@ -408,7 +548,9 @@ fn parse_entry(limits: &Limits, entry: &StreamId) -> Result<Publish, String> {
             "idempotencyKey" => &mut key,
             unknown => return Err(format!("unknown field {unknown:?}, expected {FIELDS}")),
         };
-        *slot = Some(text);
+        if slot.replace(text).is_some() {
+            return Err(format!("field {field} is given twice"));
+        }
     }
     let topic = topic.ok_or("missing field topic")?;
     let data = data.ok_or("missing field data")?;
@@ -424,11 +566,12 @@ mod tests {
     const LIMITS: Limits =
         Limits { max_event_bytes: 8, max_request_bytes: 100, max_batch_events: 10, max_topic_bytes: 16 };
 
-    fn entry(fields: &[(&str, &[u8])]) -> StreamId {
-        StreamId {
+    fn entry(fields: &[(&str, &[u8])]) -> IngestEntry {
+        IngestEntry {
             id: "7-1".to_owned(),
-            map: fields.iter().map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.to_vec()))).collect(),
-            ..Default::default()
+            n_fields: fields.len(),
+            fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.to_vec())).collect(),
+            oversize: Vec::new(),
         }
     }
 
@@ -456,5 +599,34 @@ mod tests {
         assert!(reason(&[("topic", b"t"), ("data", b"\xff")]).contains("not UTF-8"));
         assert!(reason(&[("topic", b"t"), ("data", b"123456789")]).contains("MAX_EVENT_BYTES"));
         assert!(reason(&[("topic", b"a\nb"), ("data", b"x")]).contains("topic"));
+    }
+
+    #[test]
+    fn oversize_and_overfull_entries_are_refused_naming_the_limit() {
+        let mut big = entry(&[("topic", b"t")]);
+        big.n_fields = 2;
+        big.oversize.push(("data".to_owned(), 1 << 20, "ab".repeat(20)));
+        assert!(parse_entry(&LIMITS, &big).unwrap_err().contains("MAX_EVENT_BYTES"));
+        let mut many = entry(&[]);
+        many.n_fields = 1000;
+        assert!(parse_entry(&LIMITS, &many).unwrap_err().contains("1000 fields"));
+    }
+
+    #[test]
+    fn pages_decode_fields_and_digests() {
+        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            bulk("0-0"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("5-1"),
+                Value::Int(2),
+                Value::Array(vec![bulk("topic"), bulk("t")]),
+                Value::Array(vec![bulk("data"), Value::Int(99), bulk("ff00")]),
+            ])]),
+        ]);
+        let (next, entries) = decode_page(reply).unwrap();
+        assert_eq!(next, "0-0");
+        assert_eq!(entries[0].fields, vec![("topic".to_owned(), b"t".to_vec())]);
+        assert_eq!(entries[0].oversize, vec![("data".to_owned(), 99, "ff00".to_owned())]);
     }
 }

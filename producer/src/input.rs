@@ -6,6 +6,7 @@
 //! rejected whole.
 
 use serde::Deserialize;
+use serde::de::DeserializeSeed as _;
 use streamgate::event::Event;
 use streamgate::topic::{EventName, Topic};
 
@@ -93,26 +94,28 @@ struct RawEvent {
 ///
 /// String `data` is delivered as that text; any other JSON value as its compact
 /// serialization.
+///
+/// An array is read one element at a time, and reading stops at element
+/// `MAX_BATCH_EVENTS + 1`: a batch over the limit is refused without parsing the rest.
+/// (The body's size is bounded before, by `MAX_REQUEST_BYTES`.)
 pub fn parse_body(limits: &Limits, body: &[u8]) -> Result<Vec<Publish>, BodyRejection> {
     let whole = |rejection| BodyRejection { rejection, index: None };
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|error| whole(Rejection::Malformed(format!("the body is not valid JSON: {error}"))))?;
-    let items = match value {
-        serde_json::Value::Array(items) => items,
-        object @ serde_json::Value::Object(_) => vec![object],
-        _ => {
-            return Err(whole(Rejection::Malformed(
-                "the body must be a JSON object or an array of objects".to_owned(),
-            )));
-        }
-    };
-    if items.len() > limits.max_batch_events {
-        return Err(whole(Rejection::TooLarge(format!(
-            "the batch has {} events, the maximum is {} (MAX_BATCH_EVENTS)",
-            items.len(),
-            limits.max_batch_events
-        ))));
-    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let items = BatchSeed { max_events: limits.max_batch_events }
+        .deserialize(&mut deserializer)
+        .and_then(|items| deserializer.end().map(|()| items))
+        .map_err(|error| match error.classify() {
+            serde_json::error::Category::Data if error.to_string().starts_with(BATCH_TOO_LARGE) => {
+                whole(Rejection::TooLarge(format!(
+                    "the batch has more than {} events (MAX_BATCH_EVENTS)",
+                    limits.max_batch_events
+                )))
+            }
+            serde_json::error::Category::Data if error.to_string().starts_with(NOT_A_BATCH) => {
+                whole(Rejection::Malformed(NOT_A_BATCH.to_owned()))
+            }
+            _ => whole(Rejection::Malformed(format!("the body is not valid JSON: {error}"))),
+        })?;
     items
         .into_iter()
         .enumerate()
@@ -120,6 +123,69 @@ pub fn parse_body(limits: &Limits, body: &[u8]) -> Result<Vec<Publish>, BodyReje
             parse_item(limits, item).map_err(|rejection| BodyRejection { rejection, index: Some(index) })
         })
         .collect()
+}
+
+/// The start of the error a [`BatchSeed`] fails with at the element past the limit.
+const BATCH_TOO_LARGE: &str = "batch over MAX_BATCH_EVENTS";
+/// The error for a body that is neither an object nor an array.
+const NOT_A_BATCH: &str = "the body must be a JSON object or an array of objects";
+
+/// Reads a body's events as JSON values, one at a time, failing at the one past
+/// `max_events` (before parsing it or anything after it).
+struct BatchSeed {
+    max_events: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BatchSeed {
+    type Value = Vec<serde_json::Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BatchSeed {
+    type Value = Vec<serde_json::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object or an array of objects")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let object = serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(vec![object])
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // Never trust a size hint for an allocation: it is at most the limit.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_events));
+        while let Some(item) = seq.next_element::<serde_json::Value>()? {
+            if items.len() == self.max_events {
+                return Err(serde::de::Error::custom(BATCH_TOO_LARGE));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_A_BATCH))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_A_BATCH))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_A_BATCH))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_A_BATCH))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_A_BATCH))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Err(E::custom(NOT_A_BATCH))
+    }
 }
 
 fn parse_item(limits: &Limits, item: serde_json::Value) -> Result<Publish, Rejection> {
@@ -205,6 +271,53 @@ mod tests {
             .unwrap_err();
         assert!(matches!(many.rejection, Rejection::TooLarge(_)));
         assert_eq!(many.index, None);
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_is_refused_before_the_rest_is_parsed() {
+        // The fifth element is not even JSON: reading stopped at the fourth.
+        let body = r#"[{"topic":"a","data":1},{"topic":"a","data":1},{"topic":"a","data":1},{"topic":"a","data":1}, nonsense"#;
+        let many = parse(body).unwrap_err();
+        assert!(matches!(many.rejection, Rejection::TooLarge(_)), "{many:?}");
+    }
+
+    #[test]
+    fn trailing_bytes_after_the_body_are_malformed() {
+        assert_eq!(malformed_at(r#"{"topic":"a","data":1} {}"#), None);
+        assert_eq!(malformed_at(r#"[] x"#), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_body_panics_and_every_accepted_batch_is_within_the_limits(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Ok(events) = parse_body(&LIMITS, &body) {
+                proptest::prop_assert!(events.len() <= LIMITS.max_batch_events);
+                for publish in events {
+                    proptest::prop_assert!(publish.event.data.len() <= LIMITS.max_event_bytes);
+                    proptest::prop_assert!(publish.event.topic.as_str().len() <= LIMITS.max_topic_bytes);
+                }
+            }
+        }
+
+        #[test]
+        fn batches_of_valid_events_are_accepted_exactly_up_to_the_limit(
+            events in proptest::collection::vec(("[a-z{}:]{1,8}", "\\PC{0,16}"), 0..6),
+        ) {
+            let body: Vec<serde_json::Value> =
+                events.iter().map(|(topic, data)| serde_json::json!({"topic": topic, "data": data})).collect();
+            let body = serde_json::to_vec(&body).unwrap();
+            let fits = events.iter().all(|(_, data)| data.len() <= LIMITS.max_event_bytes);
+            match parse_body(&LIMITS, &body) {
+                Ok(parsed) => {
+                    proptest::prop_assert!(fits && events.len() <= LIMITS.max_batch_events);
+                    proptest::prop_assert_eq!(parsed.len(), events.len());
+                }
+                Err(BodyRejection { rejection: Rejection::TooLarge(_), .. }) => {
+                    proptest::prop_assert!(!fits || events.len() > LIMITS.max_batch_events);
+                }
+                Err(other) => proptest::prop_assert!(false, "{other:?}"),
+            }
+        }
     }
 
     #[test]

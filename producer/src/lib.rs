@@ -1,6 +1,8 @@
 //! The producer service: takes events from upstream services, makes each part of its
 //! topic's history, and routes it to the gateways that have subscribers for the topic.
 //!
+//! - [`auth`]: who may publish (static tokens, JWTs with topic grants), and the scope of
+//!   their idempotency keys.
 //! - [`settings`]: every setting ([`settings::SETTINGS`]) and [`settings::ProducerConfig`].
 //! - [`input`]: what upstreams hand in (HTTP body, ingest entry, command line), parsed once
 //!   into [`publisher::Publish`] values under [`input::Limits`].
@@ -9,15 +11,18 @@
 //! - [`http`]: the axum router (`POST /publish`, `/healthz`, `/readyz`) and [`http::AppError`].
 //! - [`ingest`]: the consumer-group loop over the ingest stream, with dead letters.
 //! - [`startup`]: [`startup::Application`], which binds, serves and runs the ingest consumer.
+//! - [`serve`]: the accept loop, with a header-read timeout.
 //! - [`cli`]: the command line (`serve`, `publish`).
 //!
 //! Architecture invariant: only [`publisher`] writes histories and instance streams; the
 //! three ingest paths differ in how they read input, never in how they route it.
 
+pub mod auth;
 pub mod cli;
 pub mod http;
 pub mod ingest;
 pub mod input;
 pub mod publisher;
+pub mod serve;
 pub mod settings;
 pub mod startup;

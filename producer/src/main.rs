@@ -15,6 +15,12 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = or_exit(ProducerConfig::load(&cli.sources()));
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    // Before telemetry, so the refusal is the one line on stderr.
+    if serving && let Err(refusal) = config.check_exposure() {
+        eprintln!("error: {refusal}");
+        return ExitCode::from(EXIT_BAD_CONFIG as u8);
+    }
     let telemetry = match streamgate::telemetry::init("producer", config.common.log_format) {
         Ok(guard) => guard,
         Err(error) => {
@@ -44,7 +50,7 @@ async fn serve(config: ProducerConfig) -> ExitCode {
         Err(error) => {
             tracing::error!(%error, "Producer failed to start.");
             eprintln!("error: {error}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(error.exit_code());
         }
     };
     let shutdown = CancellationToken::new();

@@ -201,13 +201,24 @@ impl Publisher {
 
     /// Publishes a batch: one result per event, in order. On error nothing of the batch is
     /// in history, except after [`PublishError::OutcomeUnknown`], when all of it may be.
-    #[tracing::instrument(name = "publish", skip_all, fields(n_events = batch.len()))]
+    /// Idempotency keys are in the shared scope of publishers without an identity.
     pub async fn publish(&self, batch: &[Publish]) -> Result<Vec<Published>, PublishError> {
+        self.publish_as(None, batch).await
+    }
+
+    /// [`Publisher::publish`] for a publisher with an identity: its idempotency keys are
+    /// in `scope` (see [`Keys::idempotency`]), apart from every other publisher's.
+    #[tracing::instrument(name = "publish", skip_all, fields(n_events = batch.len()))]
+    pub async fn publish_as(
+        &self,
+        scope: Option<&str>,
+        batch: &[Publish],
+    ) -> Result<Vec<Published>, PublishError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.get().await.map_err(PublishError::no_connection)?;
-        let appended = self.append(&mut conn, batch).await?;
+        let appended = self.append(&mut conn, scope, batch).await?;
         if let Err(error) = self.route(&mut conn, batch, &appended).await {
             tracing::warn!(
                 %error,
@@ -230,6 +241,7 @@ impl Publisher {
     async fn append(
         &self,
         conn: &mut deadpool_redis::Connection,
+        scope: Option<&str>,
         batch: &[Publish],
     ) -> Result<Vec<Appended>, PublishError> {
         let mut invocation = self.append.prepare_invoke();
@@ -242,7 +254,7 @@ impl Publisher {
             let history = self.keys.history(&event.topic);
             invocation.key(&history).key(self.keys.meta(&event.topic)).key(self.keys.group(&event.topic));
             match idempotency_key {
-                Some(key) => invocation.key(self.keys.idempotency(&event.topic, key)),
+                Some(key) => invocation.key(self.keys.idempotency(&event.topic, scope, key)),
                 None => invocation.key(&history),
             };
             invocation

@@ -9,9 +9,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use streamgate::config::{ConfigError, Layered, Setting, Sources, parse_bool};
-use streamgate::settings::{Common, KEY_PREFIX, LOG_FORMAT, REDIS_POOL_SIZE, REDIS_URL};
+use streamgate::config::{ConfigError, Layered, Secret, Setting, Sources, parse_bool};
+use streamgate::settings::{Common, KEY_PREFIX, LOG_FORMAT, REDIS_PASSWORD_FILE, REDIS_POOL_SIZE, REDIS_URL};
 
+use crate::auth::{AuthConfig, MIN_JWT_SECRET_BYTES};
 use crate::ingest::IngestConfig;
 use crate::input::Limits;
 use crate::publisher::PublisherConfig;
@@ -28,8 +29,60 @@ pub const LISTEN_ADDR: Setting = Setting {
 pub const PUBLISH_TOKEN: Setting = Setting {
     name: "PUBLISH_TOKEN",
     default: "",
-    allowed: "any text; empty turns authentication off",
-    help: "When set, POST /publish requires `Authorization: Bearer <token>`.",
+    allowed: "a comma-separated list of tokens (no commas or spaces inside a token)",
+    help: "Bearer tokens POST /publish accepts (any of them: add the new one, move publishers, \
+           drop the old one to rotate without downtime). Use at least 32 random bytes each.",
+};
+
+/// `PUBLISH_TOKEN_FILE`.
+pub const PUBLISH_TOKEN_FILE: Setting = Setting {
+    name: "PUBLISH_TOKEN_FILE",
+    default: "",
+    allowed: "the path of a readable file with tokens separated by commas or line breaks",
+    help: "PUBLISH_TOKEN read from a file (a Docker or Kubernetes secret); not both.",
+};
+
+/// `PUBLISH_JWT_SECRET`.
+pub const PUBLISH_JWT_SECRET: Setting = Setting {
+    name: "PUBLISH_JWT_SECRET",
+    default: "",
+    allowed: "at least 32 bytes of text",
+    help: "When set, POST /publish also accepts HS256 JWTs signed with it, with claims exp, sub \
+           and publish (topics: exact names or prefixes ending in *).",
+};
+
+/// `PUBLISH_JWT_SECRET_FILE`.
+pub const PUBLISH_JWT_SECRET_FILE: Setting = Setting {
+    name: "PUBLISH_JWT_SECRET_FILE",
+    default: "",
+    allowed: "the path of a readable file holding at least 32 bytes",
+    help: "PUBLISH_JWT_SECRET read from a file (a Docker or Kubernetes secret); not both.",
+};
+
+/// `ALLOW_ANONYMOUS_PUBLISH`.
+pub const ALLOW_ANONYMOUS_PUBLISH: Setting = Setting {
+    name: "ALLOW_ANONYMOUS_PUBLISH",
+    default: "false",
+    allowed: "true or false",
+    help: "Serve POST /publish without authentication on a non-loopback LISTEN_ADDR. Without it \
+           such a producer refuses to start.",
+};
+
+/// `HEADER_READ_TIMEOUT`.
+pub const HEADER_READ_TIMEOUT: Setting = Setting {
+    name: "HEADER_READ_TIMEOUT",
+    default: "10s",
+    allowed: "a duration from 100ms to 5m",
+    help: "How long a client may take to send a request's headers (and an idle keep-alive \
+           connection may wait for the next request) before the connection is closed.",
+};
+
+/// `REQUEST_BODY_TIMEOUT`.
+pub const REQUEST_BODY_TIMEOUT: Setting = Setting {
+    name: "REQUEST_BODY_TIMEOUT",
+    default: "10s",
+    allowed: "a duration from 100ms to 10m",
+    help: "How long a client may take to send a POST /publish body (408 after it).",
 };
 
 /// `HISTORY_MAX_LEN`.
@@ -178,8 +231,15 @@ pub const SETTINGS: &[Setting] = &[
     KEY_PREFIX,
     REDIS_POOL_SIZE,
     LOG_FORMAT,
+    REDIS_PASSWORD_FILE,
     LISTEN_ADDR,
     PUBLISH_TOKEN,
+    PUBLISH_TOKEN_FILE,
+    PUBLISH_JWT_SECRET,
+    PUBLISH_JWT_SECRET_FILE,
+    ALLOW_ANONYMOUS_PUBLISH,
+    HEADER_READ_TIMEOUT,
+    REQUEST_BODY_TIMEOUT,
     HISTORY_MAX_LEN,
     HISTORY_MAX_AGE,
     DEDUP_WINDOW,
@@ -206,8 +266,12 @@ pub struct ProducerConfig {
     pub common: Common,
     /// Where the HTTP API listens.
     pub listen_addr: SocketAddr,
-    /// The bearer token `POST /publish` requires, if any.
-    pub publish_token: Option<String>,
+    /// How publishers authenticate.
+    pub auth: AuthConfig,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    pub request_body_timeout: Duration,
     /// Retention, deduplication and routing of the routing core.
     pub publisher: PublisherConfig,
     /// Limits on what a publisher may hand in.
@@ -270,8 +334,11 @@ impl ProducerConfig {
         Ok(ProducerConfig {
             common: Common::from_layered(layered)?,
             listen_addr: layered.get(&LISTEN_ADDR)?,
-            // Not trimmed like other settings would be: a token is compared byte for byte.
-            publish_token: Some(layered.raw(&PUBLISH_TOKEN).to_owned()).filter(|token| !token.is_empty()),
+            auth: auth_config(layered)?,
+            header_read_timeout: layered
+                .get_duration(&HEADER_READ_TIMEOUT, Duration::from_millis(100)..=Duration::from_secs(300))?,
+            request_body_timeout: layered
+                .get_duration(&REQUEST_BODY_TIMEOUT, Duration::from_millis(100)..=Duration::from_secs(600))?,
             publisher,
             limits,
             ingest,
@@ -279,6 +346,66 @@ impl ProducerConfig {
                 .get_duration(&REDIS_RESPONSE_TIMEOUT, Duration::from_millis(50)..=Duration::from_secs(60))?,
             max_concurrent_publishes: layered.get_in_range(&MAX_CONCURRENT_PUBLISHES, 1..=100_000)?,
         })
+    }
+}
+
+/// The publishers' credentials. Error messages name the settings, never a secret.
+fn auth_config(layered: &Layered) -> Result<AuthConfig, ConfigError> {
+    let tokens: Vec<Secret> = layered
+        .get_secret(&PUBLISH_TOKEN, &PUBLISH_TOKEN_FILE)?
+        .map(|list| {
+            list.expose()
+                .split([',', '\n'])
+                .map(str::trim)
+                .filter(|token| !token.is_empty())
+                .map(Secret::new)
+                .collect()
+        })
+        .unwrap_or_default();
+    if tokens.iter().any(|token| token.expose().contains(char::is_whitespace)) {
+        return Err(ConfigError::Invalid {
+            setting: PUBLISH_TOKEN.name.to_owned(),
+            value: "<hidden>".to_owned(),
+            allowed: PUBLISH_TOKEN.allowed.to_owned(),
+        });
+    }
+    let jwt_secret = layered.get_secret(&PUBLISH_JWT_SECRET, &PUBLISH_JWT_SECRET_FILE)?;
+    if let Some(secret) = &jwt_secret
+        && secret.expose().len() < MIN_JWT_SECRET_BYTES
+    {
+        return Err(ConfigError::Invalid {
+            setting: PUBLISH_JWT_SECRET.name.to_owned(),
+            value: format!("<hidden, {} bytes>", secret.expose().len()),
+            allowed: PUBLISH_JWT_SECRET.allowed.to_owned(),
+        });
+    }
+    Ok(AuthConfig {
+        tokens,
+        jwt_secret,
+        allow_anonymous: layered.get_with(&ALLOW_ANONYMOUS_PUBLISH, parse_bool)?,
+    })
+}
+
+/// Why `producer serve` refuses to start with an otherwise valid configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing to serve POST /publish on {addr} without authentication: set PUBLISH_TOKEN, \
+     PUBLISH_TOKEN_FILE, PUBLISH_JWT_SECRET or PUBLISH_JWT_SECRET_FILE, or ALLOW_ANONYMOUS_PUBLISH=true \
+     to publish without on purpose"
+)]
+pub struct UnprotectedListener {
+    /// The non-loopback listen address.
+    pub addr: SocketAddr,
+}
+
+impl ProducerConfig {
+    /// `serve` on a non-loopback address needs authentication, unless anonymous publishing
+    /// is allowed on purpose: an open publish endpoint lets anyone write to any topic.
+    pub fn check_exposure(&self) -> Result<(), UnprotectedListener> {
+        if self.listen_addr.ip().is_loopback() || self.auth.is_required() || self.auth.allow_anonymous {
+            return Ok(());
+        }
+        Err(UnprotectedListener { addr: self.listen_addr })
     }
 }
 
@@ -355,7 +482,10 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let config = load(&[]).unwrap();
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8090");
-        assert_eq!(config.publish_token, None);
+        assert!(config.auth.tokens.is_empty() && config.auth.jwt_secret.is_none());
+        assert!(!config.auth.allow_anonymous);
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.request_body_timeout, Duration::from_secs(10));
         assert_eq!(config.publisher.history_max_len, Some(10_000));
         assert_eq!(config.publisher.history_max_age, Some(Duration::from_secs(24 * 3600)));
         assert_eq!(config.publisher.dedup_window, Duration::from_secs(600));
@@ -400,6 +530,35 @@ mod tests {
             let error = load(&[(name, value)]).unwrap_err().to_string();
             assert!(error.starts_with(&format!("invalid {name}=")), "{error}");
         }
+    }
+
+    #[test]
+    fn tokens_are_a_list_and_secrets_never_show_in_errors_or_debug() {
+        let config = load(&[("PUBLISH_TOKEN", " first-token , second-token,")]).unwrap();
+        let tokens: Vec<&str> = config.auth.tokens.iter().map(Secret::expose).collect();
+        assert_eq!(tokens, ["first-token", "second-token"]);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("first-token"), "{debug}");
+        let short = load(&[("PUBLISH_JWT_SECRET", "too-short-secret")]).unwrap_err().to_string();
+        assert!(short.starts_with("invalid PUBLISH_JWT_SECRET=") && !short.contains("too-short"), "{short}");
+        let both = load(&[("PUBLISH_TOKEN", "t-1"), ("PUBLISH_TOKEN_FILE", "/x")]).unwrap_err().to_string();
+        assert!(!both.contains("t-1"), "{both}");
+    }
+
+    #[test]
+    fn a_non_loopback_listener_needs_authentication_or_an_explicit_opt_out() {
+        let exposed = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("LISTEN_ADDR", "0.0.0.0:8090")];
+            pairs.extend_from_slice(extra);
+            load(&pairs).unwrap().check_exposure()
+        };
+        let error = exposed(&[]).unwrap_err().to_string();
+        assert!(error.contains("0.0.0.0:8090") && error.contains("ALLOW_ANONYMOUS_PUBLISH"), "{error}");
+        assert!(exposed(&[("PUBLISH_TOKEN", "t")]).is_ok());
+        assert!(exposed(&[("PUBLISH_JWT_SECRET", &"s".repeat(32))]).is_ok());
+        assert!(exposed(&[("ALLOW_ANONYMOUS_PUBLISH", "true")]).is_ok());
+        assert!(load(&[("LISTEN_ADDR", "127.0.0.1:0")]).unwrap().check_exposure().is_ok());
+        assert!(load(&[("LISTEN_ADDR", "[::1]:0")]).unwrap().check_exposure().is_ok());
     }
 
     #[test]

@@ -12,10 +12,11 @@ use streamgate::redis::RedisError;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::http::{AppState, PublishTasks, router};
 use crate::ingest::IngestConsumer;
 use crate::publisher::Publisher;
-use crate::settings::ProducerConfig;
+use crate::settings::{ProducerConfig, UnprotectedListener};
 
 /// How long shutdown waits for publishes whose clients left: a publish is a few round
 /// trips, each bounded by `REDIS_RESPONSE_TIMEOUT` (5 s by default).
@@ -24,6 +25,9 @@ const PUBLISH_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// A non-loopback listener without authentication, not allowed on purpose.
+    #[error(transparent)]
+    Unprotected(#[from] UnprotectedListener),
     /// Redis is unreachable or refused the start-up check.
     #[error("cannot reach redis: {0}")]
     Redis(#[from] RedisError),
@@ -56,12 +60,25 @@ pub struct Application {
     local_addr: SocketAddr,
     state: AppState,
     ingest: Option<IngestConsumer>,
+    header_read_timeout: Duration,
+}
+
+impl StartupError {
+    /// The process exit code: 2 for a configuration that is refused, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::Unprotected(_) => streamgate::config::EXIT_BAD_CONFIG as u8,
+            _ => 1,
+        }
+    }
 }
 
 impl Application {
-    /// Connects to Redis (failing with one clear error if it does not answer) and binds
-    /// `LISTEN_ADDR` (port 0 picks a free port).
+    /// Refuses a non-loopback `LISTEN_ADDR` without authentication (unless allowed on
+    /// purpose), connects to Redis (failing with one clear error if it does not answer)
+    /// and binds `LISTEN_ADDR` (port 0 picks a free port).
     pub async fn build(config: ProducerConfig) -> Result<Application, StartupError> {
+        config.check_exposure()?;
         let publisher = build_publisher(&config).await?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -69,21 +86,24 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
-        let ingest = config.ingest.enabled.then(|| {
-            IngestConsumer::new(
-                Arc::clone(&publisher),
-                config.limits,
-                config.ingest.clone(),
-                config.common.redis_url.clone(),
-            )
-        });
+        let ingest = config
+            .ingest
+            .enabled
+            .then(|| IngestConsumer::new(Arc::clone(&publisher), config.limits, config.ingest.clone()));
         let state = AppState {
             publisher,
             limits: config.limits,
-            publish_token: config.publish_token.as_deref().map(Arc::from),
+            auth: Arc::new(Authenticator::new(&config.auth)),
+            request_body_timeout: config.request_body_timeout,
             tasks: PublishTasks::new(config.max_concurrent_publishes),
         };
-        Ok(Application { listener, local_addr, state, ingest })
+        Ok(Application {
+            listener,
+            local_addr,
+            state,
+            ingest,
+            header_read_timeout: config.header_read_timeout,
+        })
     }
 
     /// The bound port.
@@ -101,20 +121,22 @@ impl Application {
     /// this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let ingest = self.ingest.map(|consumer| tokio::spawn(consumer.run(shutdown.clone())));
-        tracing::info!(addr = %self.local_addr, "Producer listening.");
+        tracing::info!(
+            addr = %self.local_addr,
+            authentication = self.state.auth.is_required(),
+            "Producer listening."
+        );
         let tasks = self.state.tasks.clone();
-        let served = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        crate::serve::serve(self.listener, router(self.state), self.header_read_timeout, shutdown.clone())
             .await;
         // Publishes whose clients left before the answer are not waited for by the server.
         tasks.wait(PUBLISH_DRAIN_TIMEOUT).await;
-        // The server can also stop on its own (an accept error): stop the consumer too.
         shutdown.cancel();
         if let Some(ingest) = ingest
             && let Err(error) = ingest.await
         {
             tracing::error!(%error, "The ingest consumer panicked.");
         }
-        served
+        Ok(())
     }
 }

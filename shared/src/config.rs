@@ -6,6 +6,10 @@
 //! `--config PATH` or `STREAMGATE_CONFIG`. Every value is parsed once, here, into a typed
 //! field; an invalid one becomes a [`ConfigError`] naming the setting, the value and what is
 //! allowed, which the binaries print as one line before exiting with code 2.
+//!
+//! Secrets (tokens, passwords) are [`Secret`]s, whose `Debug` shows no value, and can be
+//! read from a file instead (`NAME_FILE`, for Docker and Kubernetes secrets) with
+//! [`Layered::get_secret`]. Errors about them never quote the value.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +39,30 @@ impl Setting {
     /// The key in a TOML file.
     pub fn file_key(&self) -> String {
         self.name.to_ascii_lowercase()
+    }
+}
+
+/// A secret setting's value (a token, a password): its `Debug` output hides it, so
+/// deriving `Debug` on a configuration that holds one prints no secret. Read it with
+/// [`Secret::expose`], only where it is used.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 
@@ -197,6 +225,34 @@ impl Layered {
         self.get_with(setting, |raw| raw.parse().ok())
     }
 
+    /// A secret given either inline (`value`, e.g. `PUBLISH_TOKEN`) or as the path of a
+    /// file holding it (`file`, e.g. `PUBLISH_TOKEN_FILE`; one trailing line break is
+    /// dropped, as editors and `echo` add one). `None` when neither is set; both at once
+    /// is an error. Error messages name the file, never the secret.
+    pub fn get_secret(&self, value: &Setting, file: &Setting) -> Result<Option<Secret>, ConfigError> {
+        let inline = self.raw(value);
+        if inline.is_empty() {
+            return self.get_secret_file(file);
+        }
+        if !self.raw(file).trim().is_empty() {
+            return Err(ConfigError::Conflict {
+                first: format!("{}=<hidden>", value.name),
+                second: format!("{}={:?}", file.name, self.raw(file).trim()),
+                reason: "set the secret inline or in a file, not both".to_owned(),
+            });
+        }
+        Ok(Some(Secret::new(inline)))
+    }
+
+    /// A secret read from the file a setting names (`None` when it is empty).
+    pub fn get_secret_file(&self, file: &Setting) -> Result<Option<Secret>, ConfigError> {
+        let path = self.raw(file).trim();
+        if path.is_empty() {
+            return Ok(None);
+        }
+        read_secret_file(file, path).map(Some)
+    }
+
     /// An optional text setting: `None` when empty.
     pub fn get_optional(&self, setting: &Setting) -> Option<String> {
         let raw = self.raw(setting).trim();
@@ -232,6 +288,21 @@ impl Layered {
     ) -> Result<usize, ConfigError> {
         self.get_with(setting, |raw| parse_bytes(raw).filter(|b| range.contains(b)))
     }
+}
+
+/// Reads a secret from the file at `path`, for the setting `file`.
+fn read_secret_file(file: &Setting, path: &str) -> Result<Secret, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid {
+        setting: file.name.to_owned(),
+        value: path.to_owned(),
+        allowed: format!("{} ({why})", file.allowed),
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| invalid(error.to_string()))?;
+    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if text.is_empty() {
+        return Err(invalid("the file is empty".to_owned()));
+    }
+    Ok(Secret::new(text))
 }
 
 /// Parses a human duration (`15s`, `500ms`, `2m`, `1h 30m`).
@@ -316,6 +387,30 @@ mod tests {
         let file = write_file("setting_x = 1\n");
         let sources = Sources { file: Some(file.path().into()), ..Sources::default() };
         assert!(matches!(Layered::load(ALL, &sources), Err(ConfigError::UnknownKey { .. })));
+    }
+
+    const S: Setting = Setting { name: "SECRET", default: "", allowed: "text", help: "" };
+    const S_FILE: Setting =
+        Setting { name: "SECRET_FILE", default: "", allowed: "the path of a readable file", help: "" };
+
+    fn secret(pairs: &[(&str, &str)]) -> Result<Option<Secret>, ConfigError> {
+        Layered::load(&[S, S_FILE], &Sources::from_pairs(pairs)).unwrap().get_secret(&S, &S_FILE)
+    }
+
+    #[test]
+    fn secrets_come_inline_or_from_a_file_never_both_and_never_show() {
+        assert_eq!(secret(&[]).unwrap(), None);
+        assert_eq!(secret(&[("SECRET", "hunter2")]).unwrap(), Some(Secret::new("hunter2")));
+        let file = write_file("from-file\n");
+        let path = file.path().to_str().unwrap();
+        assert_eq!(secret(&[("SECRET_FILE", path)]).unwrap().unwrap().expose(), "from-file");
+        let both = secret(&[("SECRET", "hunter2"), ("SECRET_FILE", path)]).unwrap_err().to_string();
+        assert!(both.contains("SECRET_FILE") && !both.contains("hunter2"), "{both}");
+        let missing = secret(&[("SECRET_FILE", "/no/such/file")]).unwrap_err().to_string();
+        assert!(missing.starts_with("invalid SECRET_FILE=\"/no/such/file\""), "{missing}");
+        let empty = write_file("\n");
+        assert!(secret(&[("SECRET_FILE", empty.path().to_str().unwrap())]).is_err());
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
     }
 
     #[test]

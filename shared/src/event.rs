@@ -16,6 +16,9 @@ use crate::topic::{EventName, Topic};
 
 /// The event type of the notice sent when a client's cursor can no longer be honoured.
 pub const RESET_EVENT: &str = "streamgate.reset";
+/// The event type that carries a stream's first cursor to pages that ask for it
+/// (`cursorEvent=1`); its data is empty.
+pub const CURSOR_EVENT: &str = "streamgate.cursor";
 
 /// One event as a publisher hands it in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +118,16 @@ impl Frame {
     /// The whole event, `id:` line included (what a one-topic connection sends).
     pub fn full(&self) -> Bytes {
         self.bytes.clone()
+    }
+
+    /// Its length in bytes, `id:` line included.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether it has no bytes (never true of an encoded event).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
 
     /// The event without its `id:` line (shared by connections that write their own id).

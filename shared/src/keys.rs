@@ -1,15 +1,23 @@
 //! Every Redis key name Streamgate uses. No other module writes a key name literally.
 //!
 //! All keys start with a configurable prefix (`KEY_PREFIX`, default `streamgate`). Keys
-//! that one atomic script touches share a Redis Cluster hash tag: per topic `{<topic>}`,
-//! per instance `{<instance>}`, so a move to Redis Cluster needs no redesign.
+//! that one atomic script touches share a Redis Cluster hash tag: per topic `{D}`, where
+//! `D` is [`topic_digest`] (16 hex digits of the topic name's SHA-1), per instance
+//! `{<instance>}`, so a move to Redis Cluster needs no redesign.
+//!
+//! Why a digest and not the topic itself: a topic may contain `{` and `}`, and Redis takes
+//! the first `{...}` of a key as its hash tag, so `{a{b}c}` would be tagged `a{b`, and
+//! keys of one topic could land on different slots. The digest is hex, so it never holds
+//! a brace; the readable topic follows it (`P:h:{D}:T`), after the tag, where braces are
+//! harmless, and [`Keys::topic_key_of`] reads it back (checking that it matches `D`).
+//! Instance ids cannot contain braces ([`InstanceId`]), so they are their own tag.
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:h:{T}` | stream | topic T's history (fields `d` data, `p` previous id, `n` event name) |
-//! | `P:m:{T}` | hash | topic T's meta: `epoch`, `last` (id of the newest event) |
-//! | `P:g:{T}` | hash | topic T's group: instance id → number of local subscribers |
-//! | `P:k:{T}:<sha1>` | string | idempotency record (value: the cursor of the original event) |
+//! | `P:h:{D}:T` | stream | topic T's history (fields `d` data, `p` previous id, `n` event name) |
+//! | `P:m:{D}:T` | hash | topic T's meta: `epoch`, `last` (id of the newest event) |
+//! | `P:g:{D}:T` | hash | topic T's group: instance id → number of local subscribers |
+//! | `P:k:{D}:<sha1>` | string | idempotency record (value: the cursor of the original event); the SHA-1 covers topic, publisher scope and key |
 //! | `P:i:{I}:s` | stream | instance I's routed events |
 //! | `P:i:{I}:alive` | string | instance I's liveness, with a TTL |
 //! | `P:i:{I}:topics` | set | the topics instance I has registered in |
@@ -25,14 +33,25 @@ use crate::topic::{InstanceId, Topic};
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "streamgate";
 
+/// Hex digits of a topic's digest: 8 bytes of SHA-1. Two topics sharing a digest would
+/// only share a hash slot (the full name is in every key), so 64 bits are plenty.
+pub const TOPIC_DIGEST_LEN: usize = 16;
+
+/// The hash tag of a topic's keys: the first 8 bytes of SHA-1 of its name, as 16 lower-case
+/// hex digits.
+pub fn topic_digest(topic: &str) -> String {
+    let digest = sha1_smol::Sha1::from(topic.as_bytes()).digest().bytes();
+    digest[..TOPIC_DIGEST_LEN / 2].iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// The kinds of per-topic key, as [`Keys::topic_key_of`] tells them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopicKeyKind {
-    /// `P:h:{T}`, the history stream.
+    /// `P:h:{D}:T`, the history stream.
     History,
-    /// `P:m:{T}`, the meta hash.
+    /// `P:m:{D}:T`, the meta hash.
     Meta,
-    /// `P:g:{T}`, the group hash.
+    /// `P:g:{D}:T`, the group hash.
     Group,
 }
 
@@ -99,7 +118,7 @@ impl Keys {
     }
 
     fn topic_key(&self, kind: &str, topic: &Topic) -> String {
-        format!("{}:{kind}:{{{}}}", self.prefix, topic.as_str())
+        format!("{}:{kind}:{{{}}}:{}", self.prefix, topic_digest(topic.as_str()), topic.as_str())
     }
 
     fn instance_key(&self, instance: &InstanceId, kind: &str) -> String {
@@ -121,11 +140,30 @@ impl Keys {
         self.topic_key("g", topic)
     }
 
-    /// Idempotency record for `key` on `topic`. The upstream key is hashed so that no
-    /// choice of topic and key can collide with another pair.
-    pub fn idempotency(&self, topic: &Topic, key: &str) -> String {
-        let digest = sha1_smol::Sha1::from(key.as_bytes()).digest().to_string();
-        format!("{}:{digest}", self.topic_key("k", topic))
+    /// Idempotency record for `key` on `topic`, published by `scope` (`None`: no known
+    /// publisher identity — anonymous HTTP, the command line, the ingest stream — which
+    /// all share one scope per topic). A publisher with an identity (a JWT subject, a
+    /// token's fingerprint) has keys of its own, so it can neither pre-claim nor read
+    /// back another publisher's key.
+    ///
+    /// Topic, scope and key are hashed together, each preceded by its length, so no
+    /// choice of the three can collide with another triple.
+    pub fn idempotency(&self, topic: &Topic, scope: Option<&str>, key: &str) -> String {
+        let mut hasher = sha1_smol::Sha1::new();
+        let mut field = |bytes: &[u8]| {
+            hasher.update(&(bytes.len() as u64).to_be_bytes());
+            hasher.update(bytes);
+        };
+        field(topic.as_str().as_bytes());
+        match scope {
+            None => field(b"-"),
+            Some(scope) => {
+                field(b"+");
+                field(scope.as_bytes());
+            }
+        }
+        field(key.as_bytes());
+        format!("{}:k:{{{}}}:{}", self.prefix, topic_digest(topic.as_str()), hasher.digest())
     }
 
     /// Instance stream of routed events.
@@ -158,12 +196,12 @@ impl Keys {
         format!("{}:topics", self.prefix)
     }
 
-    /// The pattern matching every topic history (for the janitor's SCAN).
+    /// The pattern matching every topic history (for a SCAN).
     pub fn history_pattern(&self) -> String {
         format!("{}:h:{{*", self.prefix)
     }
 
-    /// The pattern matching every instance key (for the janitor's SCAN).
+    /// The pattern matching every instance key (for a SCAN).
     pub fn instance_pattern(&self) -> String {
         format!("{}:i:{{*", self.prefix)
     }
@@ -180,8 +218,9 @@ impl Keys {
         format!("{}:[ghim]:{{*", self.prefix)
     }
 
-    /// The kind and topic of a history, meta or group key, if `key` is one. The topic is
-    /// not validated.
+    /// The kind and topic of a history, meta or group key, if `key` is one: the prefix, a
+    /// kind, the hash tag and the topic whose digest the tag is. The topic is not
+    /// validated otherwise.
     pub fn topic_key_of<'k>(&self, key: &'k str) -> Option<(TopicKeyKind, &'k str)> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
         let (kind, rest) = if let Some(rest) = rest.strip_prefix("h:{") {
@@ -191,7 +230,9 @@ impl Keys {
         } else {
             (TopicKeyKind::Group, rest.strip_prefix("g:{")?)
         };
-        rest.strip_suffix('}').map(|topic| (kind, topic))
+        let digest = rest.get(..TOPIC_DIGEST_LEN)?;
+        let topic = rest.get(TOPIC_DIGEST_LEN..)?.strip_prefix("}:")?;
+        (topic_digest(topic) == digest).then_some((kind, topic))
     }
 
     /// The instance and kind of an instance key, if `key` is one of the four kinds. The
@@ -210,12 +251,7 @@ impl Keys {
 
     /// The topic named by a history, meta or group key, if `key` is one.
     pub fn topic_of(&self, key: &str) -> Option<String> {
-        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
-        let rest = rest
-            .strip_prefix("h:{")
-            .or_else(|| rest.strip_prefix("m:{"))
-            .or_else(|| rest.strip_prefix("g:{"))?;
-        rest.strip_suffix('}').map(str::to_owned)
+        self.topic_key_of(key).map(|(_, topic)| topic.to_owned())
     }
 
     /// The instance named by an instance key, and the key's kind (`s`, `alive`, ...).
@@ -245,15 +281,38 @@ mod tests {
         Keys::new("sg").unwrap()
     }
 
+    fn topic(name: &str) -> Topic {
+        Topic::parse(name, 256).unwrap()
+    }
+
     #[test]
-    fn keys_of_one_topic_share_a_hash_tag() {
+    fn keys_of_one_topic_share_one_hash_tag_whatever_braces_the_name_has() {
         let k = keys();
-        for name in ["order:1", "a}b", "{x}", "é"] {
-            let topic = Topic::parse(name, 256).unwrap();
-            let tag = hash_tag(&k.history(&topic)).to_owned();
-            assert_eq!(hash_tag(&k.meta(&topic)), tag);
-            assert_eq!(hash_tag(&k.group(&topic)), tag);
-            assert_eq!(hash_tag(&k.idempotency(&topic, "up-1")), tag);
+        for name in ["order:1", "a}b", "{x}", "a{b}c", "}{", "{", "}", "{}", "é"] {
+            let topic = topic(name);
+            let digest = topic_digest(name);
+            let all = [
+                k.history(&topic),
+                k.meta(&topic),
+                k.group(&topic),
+                k.idempotency(&topic, None, "up-1"),
+                k.idempotency(&topic, Some("jwt:alice"), "up-1"),
+            ];
+            for key in &all {
+                assert_eq!(hash_tag(key), digest, "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn topic_keys_round_trip_through_the_parser() {
+        let k = keys();
+        for name in ["order:1", "a{b}c", "{x}", "}{", "a}b:c", "x}:y", "é"] {
+            let topic = topic(name);
+            assert_eq!(k.topic_key_of(&k.history(&topic)), Some((TopicKeyKind::History, name)));
+            assert_eq!(k.topic_key_of(&k.meta(&topic)), Some((TopicKeyKind::Meta, name)));
+            assert_eq!(k.topic_key_of(&k.group(&topic)), Some((TopicKeyKind::Group, name)));
+            assert_eq!(k.topic_of(&k.history(&topic)).as_deref(), Some(name));
         }
     }
 
@@ -270,26 +329,26 @@ mod tests {
     #[test]
     fn key_names_are_stable() {
         let k = keys();
-        let topic = Topic::parse("order:1", 256).unwrap();
-        assert_eq!(k.history(&topic), "sg:h:{order:1}");
-        assert_eq!(k.meta(&topic), "sg:m:{order:1}");
-        assert_eq!(k.group(&topic), "sg:g:{order:1}");
+        let topic = topic("order:1");
+        assert_eq!(topic_digest("order:1"), "45aac1da801d7fb8");
+        assert_eq!(k.history(&topic), "sg:h:{45aac1da801d7fb8}:order:1");
+        assert_eq!(k.meta(&topic), "sg:m:{45aac1da801d7fb8}:order:1");
+        assert_eq!(k.group(&topic), "sg:g:{45aac1da801d7fb8}:order:1");
+        assert!(k.idempotency(&topic, None, "k").starts_with("sg:k:{45aac1da801d7fb8}:"));
         let id = InstanceId::parse("gw-1").unwrap();
         assert_eq!(k.instance_stream(&id), "sg:i:{gw-1}:s");
-        assert_eq!(k.topic_of("sg:h:{order:1}").as_deref(), Some("order:1"));
         assert_eq!(k.instance_of("sg:i:{gw-1}:alive"), Some(("gw-1", "alive")));
     }
 
     #[test]
-    fn parsers_tell_key_kinds_apart_and_invert_the_builders() {
+    fn parsers_tell_key_kinds_apart_and_refuse_what_no_builder_writes() {
         let k = keys();
-        let topic = Topic::parse("a}b:c", 256).unwrap();
-        assert_eq!(k.topic_key_of(&k.history(&topic)), Some((TopicKeyKind::History, "a}b:c")));
-        assert_eq!(k.topic_key_of(&k.meta(&topic)), Some((TopicKeyKind::Meta, "a}b:c")));
-        assert_eq!(k.topic_key_of(&k.group(&topic)), Some((TopicKeyKind::Group, "a}b:c")));
-        assert_eq!(k.topic_key_of(&k.idempotency(&topic, "x")), None);
+        let topic = topic("a}b:c");
+        assert_eq!(k.topic_key_of(&k.idempotency(&topic, None, "x")), None);
         assert_eq!(k.topic_key_of("sg:h:{unterminated"), None);
-        assert_eq!(k.topic_key_of("other:h:{t}"), None);
+        assert_eq!(k.topic_key_of("sg:h:{order:1}"), None, "the shape before digests");
+        assert_eq!(k.topic_key_of("sg:h:{0000000000000000}:order:1"), None, "a digest of another topic");
+        assert_eq!(k.topic_key_of("other:h:{45aac1da801d7fb8}:order:1"), None);
         let id = InstanceId::parse("gw-1").unwrap();
         assert_eq!(k.instance_key_of(&k.instance_stream(&id)), Some(("gw-1", InstanceKeyKind::Stream)));
         assert_eq!(k.instance_key_of(&k.instance_alive(&id)), Some(("gw-1", InstanceKeyKind::Alive)));
@@ -298,14 +357,33 @@ mod tests {
         assert_eq!(k.instance_key_of("sg:i:{gw-1}:other"), None);
         assert_eq!(k.sweep_pattern(), "sg:[ghim]:{*");
         assert_eq!(k.janitor_scan_cursor(), "sg:janitor:scan");
+        for key in [k.history(&topic), k.meta(&topic), k.group(&topic), k.instance_stream(&id)] {
+            assert!(glob_match(&k.sweep_pattern(), &key), "{key}");
+        }
+        assert!(!glob_match(&k.sweep_pattern(), &k.idempotency(&topic, None, "x")));
+    }
+
+    /// Enough of Redis' glob for the sweep pattern: literal text, one `[...]` class, `*`.
+    fn glob_match(pattern: &str, key: &str) -> bool {
+        let (head, rest) = pattern.split_once('[').unwrap();
+        let (class, tail) = rest.split_once(']').unwrap();
+        let tail = tail.strip_suffix('*').unwrap();
+        key.strip_prefix(head)
+            .and_then(|key| key.chars().next().filter(|c| class.contains(*c)).map(|c| &key[c.len_utf8()..]))
+            .is_some_and(|key| key.starts_with(tail))
     }
 
     #[test]
-    fn idempotency_keys_cannot_collide_across_topics() {
+    fn idempotency_keys_cannot_collide_across_topics_or_scopes() {
         let k = keys();
-        let a = Topic::parse("a", 256).unwrap();
-        let b = Topic::parse("a}:k:b", 256).unwrap();
-        assert_ne!(k.idempotency(&a, "b}:x"), k.idempotency(&b, "x"));
+        let a = topic("a");
+        let b = topic("a}:k:b");
+        assert_ne!(k.idempotency(&a, None, "b}:x"), k.idempotency(&b, None, "x"));
+        assert_ne!(k.idempotency(&a, None, "x"), k.idempotency(&a, Some("jwt:alice"), "x"));
+        assert_ne!(k.idempotency(&a, Some("jwt:alice"), "x"), k.idempotency(&a, Some("jwt:bob"), "x"));
+        assert_ne!(k.idempotency(&a, Some("ab"), "c"), k.idempotency(&a, Some("a"), "bc"));
+        assert_ne!(k.idempotency(&a, Some("-"), "x"), k.idempotency(&a, None, "x"));
+        assert_eq!(k.idempotency(&a, Some("s"), "x"), k.idempotency(&a, Some("s"), "x"));
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!   must be told that events were lost, given what the history holds.
 //! - [`event`] — the event model and the one SSE encoder.
 //! - [`keys`] — every Redis key name, with hash tags for Redis Cluster.
+//! - [`liveness`] — the liveness protocol: the gateway's and the janitor's claim scripts,
+//!   with typed replies.
+//! - [`topic_pattern`] — the topics a token grants: exact names and `prefix*` patterns.
 //! - [`stream`] — history and routed entries as stored in Redis streams.
 //! - [`redis`] — the connection pool, dedicated blocking connections, backoff, outage logs.
 //! - [`settings`] — settings every service shares (Redis URL, key prefix, log format).
@@ -26,9 +29,11 @@ pub mod continuity;
 pub mod cursor;
 pub mod event;
 pub mod keys;
+pub mod liveness;
 pub mod redis;
 pub mod settings;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
 pub mod topic;
+pub mod topic_pattern;

@@ -49,14 +49,27 @@ pub fn validate_url(url: &str) -> Option<String> {
 }
 
 /// The URL as it may appear in logs and error messages: a password is replaced by `***`.
+/// Text that is no URL at all is shown with everything between `://` and the last `@`
+/// hidden, as that is where a password would be.
 pub fn redacted_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
+    match url::Url::parse(url).ok().filter(|parsed| parsed.has_host() || !url.contains('@')) {
+        Some(mut parsed) if parsed.password().is_some() => {
             // Fails only for URLs that cannot have a password, and this one has one.
             let _ = parsed.set_password(Some("***"));
             parsed.to_string()
         }
-        _ => url.to_owned(),
+        Some(parsed) if parsed.query().is_some_and(|query| query.contains("pass")) => {
+            // `redis+unix:///path?pass=...`.
+            let mut hidden = parsed.clone();
+            hidden.set_query(Some("***"));
+            hidden.to_string()
+        }
+        Some(_) => url.to_owned(),
+        None => match (url.find("://"), url.rfind('@')) {
+            (Some(start), Some(end)) if end > start => format!("{}***{}", &url[..start + 3], &url[end..]),
+            (None, Some(end)) => format!("***{}", &url[end..]),
+            _ => url.to_owned(),
+        },
     }
 }
 
@@ -95,29 +108,46 @@ pub async fn blocking_connection(url: &str) -> Result<MultiplexedConnection, Red
     Ok(client.get_multiplexed_async_connection_with_config(&config).await?)
 }
 
-/// Pings Redis and warns loudly when its eviction policy could delete Streamgate's keys.
+/// Pings Redis and warns loudly when its memory settings could hurt: an eviction policy
+/// that could delete Streamgate's keys, or no `maxmemory` at all.
 pub async fn check_ready(pool: &Pool) -> Result<(), RedisError> {
     let mut conn = pool.get().await?;
     let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-    let policy: Result<Vec<String>, _> =
-        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await;
-    match policy {
-        Ok(pair) => {
-            if let Some(policy) = pair.get(1)
-                && policy != "noeviction"
-            {
-                tracing::warn!(
-                    policy = %policy,
-                    "Redis maxmemory-policy is not noeviction: a full Redis will silently delete topic \
-                     histories and memberships, and clients will get reset events. Set maxmemory-policy \
-                     noeviction."
-                );
+    // `INFO memory` rather than `CONFIG GET`: services run as users without admin
+    // commands (deploy/redis/users.acl), and managed Redis services often forbid CONFIG.
+    let info: Result<String, _> = redis::cmd("INFO").arg("memory").query_async(&mut conn).await;
+    match info {
+        Ok(info) => {
+            for warning in memory_warnings(&info) {
+                tracing::warn!("{warning}");
             }
         }
-        // Managed Redis services often forbid CONFIG; that is no reason to stop.
-        Err(error) => tracing::debug!(%error, "Could not read maxmemory-policy."),
+        Err(error) => tracing::debug!(%error, "Could not read Redis' memory settings."),
     }
     Ok(())
+}
+
+/// What is wrong with Redis' memory settings, from the text of `INFO memory`.
+pub fn memory_warnings(info: &str) -> Vec<&'static str> {
+    let field =
+        |name: &str| info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')).map(str::trim);
+    let mut warnings = Vec::new();
+    if let Some(policy) = field("maxmemory_policy")
+        && policy != "noeviction"
+    {
+        warnings.push(
+            "Redis maxmemory-policy is not noeviction: a full Redis will silently delete topic \
+             histories and memberships, and clients will get reset events. Set maxmemory-policy \
+             noeviction.",
+        );
+    }
+    if field("maxmemory") == Some("0") {
+        warnings.push(
+            "Redis maxmemory is 0 (no limit): a Redis that outgrows the machine's memory is \
+             killed or swaps instead of refusing writes. Set maxmemory (README, Deploy: sizing).",
+        );
+    }
+    warnings
 }
 
 /// Capped exponential backoff with jitter, for reconnect loops.
@@ -225,7 +255,23 @@ mod tests {
     #[test]
     fn redacted_url_hides_only_the_password() {
         assert_eq!(redacted_url("redis://:secret@host:6380/2"), "redis://:***@host:6380/2");
+        assert_eq!(redacted_url("redis://user:secret@host"), "redis://user:***@host");
         assert_eq!(redacted_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redacted_url("redis+unix:///tmp/r.sock?pass=secret"), "redis+unix:///tmp/r.sock?***");
+        assert_eq!(redacted_url("redis://u:se cret@host:x"), "redis://***@host:x");
+        assert_eq!(redacted_url("u:secret@host"), "***@host");
+    }
+
+    #[test]
+    fn memory_warnings_name_eviction_and_no_limit() {
+        let info = |maxmemory: &str, policy: &str| {
+            format!("# Memory\r\nused_memory:1\r\nmaxmemory:{maxmemory}\r\nmaxmemory_policy:{policy}\r\n")
+        };
+        assert!(memory_warnings(&info("1073741824", "noeviction")).is_empty());
+        assert_eq!(memory_warnings(&info("0", "noeviction")).len(), 1);
+        assert!(memory_warnings(&info("0", "noeviction"))[0].contains("maxmemory is 0"));
+        assert_eq!(memory_warnings(&info("1024", "allkeys-lru")).len(), 1);
+        assert_eq!(memory_warnings(&info("0", "allkeys-lru")).len(), 2);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The entries Streamgate keeps in Redis streams, and how they are read back.
 //!
-//! A **history entry** (in `P:h:{T}`) has fields `d` (data), `p` (the id of the topic's
+//! A **history entry** (in `P:h:{D}:T`) has fields `d` (data), `p` (the id of the topic's
 //! previous event, `0-0` for the first of an epoch) and, when named, `n` (event name).
 //! A **routed entry** (in an instance stream `P:i:{I}:s`) repeats the event for the live
 //! path: `t` topic, `i` history id, `p` previous id, `e` epoch, `d`, and `n` when named.

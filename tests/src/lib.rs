@@ -4,8 +4,10 @@
 //!   tests, on a free port, that can be stopped, crashed and restarted; plus
 //!   [`redis_server::unique_prefix`] to isolate tests sharing one server.
 //! - [`binaries`]: paths of the real service binaries.
+//! - [`browser`]: a real headless Chromium driven through playwright-core.
 //! - [`eventsource`]: browser-like subscribers, a retrying publisher, the exact check.
 //! - [`gateway_app`]: a real gateway in-process on port 0.
+//! - [`keys`]: topic key names for tests that touch Redis directly.
 //! - [`last_event_id`]: the `lastEventId` a browser keeps, from a stream's raw bytes.
 //! - [`publish`]: the producer's routing core in-process.
 //! - [`producer_app`]: a real producer in-process on port 0, and the producer binary.
@@ -15,8 +17,10 @@
 //!   openssl CLI in a JWKS file).
 
 pub mod binaries;
+pub mod browser;
 pub mod eventsource;
 pub mod gateway_app;
+pub mod keys;
 pub mod last_event_id;
 pub mod producer_app;
 pub mod publish;

@@ -72,6 +72,7 @@ pub fn unique_prefix(test_name: &str) -> String {
 pub struct RedisServerBuilder {
     append_only: bool,
     extra_config: Vec<(String, String)>,
+    auth: Option<(String, String)>,
 }
 
 impl RedisServerBuilder {
@@ -88,6 +89,14 @@ impl RedisServerBuilder {
     /// the defaults, so it can override them.
     pub fn config(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.extra_config.push((name.into(), value.into()));
+        self
+    }
+
+    /// The user and password the harness itself connects as (readiness probes,
+    /// [`RedisServer::url`], [`RedisServer::client`]), for a server whose default user
+    /// cannot run `PING` and `INFO` (`requirepass`, an `aclfile`).
+    pub fn auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.auth = Some((user.into(), password.into()));
         self
     }
 
@@ -153,9 +162,18 @@ impl RedisServer {
         self.port
     }
 
-    /// The connection URL, `redis://127.0.0.1:PORT`.
+    /// The connection URL, `redis://127.0.0.1:PORT` (`redis://USER:PASSWORD@...` with
+    /// [`RedisServerBuilder::auth`]).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.options.auth {
+            Some((user, password)) => self.url_as(user, password),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The connection URL for another user: `redis://USER:PASSWORD@127.0.0.1:PORT`.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("redis://{user}:{password}@127.0.0.1:{}", self.port)
     }
 
     /// The server's working directory (RDB/AOF files and the log).

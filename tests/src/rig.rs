@@ -30,10 +30,28 @@ pub struct Service {
 
 impl Service {
     /// Starts `binary args...` with `env` added to a clean configuration environment.
+    ///
+    /// A `gateway` gets test defaults first, which `env` may override: no admin listener
+    /// (the default port 9080 would be shared by every gateway on this host) and no
+    /// per-address limits (every test client comes from 127.0.0.1).
     pub fn spawn(name: &str, binary: &str, args: &[&str], port: u16, env: Vec<(String, String)>) -> Service {
+        let env = if binary == "gateway" {
+            let mut with_defaults: Vec<(String, String)> = [
+                ("ADMIN_LISTEN_ADDR", "off"),
+                ("MAX_CONNECTIONS_PER_IP", "0"),
+                ("SUBSCRIBE_RATE_PER_IP", "0"),
+            ]
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+            with_defaults.extend(env);
+            with_defaults
+        } else {
+            env
+        };
         let admin_port = env
             .iter()
-            .find(|(name, _)| name == "ADMIN_LISTEN_ADDR")
+            .rfind(|(name, _)| name == "ADMIN_LISTEN_ADDR")
             .and_then(|(_, addr)| addr.parse::<std::net::SocketAddr>().ok())
             .map(|addr| addr.port());
         let mut service = Service {
@@ -316,9 +334,8 @@ impl Rig {
                 ("RETRY_INTERVAL", "250ms"),
                 ("LIVENESS_TTL", "3s"),
                 ("DRAIN_TIMEOUT", "2s"),
-                // Every client comes from 127.0.0.1 (through nginx).
-                ("MAX_CONNECTIONS_PER_IP", "0"),
-                ("SUBSCRIBE_RATE_PER_IP", "0"),
+                // The browser tests open the demo page through nginx.
+                ("DEMO_PAGE", "true"),
             ]
             .iter()
             .chain(options.gateway_env.iter())

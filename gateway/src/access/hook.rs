@@ -27,7 +27,7 @@ use url::Url;
 
 use crate::access::config::HookConfig;
 use crate::access::http_client::HttpClient;
-use crate::access::patterns::TopicPatterns;
+use streamgate::topic_pattern::TopicPatterns;
 
 /// Most cached answers; beyond it expired ones are dropped, and if none are, nothing new
 /// is cached (the hook is asked instead). 10 000 entries are about 1 MiB.
@@ -178,7 +178,12 @@ fn narrowing(body: &[u8]) -> Result<Option<TopicPatterns>, HookUnavailable> {
     }
     let answer: Answer = serde_json::from_value(value)
         .map_err(|_| HookUnavailable("its answer's topics is not a list of strings".into()))?;
-    Ok(answer.topics.map(|topics| TopicPatterns::parse(&topics)))
+    match answer.topics {
+        None => Ok(None),
+        Some(topics) => TopicPatterns::parse(&topics)
+            .map(Some)
+            .map_err(|error| HookUnavailable(format!("its answer's topics: {error}"))),
+    }
 }
 
 /// The URL without credentials or query, for messages.
@@ -216,8 +221,12 @@ mod tests {
         assert_eq!(narrowing(b"").unwrap(), None);
         assert_eq!(narrowing(b"OK").unwrap(), None);
         assert_eq!(narrowing(br#"{"user": 1}"#).unwrap(), None);
-        assert_eq!(narrowing(br#"{"topics": ["a:*"]}"#).unwrap(), Some(TopicPatterns::parse(&["a:*"])));
+        assert_eq!(
+            narrowing(br#"{"topics": ["a:*"]}"#).unwrap(),
+            Some(TopicPatterns::parse(&["a:*"]).unwrap())
+        );
         assert!(narrowing(br#"{"topics": "a"}"#).is_err());
+        assert!(narrowing(br#"{"topics": [""]}"#).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! - [`jwks`] — keys fetched from `JWKS_URL`, refreshed in the background.
 //! - [`hook`] — the subscribe hook and its cache.
 //! - [`http_client`] — outgoing HTTP(S) for the hook and `JWKS_URL`.
-//! - [`patterns`] — the `topics` grammar (`order:*`).
+//!
+//! The `topics` grammar (`order:*`, `user:42:*`, `*`) is `streamgate::topic_pattern`, the
+//! one the producer's publish claims use.
 //!
 //! Topics starting with a `PUBLIC_TOPIC_PREFIXES` prefix need no credentials; a request
 //! naming only such topics is never refused for lack of a token.
@@ -19,7 +21,6 @@ pub mod hook;
 pub mod http_client;
 pub mod jwks;
 pub mod jwt;
-pub mod patterns;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use streamgate::topic::Topic;
 use crate::access::config::{AccessConfig, AuthMode};
 use crate::access::hook::{Hook, HookCredentials, HookVerdict};
 use crate::access::jwt::{TokenError, Verifier};
-use crate::access::patterns::TopicPatterns;
+use streamgate::topic_pattern::TopicPatterns;
 
 /// What an authorized request may do.
 #[derive(Debug, Clone, Default)]
@@ -133,7 +134,9 @@ impl Access {
         let claims = verifier
             .verify(&token)
             .map_err(|error: TokenError| Denied::Unauthenticated(error.to_string()))?;
-        check_topics(&TopicPatterns::parse(&claims.topics), guarded)?;
+        let allowed = TopicPatterns::parse(&claims.topics)
+            .map_err(|error| Denied::Unauthenticated(format!("invalid token: topics claim: {error}")))?;
+        check_topics(&allowed, guarded)?;
         Ok(Grant { expires_at: Some(claims.expires_at()), subject: claims.sub })
     }
 
@@ -175,8 +178,52 @@ impl Access {
 }
 
 fn check_topics(allowed: &TopicPatterns, guarded: &[&Topic]) -> Result<(), Denied> {
-    match guarded.iter().find(|topic| !allowed.allows(topic.as_str())) {
+    match guarded.iter().find(|topic| !allowed.matches(topic.as_str())) {
         Some(topic) => Err(Denied::Forbidden { topic: Some(topic.as_str().to_owned()) }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decide(patterns: &[&str], topics: &[&str]) -> Result<(), Option<String>> {
+        let allowed = TopicPatterns::parse(patterns).unwrap();
+        let topics: Vec<Topic> = topics.iter().map(|t| Topic::parse(*t, 64).unwrap()).collect();
+        let guarded: Vec<&Topic> = topics.iter().collect();
+        check_topics(&allowed, &guarded).map_err(|denied| match denied {
+            Denied::Forbidden { topic } => topic,
+            other => panic!("{other}"),
+        })
+    }
+
+    #[test]
+    fn the_first_topic_no_pattern_opens_is_named() {
+        assert_eq!(decide(&["order:*"], &["order:1", "order:1:x"]), Ok(()));
+        assert_eq!(decide(&["order:*"], &["order:1", "order", "x"]), Err(Some("order".into())));
+        assert_eq!(decide(&["*"], &["anything", "at:all"]), Ok(()));
+        assert_eq!(decide(&[], &["a"]), Err(Some("a".into())));
+    }
+
+    proptest! {
+        /// A request is allowed exactly when every topic matches some pattern of the
+        /// token, and a refusal names the first topic (in request order) that none does.
+        #[test]
+        fn a_request_is_allowed_iff_each_topic_matches_a_pattern(
+            patterns in proptest::collection::vec("[a-c:]{1,4}\\*?", 0..4),
+            topics in proptest::collection::vec("[a-c:]{1,5}", 1..5),
+        ) {
+            let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let allowed = TopicPatterns::parse(&patterns).unwrap();
+            let first_refused = topics.iter().find(|t| !allowed.matches(t)).map(|t| (*t).to_owned());
+            let expected = match first_refused {
+                None => Ok(()),
+                Some(topic) => Err(Some(topic)),
+            };
+            prop_assert_eq!(decide(&patterns, &topics), expected);
+        }
     }
 }

@@ -10,6 +10,9 @@
 //!   after checking that it is the port the file publishes or exposes for the service;
 //!   the gateway's admin listener (`ADMIN_LISTEN_ADDR`, on each container's own loopback)
 //!   gets a free port too;
+//! - secrets: `/run/secrets/NAME` becomes the file the top-level `secrets:` names, in a
+//!   temp dir filled by `deploy/make-secrets.sh` (as a user would run it), after checking
+//!   that the service mounts that secret;
 //! - `${NAME:-default}` becomes its default, as when NAME is not set on the host.
 //!
 //! nginx runs `deploy/nginx.conf` changed the same way. The upstream's `server
@@ -61,14 +64,18 @@ const SERVICE_SETTINGS: [(&str, &[Setting]); 2] =
 async fn compose_services_deliver_a_published_event_through_nginx() {
     let compose = Compose::load();
     let logs = tempfile::tempdir().unwrap();
-    let (redis, redis_port_in_file) = start_redis(&compose.service("redis"));
+    let secrets = Secrets::make(&compose);
+    let (redis, redis_port_in_file) = start_redis(&compose.service("redis"), &secrets);
 
     let gateway = compose.container("gateway");
     let gateway_port_in_file = gateway.listen_port_in_file();
     let gateways: Vec<ServiceProcess> = (1..=2)
-        .map(|replica| gateway.start(&format!("gateway-{replica}"), &redis, redis_port_in_file, logs.path()))
+        .map(|replica| {
+            gateway.start(&format!("gateway-{replica}"), &redis, redis_port_in_file, &secrets, logs.path())
+        })
         .collect();
-    let producer = compose.container("producer").start("producer", &redis, redis_port_in_file, logs.path());
+    let producer =
+        compose.container("producer").start("producer", &redis, redis_port_in_file, &secrets, logs.path());
     for service in gateways.iter().chain([&producer]) {
         service.wait_until_ready().await;
         assert_healthcheck_passes(service);
@@ -93,8 +100,10 @@ async fn compose_services_deliver_a_published_event_through_nginx() {
         "two replicas with the same configuration are two instances, both behind nginx"
     );
 
+    let token = secrets.read("/run/secrets/publish-token");
     let published: serde_json::Value = reqwest::Client::new()
         .post(producer.url("/publish"))
+        .bearer_auth(token.trim_end())
         .json(&serde_json::json!({"topic": topic, "data": "hello"}))
         .send()
         .await
@@ -129,7 +138,13 @@ fn compose_janitor_sweeps_the_producers_redis_prefix_and_retention() {
         let looping = janitor.command.first().map(String::as_str) == Some("--interval");
         assert_eq!(looping, name == "janitor", "{name} runs {:?}", janitor.command);
         for (setting, value) in &janitor.environment {
-            assert_eq!(Some(value), producer.get(setting), "{name}'s {setting} differs from the producer's");
+            // Each service is its own Redis user, with its own password file.
+            let (value, producers) = match setting.as_str() {
+                "REDIS_PASSWORD_FILE" => continue,
+                "REDIS_URL" => (without_user(value), producer.get(setting).map(|url| without_user(url))),
+                _ => (value.clone(), producer.get(setting).cloned()),
+            };
+            assert_eq!(Some(value), producers, "{name}'s {setting} differs from the producer's");
         }
         for setting in ["REDIS_URL", "KEY_PREFIX", "HISTORY_MAX_LEN", "HISTORY_MAX_AGE"] {
             assert!(janitor.environment.contains_key(setting), "{name} has no {setting}");
@@ -137,6 +152,35 @@ fn compose_janitor_sweeps_the_producers_redis_prefix_and_retention() {
         let unknown = unknown_names(janitor.environment.keys(), janitor::settings::SETTINGS);
         assert!(unknown.is_empty(), "{COMPOSE_FILE}: {name} ignores {unknown:?}");
     }
+}
+
+/// `redis://user@host...` without `user@`.
+fn without_user(url: &str) -> String {
+    match url.strip_prefix("redis://").and_then(|rest| rest.split_once('@')) {
+        Some((_, host)) => format!("redis://{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[test]
+fn compose_services_are_their_own_redis_users_with_only_their_own_secrets() {
+    let compose = Compose::load();
+    for name in ["gateway", "producer", "janitor", "janitor-once"] {
+        let container = compose.container(name);
+        let user = name.trim_end_matches("-once");
+        let url = &container.environment["REDIS_URL"];
+        assert!(url.starts_with(&format!("redis://{user}@")), "{name}: REDIS_URL={url}");
+        let files: BTreeSet<String> = container
+            .environment
+            .iter()
+            .filter(|(setting, _)| setting.ends_with("_FILE"))
+            .map(|(_, path)| path.strip_prefix("/run/secrets/").expect("a secret").to_owned())
+            .collect();
+        let mounted: BTreeSet<String> = compose.service(name).secrets.into_iter().collect();
+        assert_eq!(files, mounted, "{name} mounts exactly the secrets it reads");
+        assert!(files.contains(&format!("redis-{user}-password")), "{name}: {files:?}");
+    }
+    assert_eq!(compose.service("redis").secrets, ["redis-users-acl"]);
 }
 
 #[test]
@@ -191,6 +235,93 @@ fn kubernetes_gateway_is_killed_only_after_prestop_and_drain() {
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
 }
 
+/// The pod spec of a workload document (Deployment, StatefulSet, CronJob).
+fn pod_spec(document: &Value) -> &Value {
+    match document["kind"].as_str() {
+        Some("CronJob") => &document["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+        _ => &document["spec"]["template"]["spec"],
+    }
+}
+
+#[test]
+fn kubernetes_pods_are_hardened_and_take_secrets_from_required_secrets() {
+    let documents = kubernetes_documents();
+    let workloads: Vec<&Value> = documents
+        .iter()
+        .filter(|d| ["Deployment", "StatefulSet", "CronJob"].contains(&d["kind"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(workloads.len(), 4, "gateway, producer, janitor, redis");
+    for workload in workloads {
+        let name = workload["metadata"]["name"].as_str().unwrap();
+        let spec = pod_spec(workload);
+        assert_eq!(spec["automountServiceAccountToken"], false, "{name}");
+        assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        let containers = spec["containers"].as_sequence().unwrap().iter();
+        for container in containers.chain(spec["initContainers"].as_sequence().into_iter().flatten()) {
+            let limits = &container["resources"]["limits"];
+            assert!(limits["memory"].is_string() && !limits["cpu"].is_null(), "{name}: limits {limits:?}");
+            assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false, "{name}");
+            // Secrets come from Secrets, as files: never a ConfigMap, never optional.
+            for variable in container["env"].as_sequence().into_iter().flatten() {
+                let variable_name = variable["name"].as_str().unwrap();
+                assert!(
+                    variable["valueFrom"]["secretKeyRef"].is_null(),
+                    "{name}: {variable_name} from the environment"
+                );
+                assert!(!variable_name.contains("TOKEN") || variable_name.ends_with("_FILE"), "{name}");
+            }
+        }
+        for volume in spec["volumes"].as_sequence().into_iter().flatten() {
+            assert_ne!(volume["secret"]["optional"], true, "{name}: secret volumes are required");
+        }
+    }
+    let config_map = &find_kind(&documents, "ConfigMap", "streamgate")["data"];
+    assert!(config_map.get("REDIS_URL").is_none() && config_map.get("PUBLISH_TOKEN").is_none());
+    let budget = find_kind(&documents, "PodDisruptionBudget", "gateway");
+    assert_eq!(budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"], "gateway");
+}
+
+#[test]
+fn kubernetes_services_use_their_own_redis_users_and_redis_only_admits_them() {
+    let documents = kubernetes_documents();
+    for (kind, name) in [("Deployment", "gateway"), ("Deployment", "producer"), ("CronJob", "janitor")] {
+        let container = &pod_spec(find_kind(&documents, kind, name))["containers"][0];
+        let env = container["env"].as_sequence().unwrap();
+        let value = |setting: &str| {
+            env.iter().find(|v| v["name"] == setting).and_then(|v| v["value"].as_str()).unwrap_or_default()
+        };
+        assert!(value("REDIS_URL").starts_with(&format!("redis://{name}@")), "{name}");
+        assert!(value("REDIS_PASSWORD_FILE").starts_with("/run/secrets/"), "{name}");
+        let volumes = pod_spec(find_kind(&documents, kind, name))["volumes"].as_sequence().unwrap();
+        let keys: Vec<&str> = volumes
+            .iter()
+            .filter(|v| v["secret"]["secretName"] == "streamgate-redis")
+            .flat_map(|v| v["secret"]["items"].as_sequence().unwrap())
+            .map(|item| item["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, [name], "{name} mounts only its own Redis password");
+    }
+    let redis = find_kind(&documents, "NetworkPolicy", "redis");
+    let sources = redis["spec"]["ingress"][0]["from"].as_sequence().unwrap();
+    let components = &sources[0]["podSelector"]["matchExpressions"][1];
+    assert_eq!(components["key"], "app.kubernetes.io/component");
+    assert_eq!(components["values"].as_sequence().unwrap().len(), 3);
+    let deny = find_kind(&documents, "NetworkPolicy", "streamgate-deny-ingress");
+    assert!(deny["spec"]["ingress"].is_null(), "the base policy admits nothing");
+    // The dev Redis renders the same ACL template with the same script as compose.
+    let acl = &find_kind(&documents, "ConfigMap", "redis-acl")["data"];
+    assert_eq!(acl["users.acl.in"].as_str(), Some(read_repo_file("deploy/redis/users.acl.in").as_str()));
+    assert_eq!(acl["render-acl.sh"].as_str(), Some(read_repo_file("deploy/redis/render-acl.sh").as_str()));
+    let args = pod_spec(find_kind(&documents, "StatefulSet", "redis"))["containers"][0]["args"].clone();
+    let args: Vec<String> = serde_yaml_ng::from_value(args).unwrap();
+    for (flag, value) in [("--aclfile", "/acl/users.acl"), ("--maxmemory-policy", "noeviction")] {
+        let at = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("no {flag}"));
+        assert_eq!(args[at + 1], value);
+    }
+    let maxmemory = args.iter().position(|a| a == "--maxmemory").expect("a maxmemory");
+    assert_ne!(args[maxmemory + 1], "0");
+}
+
 #[test]
 fn kustomization_lists_every_manifest() {
     let text = read_repo_file(&format!("{K8S_DIR}/kustomization.yaml"));
@@ -210,6 +341,8 @@ fn kustomization_lists_every_manifest() {
 #[derive(Debug, Deserialize)]
 struct Compose {
     services: BTreeMap<String, Service>,
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretSource>,
 }
 
 /// One compose service.
@@ -223,6 +356,52 @@ struct Service {
     ports: Vec<String>,
     #[serde(default)]
     expose: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+}
+
+/// A top-level secret: the file it is made from, relative to the compose file.
+#[derive(Debug, Clone, Deserialize)]
+struct SecretSource {
+    file: String,
+}
+
+/// The compose file's secrets, made by `deploy/make-secrets.sh` in a temp dir.
+struct Secrets {
+    dir: TempDir,
+    sources: BTreeMap<String, SecretSource>,
+}
+
+impl Secrets {
+    fn make(compose: &Compose) -> Secrets {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("sh")
+            .arg(repo_file("deploy/make-secrets.sh"))
+            .arg(dir.path().join("secrets"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "deploy/make-secrets.sh failed");
+        Secrets { dir, sources: compose.secrets.clone() }
+    }
+
+    /// The file a container path `/run/secrets/NAME` is, if `service` mounts NAME.
+    fn host_path(&self, service: &Service, name: &str, path: &str) -> Option<PathBuf> {
+        let secret = path.strip_prefix("/run/secrets/")?;
+        assert!(
+            service.secrets.iter().any(|s| s == secret),
+            "{name} reads {path} but does not mount {secret}"
+        );
+        let source = self.sources.get(secret).unwrap_or_else(|| panic!("no top-level secret {secret}"));
+        let file = source.file.strip_prefix("./secrets/").expect("secrets live in deploy/secrets/");
+        Some(self.dir.path().join("secrets").join(file))
+    }
+
+    fn read(&self, path: &str) -> String {
+        let secret = path.strip_prefix("/run/secrets/").unwrap();
+        let file = self.sources[secret].file.strip_prefix("./secrets/").unwrap().to_owned();
+        fs::read_to_string(self.dir.path().join("secrets").join(file)).unwrap()
+    }
 }
 
 /// A service's `build`.
@@ -260,6 +439,7 @@ impl Compose {
             command: service.command.clone().unwrap_or(image.cmd),
             environment,
             container_ports: service.container_ports(),
+            service,
         }
     }
 }
@@ -354,6 +534,7 @@ struct Container {
     command: Vec<String>,
     environment: BTreeMap<String, String>,
     container_ports: Vec<u16>,
+    service: Service,
 }
 
 impl Container {
@@ -369,17 +550,42 @@ impl Container {
         address.port()
     }
 
-    /// Starts the binary with this environment and nothing else, but for `redis://redis:PORT`
-    /// in REDIS_URL, which becomes the test's Redis, and LISTEN_ADDR, a free port on 127.0.0.1.
-    fn start(&self, name: &str, redis: &RedisServer, redis_port_in_file: u16, logs: &Path) -> ServiceProcess {
+    /// Starts the binary with this environment and nothing else, but for `redis:PORT` in
+    /// REDIS_URL, which becomes the test's Redis, LISTEN_ADDR, a free port on 127.0.0.1,
+    /// and secret paths, the files `secrets` made.
+    fn start(
+        &self,
+        name: &str,
+        redis: &RedisServer,
+        redis_port_in_file: u16,
+        secrets: &Secrets,
+        logs: &Path,
+    ) -> ServiceProcess {
         self.listen_port_in_file();
         let mut environment = self.environment.clone();
-        let redis_in_file = format!("redis://redis:{redis_port_in_file}");
+        for value in environment.values_mut() {
+            if let Some(path) = secrets.host_path(&self.service, name, value) {
+                *value = path.to_str().unwrap().to_owned();
+            }
+        }
+        let redis_in_file = format!("redis:{redis_port_in_file}");
         let redis_url = &environment["REDIS_URL"];
-        let rest = redis_url.strip_prefix(&redis_in_file).unwrap_or_else(|| {
-            panic!("{name}: REDIS_URL={redis_url} does not name the redis service ({redis_in_file})")
-        });
-        environment.insert("REDIS_URL".into(), format!("{}{rest}", redis.url()));
+        let (user, rest) = redis_url
+            .strip_prefix("redis://")
+            .and_then(|rest| rest.split_once('@'))
+            .and_then(|(user, rest)| Some((user, rest.strip_prefix(&redis_in_file)?)))
+            .unwrap_or_else(|| {
+                panic!("{name}: REDIS_URL={redis_url} does not name a user at the redis service ({redis_in_file})")
+            });
+        environment.insert("REDIS_URL".into(), format!("redis://{user}@127.0.0.1:{}{rest}", redis.port()));
+        if self.binary == "producer" {
+            // As the file configures it (on 0.0.0.0), the producer would start: it has a token.
+            let pairs: Vec<(&str, &str)> =
+                environment.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let config =
+                producer::settings::ProducerConfig::with_overrides(&pairs).expect("the producer's settings");
+            assert!(config.check_exposure().is_ok(), "{name} would refuse to start: no authentication");
+        }
         let port = free_port();
         environment.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
         if self.binary == "gateway" {
@@ -398,8 +604,9 @@ impl Container {
 }
 
 /// Starts Redis with the redis service's `command` (`redis-server --NAME VALUE ...`) on
-/// a free port; returns it and the port the file's Redis listens on.
-fn start_redis(service: &Service) -> (RedisServer, u16) {
+/// a free port, secrets mapped to `secrets`; returns it and the port the file's Redis
+/// listens on. The harness connects as the ACL file's `admin` user.
+fn start_redis(service: &Service, secrets: &Secrets) -> (RedisServer, u16) {
     let command = service.command.clone().expect("the redis service has a command");
     let ("redis-server", options) = command.split_first().map(|(p, o)| (p.as_str(), o)).unwrap() else {
         panic!("the redis service does not run redis-server: {command:?}")
@@ -412,15 +619,23 @@ fn start_redis(service: &Service) -> (RedisServer, u16) {
         let name = name.strip_prefix("--").expect("--NAME");
         // These are for the test's server to choose; the file has no reason to set them.
         assert!(!["port", "bind", "dir"].contains(&name), "the redis service sets --{name}");
+        let value = match secrets.host_path(service, "redis", value) {
+            Some(path) => path.to_str().unwrap().to_owned(),
+            None => value.clone(),
+        };
         builder = builder.config(name, value);
     }
-    let redis = builder.start();
+    let admin_password = fs::read_to_string(secrets.dir.path().join("secrets/redis-admin-password")).unwrap();
+    let redis = builder.auth("admin", admin_password.trim_end()).start();
     // The options reached the server: the ones the services depend on are in effect.
     let mut connection = redis.redis_client().get_connection().unwrap();
     let policy: Vec<String> =
         redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query(&mut connection).unwrap();
     let aof: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query(&mut connection).unwrap();
     assert_eq!((policy[1].as_str(), aof[1].as_str()), ("noeviction", "yes"));
+    let maxmemory: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory").query(&mut connection).unwrap();
+    assert_ne!(maxmemory[1], "0", "the compose Redis has a memory limit");
     (redis, REDIS_DEFAULT_PORT)
 }
 

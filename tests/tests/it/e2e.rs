@@ -117,7 +117,7 @@ async fn e2e_2_sigkill_a_gateway_mid_stream() {
     assert_eq!(report["dead_instances"], 1, "{report}");
     for topic in &topics {
         let group: HashMap<String, i64> =
-            conn.hgetall(format!("{}:g:{{{topic}}}", rig.prefix)).await.unwrap();
+            conn.hgetall(streamgate_tests::keys::group(&rig.prefix, topic)).await.unwrap();
         assert!(!group.contains_key("gw-0"), "gw-0 still in {topic}: {group:?}");
         assert!(group.contains_key("gw-1") || group.contains_key("gw-2"), "live gateways lost {topic}");
     }
@@ -204,7 +204,7 @@ async fn e2e_4_producer_sigkill_mid_batch_on_the_ingest_stream() {
     // order promised to subscribers) need not be the ingest order: check against it.
     let mut expected = HashMap::new();
     for topic in &topics {
-        let order = history_order(&mut conn, &format!("{}:h:{{{topic}}}", rig.prefix)).await;
+        let order = history_order(&mut conn, &streamgate_tests::keys::history(&rig.prefix, topic)).await;
         assert_eq!(order.len(), 400, "every ingest entry is in {topic}'s history exactly once");
         expected.insert(topic.clone(), order);
     }
@@ -245,7 +245,7 @@ async fn e2e_7_old_cursor_gets_a_reset_then_the_retained_events() {
     }
     let late = Subscriber::start(&rig.nginx.url(""), &["t"], Some(cursor));
     let mut conn = rig.redis.client().await;
-    let retained: u64 = conn.xlen(format!("{}:h:{{t}}", rig.prefix)).await.unwrap();
+    let retained: u64 = conn.xlen(streamgate_tests::keys::history(&rig.prefix, "t")).await.unwrap();
     assert!(retained < 1000, "retention should have trimmed the history ({retained} left)");
     let deadline = tokio::time::Instant::now() + DELIVERY_DEADLINE;
     while late.count("t") < retained as usize {
@@ -280,7 +280,7 @@ async fn e2e_8_graceful_shutdown_during_traffic() {
             // Its memberships are gone at once, not after a liveness timeout.
             for topic in &topics {
                 let field: Option<i64> =
-                    conn.hget(format!("{}:g:{{{topic}}}", rig.prefix), "gw-1").await.unwrap();
+                    conn.hget(streamgate_tests::keys::group(&rig.prefix, topic), "gw-1").await.unwrap();
                 assert_eq!(field, None, "gw-1 still registered in {topic}");
             }
             assert!(!conn.exists::<_, bool>(format!("{}:i:{{gw-1}}:alive", rig.prefix)).await.unwrap());

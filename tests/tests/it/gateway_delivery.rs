@@ -118,7 +118,7 @@ async fn cursor_older_than_retained_history_gets_a_reset_then_the_retained_event
     // Retention removes all but the last four events (exact trim, as a janitor would).
     let mut conn = redis.client().await;
     let _: i64 = redis::cmd("XTRIM")
-        .arg(format!("{prefix}:h:{{t}}"))
+        .arg(streamgate_tests::keys::history(&prefix, "t"))
         .arg("MAXLEN")
         .arg(4)
         .query_async(&mut conn)
@@ -134,7 +134,10 @@ async fn cursor_older_than_retained_history_gets_a_reset_then_the_retained_event
     assert_eq!(events[4].id, ids[9]);
 
     // A cursor whose history is gone (deleted and created anew) gets `history_lost`.
-    let _: () = conn.del(&[format!("{prefix}:h:{{t}}"), format!("{prefix}:m:{{t}}")]).await.unwrap();
+    let _: () = conn
+        .del(&[streamgate_tests::keys::history(&prefix, "t"), streamgate_tests::keys::meta(&prefix, "t")])
+        .await
+        .unwrap();
     publish_one(&publisher, "t", "new").await;
     let mut stream = connect(&gateway.url("/events?topic=t"), Some(&ids[9])).await;
     let events = stream.take(2, WAIT).await;
@@ -168,7 +171,7 @@ async fn concurrent_producers_reach_subscribers_in_history_order_without_gaps() 
     let received = stream.take(400, Duration::from_secs(30)).await;
     let mut conn = redis.client().await;
     let history: redis::streams::StreamRangeReply =
-        conn.xrange_all(format!("{prefix}:h:{{hot}}")).await.unwrap();
+        conn.xrange_all(streamgate_tests::keys::history(&prefix, "hot")).await.unwrap();
     let history_ids: Vec<String> = history.ids.iter().map(|e| e.id.clone()).collect();
     let received_ids: Vec<String> =
         received.iter().map(|e| e.id.split('~').next().unwrap().to_owned()).collect();

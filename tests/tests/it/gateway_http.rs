@@ -71,7 +71,7 @@ async fn memberships_are_counted_and_removed_when_the_last_subscriber_leaves() {
     let prefix = unique_prefix("members");
     let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
     let mut conn = redis.client().await;
-    let group = format!("{prefix}:g:{{room}}");
+    let group = streamgate_tests::keys::group(&prefix, "room");
     let first = connect(&gateway.url("/events?topic=room"), None).await;
     let second = connect(&gateway.url("/events?topic=room&topic=other"), None).await;
     wait_for(|| async {
@@ -104,7 +104,7 @@ async fn graceful_shutdown_removes_memberships_and_liveness() {
     let prefix = unique_prefix("bye");
     let gateway = spawn_gateway(&redis.url(), &prefix, &[("DRAIN_TIMEOUT", "2s")]).await;
     let mut conn = redis.client().await;
-    let group = format!("{prefix}:g:{{t}}");
+    let group = streamgate_tests::keys::group(&prefix, "t");
     let mut stream = connect(&gateway.url("/events?topic=t"), None).await;
     wait_for(|| async { conn.clone().exists::<_, bool>(&group).await.unwrap() }).await;
     let instance = gateway.instance.clone();
@@ -187,10 +187,16 @@ async fn admin_lists_connections_on_its_own_port_and_the_demo_page_is_opt_in() {
     let page = reqwest::get(gateway.url("/")).await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("new EventSource(") && html.contains("localStorage"));
+    assert!(html.contains(r#"import { subscribe } from "./streamgate.js""#), "{html}");
+    let client = reqwest::get(gateway.url("/streamgate.js")).await.unwrap();
+    assert_eq!(client.status(), 200);
+    assert!(client.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let code = client.text().await.unwrap();
+    assert!(code.contains("export function subscribe(") && code.contains("localStorage"));
 
     let without_demo = spawn_gateway(&redis.url(), &unique_prefix("nodemo"), &[]).await;
     assert_eq!(reqwest::get(without_demo.url("/")).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(without_demo.url("/streamgate.js")).await.unwrap().status(), 404);
 }
 
 #[tokio::test]

@@ -91,11 +91,11 @@ async fn a_restart_under_the_same_instance_id_resets_the_earlier_lifes_state() {
     let mut conn = redis.client().await;
     let instance = "gw-stateful-0";
     // What a SIGKILLed earlier life left behind.
-    let _: () = conn.hset(format!("{prefix}:g:{{old}}"), instance, 7).await.unwrap();
+    let _: () = conn.hset(streamgate_tests::keys::group(&prefix, "old"), instance, 7).await.unwrap();
     let _: () = conn.sadd(format!("{prefix}:i:{{{instance}}}:topics"), "old").await.unwrap();
     let _: String = conn.xadd(format!("{prefix}:i:{{{instance}}}:s"), "*", &[("t", "old")]).await.unwrap();
     let gateway = spawn_gateway(&redis.url(), &prefix, &[("INSTANCE_ID", instance)]).await;
-    assert!(!conn.exists::<_, bool>(format!("{prefix}:g:{{old}}")).await.unwrap());
+    assert!(!conn.exists::<_, bool>(streamgate_tests::keys::group(&prefix, "old")).await.unwrap());
     assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:topics")).await.unwrap());
     assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:s")).await.unwrap());
     assert!(conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:alive")).await.unwrap());
@@ -117,7 +117,7 @@ async fn a_connection_storm_registers_membership_in_few_round_trips() {
     });
     let streams: Vec<_> = futures_util::future::join_all(connects).await;
     assert_eq!(streams.len(), n);
-    let group = format!("{prefix}:g:{{storm}}");
+    let group = streamgate_tests::keys::group(&prefix, "storm");
     // Only the first subscriber of a topic waits for its membership; the count of the
     // others follows in the next flushes.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -160,7 +160,7 @@ async fn a_redis_restart_that_lost_the_data_is_announced_and_delivery_goes_on() 
     // Once registered again, new events flow, in a new epoch.
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut conn = redis.client().await;
-    let group = format!("{prefix}:g:{{t}}");
+    let group = streamgate_tests::keys::group(&prefix, "t");
     while !conn.exists::<_, bool>(&group).await.unwrap_or(false) {
         assert!(tokio::time::Instant::now() < deadline, "membership was not registered again");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -334,3 +334,207 @@ async fn a_full_gateway_keeps_an_event_source_retrying_and_answers_others_503() 
     }
     assert!(waiting.connects.load(std::sync::atomic::Ordering::Relaxed) > 1, "it was refused first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_recreated_during_a_long_replay_is_announced_once_and_nothing_repeats() {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+
+    let world = World::new("flushall", RedisServer::start());
+    let gateway =
+        world.gateway(&[("REPLAY_BATCH", "20"), ("QUEUE_SIZE", "64"), ("LIVENESS_TTL", "3s")]).await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    // 40 MB of history: far more than the socket buffers between the gateway and a client
+    // that stops reading, so the replay is stalled half-way.
+    let pad = "x".repeat(8 * 1024);
+    let old_events = 5000;
+    for first in (0..old_events).step_by(100) {
+        let batch: Vec<_> = (first..first + 100)
+            .map(|n| streamgate_tests::publish::event("long", None, &format!("old {n} {pad}")))
+            .collect();
+        publisher.publish(&batch).await.unwrap();
+    }
+    let response = reqwest::Client::new()
+        .get(gateway.url("/events?topic=long&lastEventId=0"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut head = Vec::new();
+    let mut read = 0;
+    while read < 256 * 1024 {
+        let chunk = body.next().await.unwrap().unwrap();
+        read += chunk.len();
+        head.push(Ok::<_, reqwest::Error>(chunk));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The history is wiped (FLUSHALL) and a new one with five events takes its place while
+    // the replay is stalled, in one atomic step, so the replay's next read sees either the
+    // old history or the new one, never an empty one.
+    let mut conn = world.redis.client().await;
+    let t = topic("long");
+    let mut switch = redis::pipe();
+    switch.atomic().cmd("FLUSHALL").ignore();
+    let mut prev = HistoryId::ZERO;
+    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    for k in 0..5u64 {
+        let entry = HistoryEntry {
+            id: HistoryId { ms: base, seq: k + 1 },
+            prev,
+            name: None,
+            data: format!("new {k}"),
+        };
+        switch.xadd(world.keys.history(&t), entry.id.to_string(), &entry.fields()).ignore();
+        prev = entry.id;
+    }
+    switch
+        .hset_multiple(world.keys.meta(&t), &[("epoch", "recreated"), ("last", prev.to_string().as_str())])
+        .ignore();
+    let () = switch.query_async(&mut conn).await.unwrap();
+    let mut events = futures_util::stream::iter(head).chain(body).eventsource();
+    let mut old = Vec::new();
+    let mut new = Vec::new();
+    let mut order = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    // Until the new history arrived, then 3 s more (a membership rewrite and the hub's
+    // catch-up take about one heartbeat): nothing may come twice.
+    let mut quiet_until = None;
+    loop {
+        let deadline = quiet_until.unwrap_or(until);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Ok(event) = tokio::time::timeout(left, events.next()).await else {
+            assert!(quiet_until.is_some(), "the new history never arrived: old={} new={new:?}", old.len());
+            break;
+        };
+        let event = event.unwrap().unwrap();
+        if event.event == "streamgate.reset" {
+            order.push(format!("reset {}", event.data));
+            continue;
+        }
+        let mut words = event.data.split(' ');
+        let (kind, n) = (words.next().unwrap(), words.next().unwrap().parse::<u64>().unwrap());
+        order.push(format!("{kind} {n}"));
+        if kind == "old" {
+            old.push(n);
+        } else {
+            new.push(n);
+            if new.len() == 5 && quiet_until.is_none() {
+                quiet_until = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+            }
+        }
+    }
+    let resets: Vec<&String> = order.iter().filter(|e| e.starts_with("reset")).collect();
+    println!("guarantee flushall mid-replay: old={} new={new:?} resets={resets:?}", old.len());
+    let tail: Vec<&String> = order.iter().skip(old.len()).collect();
+    assert_eq!(resets.len(), 1, "one reset: {tail:?}");
+    assert!(resets[0].contains("history_lost"), "{resets:?}");
+    assert!(tail[0].starts_with("reset"), "the reset comes first, then the new history: {tail:?}");
+    assert!(old.len() < old_events as usize, "the wipe came mid-replay");
+    assert_eq!(old, (0..old.len() as u64).collect::<Vec<_>>(), "old events in order, none twice");
+    assert_eq!(new, [0, 1, 2, 3, 4], "{tail:?}");
+}
+
+#[tokio::test]
+async fn settings_that_defeat_each_other_stop_the_gateway_with_one_line() {
+    let output = std::process::Command::new(streamgate_tests::binaries::workspace_binary("gateway"))
+        .env_remove(streamgate::config::CONFIG_FILE_ENV)
+        .env("QUEUE_SIZE", "100")
+        .env("REPLAY_BATCH", "500")
+        .output()
+        .expect("run the gateway");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("QUEUE_SIZE=100 and REPLAY_BATCH=500 conflict"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_history_read_is_bounded_by_bytes_as_well_as_by_count() {
+    use gateway::history::{ReadLimit, read_after};
+
+    let world = World::new("readbytes", RedisServer::start());
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let big = "x".repeat(16 * 1024);
+    for n in 0..20 {
+        publish_one(&publisher, "big", &format!("{n} {big}")).await;
+    }
+    publish_one(&publisher, "big", &"y".repeat(200 * 1024)).await;
+    let pool = streamgate::redis::pool(&world.redis.url(), 2).unwrap();
+    let t = topic("big");
+    let limit = ReadLimit { count: 500, bytes: 64 * 1024 };
+    let read = read_after(&pool, &world.keys, &t, HistoryId::ZERO, limit).await.unwrap();
+    assert_eq!(read.entries.len(), 3, "three 16 KiB events fit in 64 KiB, a fourth does not");
+    assert!(read.truncated);
+    // An event larger than the budget still comes, alone: a read always makes progress.
+    let last_small =
+        read_after(&pool, &world.keys, &t, HistoryId::ZERO, ReadLimit { count: 20, bytes: 1 << 30 })
+            .await
+            .unwrap()
+            .entries
+            .last()
+            .unwrap()
+            .id;
+    let read = read_after(&pool, &world.keys, &t, last_small, limit).await.unwrap();
+    assert_eq!(read.entries.len(), 1);
+    assert_eq!(read.entries[0].data.len(), 200 * 1024);
+    assert!(!read.truncated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_flood_on_a_busy_pool_never_lets_a_healthy_gateway_expire() {
+    use futures_util::StreamExt;
+
+    let world = World::new("flood", RedisServer::start());
+    // One pooled connection, and 150 clients replaying a 2 MB history at once: every read
+    // waits for all the reads queued before it, for seconds.
+    let gateway = world.gateway(&[("REDIS_POOL_SIZE", "1"), ("LIVENESS_TTL", "3s")]).await;
+    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let pad = "x".repeat(10 * 1024);
+    for first in (0..200).step_by(50) {
+        let batch: Vec<_> = (first..first + 50)
+            .map(|n| streamgate_tests::publish::event("heavy", None, &format!("{n} {pad}")))
+            .collect();
+        publisher.publish(&batch).await.unwrap();
+    }
+    let instance = InstanceId::parse(gateway.instance.as_str()).unwrap();
+    let alive = world.keys.instance_alive(&instance);
+    let mut conn = world.redis.client().await;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..150 {
+        let request =
+            http.get(gateway.url("/events?topic=heavy&lastEventId=0")).header("accept", "text/event-stream");
+        clients.push(tokio::spawn(async move {
+            let Ok(response) = request.send().await else { return 0 };
+            let mut body = response.bytes_stream();
+            let mut read = 0;
+            while read < 2_000_000 {
+                match body.next().await {
+                    Some(Ok(chunk)) => read += chunk.len(),
+                    _ => break,
+                }
+            }
+            read
+        }));
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut checks = 0;
+    while tokio::time::Instant::now() < until {
+        assert!(
+            conn.exists::<_, bool>(&alive).await.unwrap(),
+            "the liveness key lapsed after {checks} checks"
+        );
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut done = 0;
+    for client in clients {
+        if !client.is_finished() {
+            client.abort();
+        } else if client.await.unwrap() >= 2_000_000 {
+            done += 1;
+        }
+    }
+    println!("guarantee replay flood: {done} of 150 clients replayed 2 MB in 8 s, liveness held throughout");
+}

@@ -347,9 +347,9 @@ async fn malformed_keys_and_values_are_skipped_and_counted() {
     let p = &prefix;
     let mut setup = redis::pipe();
     setup
-        .set(format!("{p}:h:{{wrongtype}}"), "a string")
-        .rpush(format!("{p}:g:{{listy}}"), "x")
-        .sadd(format!("{p}:m:{{setty}}"), "x")
+        .set(keys.history(&topic("wrongtype")), "a string")
+        .rpush(keys.group(&topic("listy")), "x")
+        .sadd(keys.meta(&topic("setty")), "x")
         .cmd("XADD")
         .arg(format!("{p}:i:{{bad id!}}:s"))
         .arg("*")
@@ -366,9 +366,9 @@ async fn malformed_keys_and_values_are_skipped_and_counted() {
         .hset(keys.group(&topic("allbad")), "gw-d", "x");
     let () = setup.query_async(&mut conn).await.unwrap();
     let malformed = [
-        format!("{p}:h:{{wrongtype}}"),
-        format!("{p}:g:{{listy}}"),
-        format!("{p}:m:{{setty}}"),
+        keys.history(&topic("wrongtype")),
+        keys.group(&topic("listy")),
+        keys.meta(&topic("setty")),
         format!("{p}:i:{{bad id!}}:s"),
         format!("{p}:i:{{gw-ok}}:unknown-kind"),
         format!("{p}:h:{{unterminated"),

@@ -1,6 +1,7 @@
 //! Streamgate's integration tests, in one binary so they compile once. Each module tests
 //! one area against real processes (redis-server, the services on port 0).
 
+mod browser;
 mod config_layers;
 mod deploy_compose;
 mod docs;
@@ -9,11 +10,15 @@ mod gateway_auth;
 mod gateway_delivery;
 mod gateway_http;
 mod gateway_limits;
+mod gateway_memory;
 mod gateway_resilience;
 mod guarantee;
 mod janitor_sweep;
+mod js_client;
 mod producer_config;
 mod producer_ingest;
 mod producer_outcome;
 mod producer_publish;
+mod producer_security;
+mod redis_acl;
 mod redis_harness;

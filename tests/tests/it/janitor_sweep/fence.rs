@@ -113,7 +113,6 @@ async fn a_janitor_stopped_past_its_claim_removes_nothing_of_a_gateway_back_unde
             ("REDIS_URL", redis.url()),
             ("KEY_PREFIX", prefix.clone()),
             ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
-            ("ADMIN_LISTEN_ADDR", "off".to_owned()),
             ("INSTANCE_ID", id.to_owned()),
             ("MAX_TOPICS_PER_CONNECTION", N_TOPICS.to_string()),
         ]
