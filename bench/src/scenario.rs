@@ -63,6 +63,11 @@ impl Streamgate {
                 ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
                 ("INSTANCE_ID", format!("bench-gw-{index}")),
                 ("MAX_CONNECTIONS", "1000000".into()),
+                // Every simulated client comes from 127.0.0.1: no per-address limits, and
+                // no admin listener (several gateways on one host).
+                ("MAX_CONNECTIONS_PER_IP", "0".into()),
+                ("SUBSCRIBE_RATE_PER_IP", "0".into()),
+                ("ADMIN_LISTEN_ADDR", "off".into()),
             ];
             env.extend(gateway_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
             started.push((

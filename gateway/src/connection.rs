@@ -223,6 +223,16 @@ fn subscribe_all(subscriptions: &[Subscription]) -> Vec<(fanout::Receiver<Delive
 /// Redis is slow or down, the stream starts anyway and waits with heartbeats.
 pub async fn join(state: &AppState, topics: &[Topic], wait: std::time::Duration) -> Joined {
     let subscriptions: Vec<Subscription> = topics.iter().map(|t| state.hubs.join(t)).collect();
+    join_subscribed(state, subscriptions, wait).await
+}
+
+/// [`join`] for subscriptions already taken (by [`crate::hub::Hubs::join_all`], under the
+/// gateway's cap on topics).
+pub async fn join_subscribed(
+    state: &AppState,
+    subscriptions: Vec<Subscription>,
+    wait: std::time::Duration,
+) -> Joined {
     let all_ready = async {
         for subscription in &subscriptions {
             if !subscription.hub().wait_ready(&state.shutdown).await {
@@ -234,6 +244,25 @@ pub async fn join(state: &AppState, topics: &[Topic], wait: std::time::Duration)
     let ready = tokio::time::timeout(wait, all_ready).await.unwrap_or(false);
     let subscribed = ready.then(|| subscribe_all(&subscriptions));
     Joined { subscriptions, subscribed }
+}
+
+/// Why a stream ends on its own, at a set time (besides shutdown and falling behind).
+#[derive(Debug, Clone)]
+pub enum StreamEnd {
+    /// `MAX_STREAM_LIFETIME` is reached.
+    Lifetime,
+    /// The subscriber's token expires; this event (without `id:`, so the client's
+    /// `lastEventId` stays its cursor) is sent last.
+    AuthExpired(Bytes),
+}
+
+/// When and why a stream ends on its own.
+#[derive(Debug, Clone)]
+pub struct StreamDeadline {
+    /// When.
+    pub at: tokio::time::Instant,
+    /// Why.
+    pub end: StreamEnd,
 }
 
 /// Builds the SSE body of one connection.
@@ -248,9 +277,23 @@ pub fn event_stream(
     cursor_event: bool,
     joined: Joined,
     guard: ConnectionGuard,
+    deadline: Option<StreamDeadline>,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
     async_stream::stream! {
         let guard = guard;
+        // A deadline that passes during the replay ends the stream as soon as the replay
+        // is done and the cursor block sent (the replay itself is bounded by the history).
+        let (deadline_at, deadline_end) = match deadline {
+            Some(StreamDeadline { at, end }) => (Some(at), Some(end)),
+            None => (None, None),
+        };
+        let deadline_passes = async move {
+            match deadline_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline_passes);
         let Joined { subscriptions, mut subscribed } = joined;
         let shutdown = state.shutdown.clone();
         let mut heartbeat = tokio::time::interval(state.config.heartbeat_interval);
@@ -358,6 +401,14 @@ pub fn event_stream(
                 },
                 _ = heartbeat.tick() => yield Ok(comment("")),
                 _ = &mut ended => return,
+                _ = &mut deadline_passes => {
+                    // The cursor again, so the client resumes exactly where this ends.
+                    yield Ok(lanes.cursor_block(false));
+                    if let Some(StreamEnd::AuthExpired(event)) = deadline_end {
+                        yield Ok(event);
+                    }
+                    return;
+                }
             }
         }
     }

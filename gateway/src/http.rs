@@ -1,5 +1,12 @@
-//! The gateway's HTTP surface: `/events` (SSE), health, readiness, the admin listing and
-//! the demo page. `router` can be nested into another axum application.
+//! The gateway's public HTTP surface: `/events` (SSE), health, readiness and — with
+//! `DEMO_PAGE` — the demo page. `router` can be nested into another axum application; the
+//! admin listing is on its own listener ([`crate::admin`]).
+//!
+//! An `/events` request passes, in order: the client's request rate, the request's own
+//! validity (400), authorization (401/403), then the caps — streams per client address,
+//! streams per gateway, topics per gateway — and only then joins its topics. So a
+//! reconnect with a cursor is authorized before anything is replayed, and a refused
+//! request never creates a hub.
 
 use std::net::SocketAddr;
 
@@ -13,9 +20,13 @@ use serde_json::json;
 use streamgate::cursor::{TopicCursor, parse_cursors};
 use streamgate::topic::Topic;
 
-use crate::connection::event_stream;
+use crate::connection::{StreamDeadline, StreamEnd, event_stream, join_subscribed};
 use crate::error::AppError;
+use crate::limits::per_ip::ClientKey;
 use crate::startup::AppState;
+
+/// The event that ends a stream whose token expired.
+pub const AUTH_EXPIRED_EVENT: &str = "streamgate.auth_expired";
 
 /// How long a new stream waits for its memberships before the response starts (after that
 /// it starts anyway and keeps waiting with heartbeats, e.g. while Redis is down).
@@ -26,16 +37,18 @@ pub const INSTANCE_HEADER: &str = "x-streamgate-instance";
 
 /// The gateway's routes. Nest it under any path: `Router::new().nest("/rt", router(state))`.
 pub fn router(state: AppState) -> Router {
+    // CORS only where browsers of other sites need it: the event stream.
     let cors = crate::startup::cors_layer(&state.config.cors);
-    Router::new()
-        .route("/events", get(events))
+    let mut router = Router::new()
+        .route("/events", get(events).layer(cors))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/admin/connections", get(admin_connections))
-        .route("/", get(demo_page))
-        .route("/streamgate.js", get(js_client))
-        .layer(cors)
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    if state.config.demo_page {
+        // The demo page and the JavaScript client it imports (`clients/js`; applications
+        // bundle their own copy).
+        router = router.route("/", get(demo_page)).route("/streamgate.js", get(js_client));
+    }
+    router.with_state(state)
 }
 
 /// A parsed `/events` request.
@@ -101,6 +114,12 @@ async fn events(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    let limits = &state.config.limits;
+    let client_ip = limits.trusted_proxies.client_ip(remote, &headers);
+    let client = ClientKey::of(client_ip);
+    if let Err(retry_after) = state.rate_per_client.check(client, tokio::time::Instant::now()) {
+        return refuse(&state, &headers, AppError::RateLimited { retry_after });
+    }
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -113,31 +132,88 @@ async fn events(
         state.config.max_topics_per_connection,
         state.config.max_topic_bytes,
     )?;
+    let grant = match state.access.authorize(&headers, query.as_deref(), &request.topics, client_ip).await {
+        Ok(grant) => grant,
+        Err(denied) => {
+            let error = AppError::from(denied);
+            tracing::debug!(%client_ip, %error, "Subscription refused.");
+            return refuse(&state, &headers, error);
+        }
+    };
+    let Some(client_slot) = state.open_per_client.admit(client, limits.max_connections_per_ip) else {
+        return refuse(&state, &headers, AppError::TooManyStreams(limits.max_connections_per_ip));
+    };
     let Some(guard) = state.connections.admit(state.config.max_connections, request.topics.clone(), remote)
     else {
-        let refusal = AppError::AtCapacity(state.config.max_connections);
-        if accepts_event_stream(&headers) {
-            return Ok(retry_later(&state, &refusal.to_string()));
-        }
-        return Err(refusal);
+        return refuse(&state, &headers, AppError::AtCapacity(state.config.max_connections));
+    };
+    let Some(subscriptions) = state.hubs.join_all(&request.topics, limits.max_topics) else {
+        return refuse(&state, &headers, AppError::TopicCapacity(limits.max_topics));
     };
     let instance = HeaderValue::from_str(state.config.instance_id.as_str()).expect("instance ids are ASCII");
-    let joined = crate::connection::join(&state, &request.topics, JOIN_WAIT).await;
-    let body = Body::from_stream(event_stream(
-        state,
-        request.topics,
-        request.cursors,
-        request.cursor_event,
-        joined,
-        guard,
-    ));
-    let mut response = Response::new(body);
+    let joined = join_subscribed(&state, subscriptions, JOIN_WAIT).await;
+    let deadline = stream_deadline(limits.max_stream_lifetime, grant.expires_at, &request.topics);
+    let stream =
+        event_stream(state, request.topics, request.cursors, request.cursor_event, joined, guard, deadline);
+    // The client's slot is held as long as its stream is.
+    let stream = futures_util::StreamExt::map(stream, move |chunk| {
+        let _held = &client_slot;
+        chunk
+    });
+    let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     headers.insert(INSTANCE_HEADER, instance);
     Ok(response)
+}
+
+/// Answers a refused `/events` request: a transient refusal to an `EventSource` as a 200
+/// that only sets `retry:` (it would never retry anything else); everything else as the
+/// error it is.
+fn refuse(state: &AppState, headers: &HeaderMap, error: AppError) -> Result<Response, AppError> {
+    if error.is_transient() && accepts_event_stream(headers) {
+        let at_least = match &error {
+            AppError::RateLimited { retry_after } => *retry_after,
+            _ => std::time::Duration::ZERO,
+        };
+        return Ok(retry_later(state, &error.to_string(), at_least));
+    }
+    Err(error)
+}
+
+/// When a stream must end on its own: at the token's expiry or after the longest lifetime,
+/// whichever comes first.
+fn stream_deadline(
+    lifetime: Option<std::time::Duration>,
+    expires_at: Option<std::time::SystemTime>,
+    topics: &[Topic],
+) -> Option<StreamDeadline> {
+    let now = tokio::time::Instant::now();
+    let by_lifetime =
+        lifetime.map(|lifetime| StreamDeadline { at: now + lifetime, end: StreamEnd::Lifetime });
+    let by_expiry = expires_at.map(|expires_at| {
+        let left = expires_at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        StreamDeadline { at: now + left, end: StreamEnd::AuthExpired(auth_expired_event(topics)) }
+    });
+    match (by_lifetime, by_expiry) {
+        (Some(lifetime), Some(expiry)) => Some(if expiry.at <= lifetime.at { expiry } else { lifetime }),
+        (lifetime, expiry) => lifetime.or(expiry),
+    }
+}
+
+/// `event: streamgate.auth_expired` with the stream's topics, and no `id:` (the client's
+/// `lastEventId` stays the stream's cursor, so it resumes exactly with a new token).
+pub fn auth_expired_event(topics: &[Topic]) -> bytes::Bytes {
+    let data = json!({
+        "reason": "token_expired",
+        "topics": topics.iter().map(Topic::as_str).collect::<Vec<_>>(),
+    })
+    .to_string();
+    let mut out = bytes::BytesMut::with_capacity(data.len() + 48);
+    streamgate::event::write_body(&mut out, Some(AUTH_EXPIRED_EVENT), &data).expect("a fixed event name");
+    out.freeze()
 }
 
 /// Whether the client asked for an event stream (EventSource always does).
@@ -150,12 +226,12 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// A transient refusal an `EventSource` survives: a browser never retries a non-200
-/// answer, so an SSE client gets a 200 stream that only sets `retry:` (the retry interval
-/// plus up to as much again of random jitter, so refused clients do not return in one
-/// wave), names the reason in a comment and ends. It carries no `id:`, so the browser keeps
-/// its `Last-Event-ID` and resumes exactly when it gets in.
-fn retry_later(state: &AppState, reason: &str) -> Response {
-    let base = state.config.retry_interval.as_millis() as u64;
+/// answer, so an SSE client gets a 200 stream that only sets `retry:` (the retry interval,
+/// or `at_least` when longer, plus up to as much again of random jitter, so refused
+/// clients do not return in one wave), names the reason in a comment and ends. It carries
+/// no `id:`, so the browser keeps its `Last-Event-ID` and resumes exactly when it gets in.
+fn retry_later(state: &AppState, reason: &str, at_least: std::time::Duration) -> Response {
+    let base = state.config.retry_interval.max(at_least).as_millis() as u64;
     let delay = base + fastrand::u64(0..=base);
     let mut body = Vec::with_capacity(reason.len() + 32);
     body.extend_from_slice(&streamgate::event::retry(delay));
@@ -187,39 +263,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn admin_connections(State(state): State<AppState>) -> impl IntoResponse {
-    use std::sync::atomic::Ordering;
-    let connections: Vec<_> = state
-        .connections
-        .snapshot()
-        .iter()
-        .map(|info| {
-            let positions = info.positions.lock().expect("positions lock").clone();
-            let cursors: Vec<TopicCursor> = positions.iter().map(|p| p.cursor()).collect();
-            let cursor = streamgate::cursor::format_cursors(&info.topics, &cursors);
-            json!({
-                "id": info.id,
-                "topics": info.topics.iter().map(Topic::as_str).collect::<Vec<_>>(),
-                "remoteAddr": info.remote.to_string(),
-                "connectedAt": humantime::format_rfc3339_seconds(info.connected_at).to_string(),
-                "eventsSent": info.events_sent.load(Ordering::Relaxed),
-                "cursor": cursor,
-            })
-        })
-        .collect();
-    axum::Json(json!({
-        "instance": state.config.instance_id.as_str(),
-        "totals": {
-            "open": state.connections.open(),
-            "topics": state.hubs.len(),
-            "openedTotal": state.connections.opened_total.load(Ordering::Relaxed),
-            "slowClosedTotal": state.connections.slow_closed_total.load(Ordering::Relaxed),
-            "refusedTotal": state.connections.refused_total.load(Ordering::Relaxed),
-        },
-        "connections": connections,
-    }))
-}
-
 async fn demo_page() -> Html<&'static str> {
     Html(include_str!("demo.html"))
 }
@@ -235,6 +278,7 @@ async fn js_client() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse(query: &str, header: Option<&str>) -> Result<EventsRequest, AppError> {
         parse_events_request(Some(query), header, 3, 16)
@@ -272,5 +316,46 @@ mod tests {
         assert_eq!(request.cursors.unwrap()[0].as_ref().unwrap().to_string(), "5-0~ep");
         let request = parse("topic=a&lastEventId=0", None).unwrap();
         assert_eq!(request.cursors.unwrap()[0], Some(TopicCursor::Start));
+    }
+
+    proptest! {
+        /// Whatever a client sends as query and `Last-Event-ID`, parsing answers (a request
+        /// or a 400) without panicking, and never admits more topics than allowed.
+        #[test]
+        fn any_query_and_cursor_parse_or_are_refused(query in "\\PC{0,300}", cursor in proptest::option::of("[ -~]{0,200}")) {
+            if let Ok(request) = parse_events_request(Some(&query), cursor.as_deref(), 3, 16) {
+                prop_assert!(!request.topics.is_empty() && request.topics.len() <= 3);
+                if let Some(cursors) = request.cursors {
+                    prop_assert_eq!(cursors.len(), request.topics.len());
+                }
+            }
+        }
+
+        /// Topics listed in a URL come back in order, and a cursor the gateway wrote for
+        /// them is read back as the same per-topic positions.
+        #[test]
+        fn topics_and_cursors_round_trip(
+            names in proptest::collection::btree_set("[a-z0-9:*._-]{1,12}", 1..4),
+            positions in proptest::collection::vec((1u64..u64::MAX / 2, 0u64..100), 4),
+        ) {
+            let names: Vec<String> = names.into_iter().collect();
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            for name in &names {
+                query.append_pair("topic", name);
+            }
+            let query = query.finish();
+            let epoch = streamgate::cursor::Epoch::parse("k3j9x2mf0a").unwrap();
+            let cursors: Vec<TopicCursor> = names
+                .iter()
+                .zip(&positions)
+                .map(|(_, (ms, seq))| TopicCursor::at(epoch.clone(), streamgate::cursor::HistoryId { ms: *ms, seq: *seq }))
+                .collect();
+            let text = streamgate::cursor::format_cursors(&names, &cursors);
+            let request = parse_events_request(Some(&query), Some(&text), 3, 16).unwrap();
+            let parsed: Vec<&str> = request.topics.iter().map(Topic::as_str).collect();
+            prop_assert_eq!(parsed, names.iter().map(String::as_str).collect::<Vec<_>>());
+            let expected: Vec<Option<TopicCursor>> = cursors.into_iter().map(Some).collect();
+            prop_assert_eq!(request.cursors, Some(expected));
+        }
     }
 }

@@ -273,6 +273,31 @@ impl Hubs {
         Subscription { hubs: Arc::clone(self), hub: Arc::clone(&entry.hub) }
     }
 
+    /// Joins every topic of `topics`, unless that would make this gateway hold more than
+    /// `max_hubs` hubs: then joins none and returns `None`. The check and the joins happen
+    /// under one lock, so concurrent requests cannot overshoot the cap together.
+    pub fn join_all(self: &Arc<Self>, topics: &[Topic], max_hubs: usize) -> Option<Vec<Subscription>> {
+        let mut map = self.map.lock().expect("hubs lock");
+        let new_hubs = topics.iter().filter(|topic| !map.contains_key(*topic)).count();
+        if new_hubs > 0 && map.len() + new_hubs > max_hubs {
+            return None;
+        }
+        let subscriptions = topics
+            .iter()
+            .map(|topic| {
+                // The membership lock is only ever taken inside this one, never around it.
+                let generation = self.context.membership.add(topic);
+                let entry = map.entry(topic.clone()).or_insert_with(|| Entry {
+                    hub: self.spawn_hub(topic.clone(), generation),
+                    subscribers: 0,
+                });
+                entry.subscribers += 1;
+                Subscription { hubs: Arc::clone(self), hub: Arc::clone(&entry.hub) }
+            })
+            .collect();
+        Some(subscriptions)
+    }
+
     fn leave(&self, topic: &Topic) {
         let mut map = self.map.lock().expect("hubs lock");
         if let Some(entry) = map.get_mut(topic) {

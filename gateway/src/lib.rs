@@ -2,7 +2,11 @@
 //!
 //! - [`settings`] — configuration.
 //! - [`startup`] — `Application::build` / `run_until_stopped`, the shared `AppState`.
-//! - [`http`] — routes (`/events`, `/healthz`, `/readyz`, `/admin/connections`, `/`).
+//! - [`http`] — public routes (`/events`, `/healthz`, `/readyz`, `/` with `DEMO_PAGE`).
+//! - [`admin`] — `/admin/connections` on the admin listener.
+//! - [`access`] — who may subscribe to what (`SUBSCRIBE_AUTH`: none, jwt, hook).
+//! - [`limits`] — client addresses behind proxies, per-client caps and rates.
+//! - [`server`] — the HTTP/1.1 connection loop: header-read timeout, head size cap.
 //! - [`connection`] — one SSE connection: join, replay, live delivery.
 //! - [`hub`] — per-topic sequencing and the encode-once broadcast.
 //! - [`fanout`] — the broadcast ring that allocates only what it holds.
@@ -14,14 +18,18 @@
 //! Architecture invariant: a connection never talks to Redis to join or leave a topic;
 //! all membership writes go through the one batching task in [`membership`].
 
+pub mod access;
+pub mod admin;
 pub mod connection;
 pub mod error;
 pub mod fanout;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod membership;
 pub mod reader;
+pub mod server;
 pub mod settings;
 pub mod startup;
 

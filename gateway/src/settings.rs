@@ -3,9 +3,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use streamgate::config::{ConfigError, Layered, Setting, Sources, parse_list};
+use secrecy::SecretString;
+use streamgate::config::{ConfigError, Layered, Setting, Sources, parse_bool, parse_list};
 use streamgate::settings::{COMMON, Common};
 use streamgate::topic::InstanceId;
+
+use crate::access::config::AccessConfig;
+use crate::limits::client_ip::TrustedProxies;
 
 /// `LISTEN_ADDR`.
 pub const LISTEN_ADDR: Setting = Setting {
@@ -120,6 +124,182 @@ pub const CORS_ORIGINS: Setting = Setting {
     help: "Origins allowed to open event streams from other sites.",
 };
 
+/// `ADMIN_LISTEN_ADDR`.
+pub const ADMIN_LISTEN_ADDR: Setting = Setting {
+    name: "ADMIN_LISTEN_ADDR",
+    default: "127.0.0.1:9080",
+    allowed: "a socket address such as 127.0.0.1:9080 (port 0 picks a free port), or off",
+    help: "Where /admin/* is served, apart from the public listener; off (or empty) serves no admin endpoint.",
+};
+/// `ADMIN_TOKEN`.
+pub const ADMIN_TOKEN: Setting = Setting {
+    name: "ADMIN_TOKEN",
+    default: "",
+    allowed: "any text of 16 or more characters (empty: no token)",
+    help: "Bearer token required by /admin/* when set.",
+};
+/// `DEMO_PAGE`.
+pub const DEMO_PAGE: Setting = Setting {
+    name: "DEMO_PAGE",
+    default: "false",
+    allowed: "true or false",
+    help: "Serve the demo page at / on the public listener.",
+};
+/// `SUBSCRIBE_AUTH`.
+pub const SUBSCRIBE_AUTH: Setting = Setting {
+    name: "SUBSCRIBE_AUTH",
+    default: "none",
+    allowed: "none, jwt or hook",
+    help: "How /events requests are authorized: not at all, by a JWT, or by asking SUBSCRIBE_AUTH_URL.",
+};
+/// `JWT_SECRET`.
+pub const JWT_SECRET: Setting = Setting {
+    name: "JWT_SECRET",
+    default: "",
+    allowed: "a secret of at least 32 bytes (empty: none)",
+    help: "HS256 key of subscriber tokens (SUBSCRIBE_AUTH=jwt).",
+};
+/// `JWT_SECRET_FILE`.
+pub const JWT_SECRET_FILE: Setting = Setting {
+    name: "JWT_SECRET_FILE",
+    default: "",
+    allowed: "a readable file holding a secret of at least 32 bytes (one trailing newline is removed)",
+    help: "JWT_SECRET from a file, read at start-up (for Docker and Kubernetes secrets).",
+};
+/// `JWKS_FILE`.
+pub const JWKS_FILE: Setting = Setting {
+    name: "JWKS_FILE",
+    default: "",
+    allowed: "a readable JWKS JSON file of RSA, EC (P-256, P-384) or Ed25519 public keys",
+    help: "Public keys of subscriber tokens (RS256, ES256, ...), chosen by kid when the token names one.",
+};
+/// `JWKS_URL`.
+pub const JWKS_URL: Setting = Setting {
+    name: "JWKS_URL",
+    default: "",
+    allowed: "an http:// or https:// URL of a JWKS document (empty: none)",
+    help: "Public keys of subscriber tokens fetched at start-up and every JWKS_REFRESH.",
+};
+/// `JWKS_REFRESH`.
+pub const JWKS_REFRESH: Setting = Setting {
+    name: "JWKS_REFRESH",
+    default: "5m",
+    allowed: "a duration from 10s to 24h",
+    help: "How often JWKS_URL is fetched again (also at most every 30 s when a token names an unknown kid).",
+};
+/// `JWT_AUDIENCE`.
+pub const JWT_AUDIENCE: Setting = Setting {
+    name: "JWT_AUDIENCE",
+    default: "",
+    allowed: "a comma-separated list of audiences (empty: tokens must carry no aud)",
+    help: "Accepted aud values; when set, aud is required.",
+};
+/// `JWT_ISSUER`.
+pub const JWT_ISSUER: Setting = Setting {
+    name: "JWT_ISSUER",
+    default: "",
+    allowed: "a comma-separated list of issuers (empty: not checked)",
+    help: "Accepted iss values; when set, iss is required.",
+};
+/// `AUTH_COOKIE`.
+pub const AUTH_COOKIE: Setting = Setting {
+    name: "AUTH_COOKIE",
+    default: "streamgate_token",
+    allowed: "a cookie name: 1 to 64 ASCII letters, digits, '_' or '-'",
+    help: "The cookie a subscriber token may come in (set it HttpOnly).",
+};
+/// `ALLOW_QUERY_TOKEN`.
+pub const ALLOW_QUERY_TOKEN: Setting = Setting {
+    name: "ALLOW_QUERY_TOKEN",
+    default: "false",
+    allowed: "true or false",
+    help: "Accept the token as ?token= too. URLs end up in access logs: use short-lived tokens.",
+};
+/// `SUBSCRIBE_AUTH_URL`.
+pub const SUBSCRIBE_AUTH_URL: Setting = Setting {
+    name: "SUBSCRIBE_AUTH_URL",
+    default: "",
+    allowed: "an http:// or https:// URL",
+    help: "The hook POSTed for every /events request with SUBSCRIBE_AUTH=hook.",
+};
+/// `SUBSCRIBE_AUTH_TIMEOUT`.
+pub const SUBSCRIBE_AUTH_TIMEOUT: Setting = Setting {
+    name: "SUBSCRIBE_AUTH_TIMEOUT",
+    default: "2s",
+    allowed: "a duration from 100ms to 30s",
+    help: "How long the hook may take to answer; slower counts as unavailable.",
+};
+/// `SUBSCRIBE_AUTH_CACHE`.
+pub const SUBSCRIBE_AUTH_CACHE: Setting = Setting {
+    name: "SUBSCRIBE_AUTH_CACHE",
+    default: "10s",
+    allowed: "a duration from 0s (no cache) to 10m",
+    help: "How long a hook answer is reused for the same credentials and topics.",
+};
+/// `PUBLIC_TOPIC_PREFIXES`.
+pub const PUBLIC_TOPIC_PREFIXES: Setting = Setting {
+    name: "PUBLIC_TOPIC_PREFIXES",
+    default: "",
+    allowed: "a comma-separated list of non-empty prefixes such as public:",
+    help: "Topics starting with one of these need no token.",
+};
+/// `MAX_CONNECTIONS_PER_IP`.
+pub const MAX_CONNECTIONS_PER_IP: Setting = Setting {
+    name: "MAX_CONNECTIONS_PER_IP",
+    default: "1000",
+    allowed: "a whole number from 0 (no limit) to 10000000",
+    help: "Open streams per client address (IPv6: per /64) on one gateway.",
+};
+/// `SUBSCRIBE_RATE_PER_IP`.
+pub const SUBSCRIBE_RATE_PER_IP: Setting = Setting {
+    name: "SUBSCRIBE_RATE_PER_IP",
+    default: "20",
+    allowed: "a number of requests per second from 0 (no limit) to 1000000, such as 20 or 0.5",
+    help: "Sustained /events requests per second per client address, after SUBSCRIBE_BURST_PER_IP.",
+};
+/// `SUBSCRIBE_BURST_PER_IP`.
+pub const SUBSCRIBE_BURST_PER_IP: Setting = Setting {
+    name: "SUBSCRIBE_BURST_PER_IP",
+    default: "100",
+    allowed: "a whole number from 1 to 1000000",
+    help: "/events requests a client address may make at once before SUBSCRIBE_RATE_PER_IP applies.",
+};
+/// `TRUSTED_PROXIES`.
+pub const TRUSTED_PROXIES: Setting = Setting {
+    name: "TRUSTED_PROXIES",
+    default: "127.0.0.0/8,::1/128",
+    allowed: "a comma-separated list of IP addresses or CIDRs, or none",
+    help: "Peers whose X-Forwarded-For is believed when finding a client's address.",
+};
+/// `MAX_TOPICS`.
+pub const MAX_TOPICS: Setting = Setting {
+    name: "MAX_TOPICS",
+    default: "100000",
+    allowed: "a whole number from 1 to 10000000",
+    help: "Topics with local subscribers (hubs) on one gateway; a request needing more is refused as retryable.",
+};
+/// `MAX_STREAM_LIFETIME`.
+pub const MAX_STREAM_LIFETIME: Setting = Setting {
+    name: "MAX_STREAM_LIFETIME",
+    default: "0s",
+    allowed: "0s (no limit) or a duration from 1s to 7d",
+    help: "Streams end after this long (after an id:-only block); clients reconnect and resume.",
+};
+/// `HEADER_READ_TIMEOUT`.
+pub const HEADER_READ_TIMEOUT: Setting = Setting {
+    name: "HEADER_READ_TIMEOUT",
+    default: "10s",
+    allowed: "a duration from 1s to 5m",
+    help: "How long a client may take to send a request's headers (slowloris); slower connections are closed.",
+};
+/// `MAX_HEADER_BYTES`.
+pub const MAX_HEADER_BYTES: Setting = Setting {
+    name: "MAX_HEADER_BYTES",
+    default: "32KiB",
+    allowed: "a size from 8KiB to 1MiB",
+    help: "Largest request head (request line and headers); larger gets 431.",
+};
+
 /// Every gateway setting, shared ones first.
 pub const SETTINGS: &[Setting] = &[
     COMMON[0],
@@ -143,6 +323,31 @@ pub const SETTINGS: &[Setting] = &[
     LIVENESS_TTL,
     DRAIN_TIMEOUT,
     CORS_ORIGINS,
+    ADMIN_LISTEN_ADDR,
+    ADMIN_TOKEN,
+    DEMO_PAGE,
+    SUBSCRIBE_AUTH,
+    JWT_SECRET,
+    JWT_SECRET_FILE,
+    JWKS_FILE,
+    JWKS_URL,
+    JWKS_REFRESH,
+    JWT_AUDIENCE,
+    JWT_ISSUER,
+    AUTH_COOKIE,
+    ALLOW_QUERY_TOKEN,
+    SUBSCRIBE_AUTH_URL,
+    SUBSCRIBE_AUTH_TIMEOUT,
+    SUBSCRIBE_AUTH_CACHE,
+    PUBLIC_TOPIC_PREFIXES,
+    MAX_CONNECTIONS_PER_IP,
+    SUBSCRIBE_RATE_PER_IP,
+    SUBSCRIBE_BURST_PER_IP,
+    TRUSTED_PROXIES,
+    MAX_TOPICS,
+    MAX_STREAM_LIFETIME,
+    HEADER_READ_TIMEOUT,
+    MAX_HEADER_BYTES,
 ];
 
 /// Which origins may read the streams from other sites.
@@ -193,7 +398,68 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// CORS.
     pub cors: Cors,
+    /// Where `/admin/*` is served (`None`: nowhere).
+    pub admin_listen_addr: Option<SocketAddr>,
+    /// Bearer token `/admin/*` requires.
+    pub admin_token: Option<SecretString>,
+    /// Whether `/` serves the demo page.
+    pub demo_page: bool,
+    /// Subscriber authorization.
+    pub access: AccessConfig,
+    /// Per-client and per-gateway limits.
+    pub limits: Limits,
 }
+
+/// Limits against abuse (each `0` or `None` where it can be off).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open streams per client address (`0`: no limit).
+    pub max_connections_per_ip: usize,
+    /// New `/events` requests per second per client address (`0`: no limit).
+    pub subscribe_rate_per_ip: f64,
+    /// Requests a client address may make at once.
+    pub subscribe_burst_per_ip: u32,
+    /// Whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Topics with hubs on this gateway.
+    pub max_topics: usize,
+    /// How long a stream may last.
+    pub max_stream_lifetime: Option<Duration>,
+    /// Time to send a request's head.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+}
+
+impl Limits {
+    fn from_layered(layered: &Layered) -> Result<Limits, ConfigError> {
+        let lifetime =
+            layered.get_duration(&MAX_STREAM_LIFETIME, Duration::ZERO..=Duration::from_secs(7 * 86_400))?;
+        if !lifetime.is_zero() && lifetime < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                setting: MAX_STREAM_LIFETIME.name.into(),
+                value: layered.raw(&MAX_STREAM_LIFETIME).trim().into(),
+                allowed: MAX_STREAM_LIFETIME.allowed.into(),
+            });
+        }
+        Ok(Limits {
+            max_connections_per_ip: layered.get_in_range(&MAX_CONNECTIONS_PER_IP, 0..=10_000_000)?,
+            subscribe_rate_per_ip: layered.get_with(&SUBSCRIBE_RATE_PER_IP, |raw| {
+                raw.parse::<f64>().ok().filter(|rate| (0.0..=1_000_000.0).contains(rate))
+            })?,
+            subscribe_burst_per_ip: layered.get_in_range(&SUBSCRIBE_BURST_PER_IP, 1..=1_000_000)?,
+            trusted_proxies: layered.get_with(&TRUSTED_PROXIES, TrustedProxies::parse)?,
+            max_topics: layered.get_in_range(&MAX_TOPICS, 1..=10_000_000)?,
+            max_stream_lifetime: (!lifetime.is_zero()).then_some(lifetime),
+            header_read_timeout: layered
+                .get_duration(&HEADER_READ_TIMEOUT, Duration::from_secs(1)..=Duration::from_secs(300))?,
+            max_header_bytes: layered.get_bytes(&MAX_HEADER_BYTES, 8 << 10..=1 << 20)?,
+        })
+    }
+}
+
+/// `ADMIN_TOKEN`: at least this long, so it cannot be guessed by trying.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 impl GatewayConfig {
     /// Loads and types the configuration from `sources`.
@@ -236,6 +502,27 @@ impl GatewayConfig {
                 .get_duration(&LIVENESS_TTL, Duration::from_secs(3)..=Duration::from_secs(600))?,
             drain_timeout: layered.get_duration(&DRAIN_TIMEOUT, Duration::ZERO..=Duration::from_secs(600))?,
             cors,
+            admin_listen_addr: layered.get_with(&ADMIN_LISTEN_ADDR, |raw| match raw {
+                "" => Some(None),
+                off if off.eq_ignore_ascii_case("off") => Some(None),
+                addr => addr.parse().ok().map(Some),
+            })?,
+            admin_token: match layered.get_optional(&ADMIN_TOKEN) {
+                None => None,
+                Some(token) if token.chars().count() >= MIN_ADMIN_TOKEN_CHARS => {
+                    Some(SecretString::from(token))
+                }
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        setting: ADMIN_TOKEN.name.into(),
+                        value: "(hidden)".into(),
+                        allowed: ADMIN_TOKEN.allowed.into(),
+                    });
+                }
+            },
+            demo_page: layered.get_with(&DEMO_PAGE, parse_bool)?,
+            access: AccessConfig::from_layered(&layered)?,
+            limits: Limits::from_layered(&layered)?,
         };
         config.check_pairs()?;
         Ok(config)
@@ -286,6 +573,9 @@ mod tests {
         assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(config.max_topics_per_connection, 32);
         assert_eq!(config.cors, Cors::Off);
+        assert_eq!(config.admin_listen_addr, Some("127.0.0.1:9080".parse().unwrap()));
+        assert!(config.access.is_open() && !config.demo_page);
+        assert_eq!(config.limits.max_stream_lifetime, None);
         assert_eq!(config.queue_bytes, 8 << 20);
         assert_ne!(config.instance_id, GatewayConfig::with_overrides(&[]).unwrap().instance_id);
     }
@@ -295,6 +585,40 @@ mod tests {
         let error =
             GatewayConfig::with_overrides(&[("QUEUE_SIZE", "100"), ("REPLAY_BATCH", "500")]).unwrap_err();
         assert!(error.to_string().starts_with("QUEUE_SIZE=100 and REPLAY_BATCH=500 conflict: "), "{error}");
+    }
+
+    #[test]
+    fn access_settings_of_another_mode_are_refused() {
+        let error =
+            GatewayConfig::with_overrides(&[("JWT_SECRET", "0123456789abcdef0123456789abcdef")]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("SUBSCRIBE_AUTH=none and JWT_SECRET=(set) conflict"),
+            "{error}"
+        );
+        let error = GatewayConfig::with_overrides(&[("SUBSCRIBE_AUTH", "jwt")]).unwrap_err();
+        assert!(error.to_string().contains("set JWT_SECRET"), "{error}");
+        let error =
+            GatewayConfig::with_overrides(&[("SUBSCRIBE_AUTH", "jwt"), ("JWT_SECRET", "short")]).unwrap_err();
+        assert!(!error.to_string().contains("short"), "the secret is never printed: {error}");
+        let error = GatewayConfig::with_overrides(&[("SUBSCRIBE_AUTH", "hook")]).unwrap_err();
+        assert!(error.to_string().starts_with("invalid SUBSCRIBE_AUTH_URL"), "{error}");
+    }
+
+    #[test]
+    fn the_admin_listener_can_be_turned_off_and_limits_parse() {
+        for off in ["off", "", "OFF"] {
+            let config = GatewayConfig::with_overrides(&[("ADMIN_LISTEN_ADDR", off)]).unwrap();
+            assert_eq!(config.admin_listen_addr, None);
+        }
+        assert!(GatewayConfig::with_overrides(&[("ADMIN_TOKEN", "short")]).is_err());
+        assert!(GatewayConfig::with_overrides(&[("MAX_STREAM_LIFETIME", "500ms")]).is_err());
+        let config =
+            GatewayConfig::with_overrides(&[("MAX_STREAM_LIFETIME", "1h"), ("SUBSCRIBE_RATE_PER_IP", "0.5")])
+                .unwrap();
+        assert_eq!(config.limits.max_stream_lifetime, Some(Duration::from_secs(3600)));
+        assert_eq!(config.limits.subscribe_rate_per_ip, 0.5);
+        assert!(GatewayConfig::with_overrides(&[("MAX_HEADER_BYTES", "4KiB")]).is_err());
+        assert!(GatewayConfig::with_overrides(&[("TRUSTED_PROXIES", "not-an-ip")]).is_err());
     }
 
     #[test]

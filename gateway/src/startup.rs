@@ -1,7 +1,8 @@
 //! Building and running a gateway: `Application::build` connects to Redis, resets what an
-//! earlier life under the same instance id left, binds the listener (port 0 works), and
-//! starts the membership and reader tasks; `run_until_stopped` serves until the shutdown
-//! token fires, then deregisters, ends every stream and drains.
+//! earlier life under the same instance id left, binds the public and admin listeners
+//! (port 0 works), loads the subscriber keys and starts the membership and reader tasks;
+//! `run_until_stopped` serves until the shutdown token fires, then deregisters, ends every
+//! stream and drains.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +13,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::access::Access;
+use crate::access::config::AuthMode;
+use crate::access::jwt::Verifier;
 use crate::connection::Connections;
 use crate::hub::{HubContext, Hubs};
+use crate::limits::per_ip::{OpenPerClient, RatePerClient};
 use crate::membership::Membership;
+use crate::server::ConnectionLimits;
 use crate::settings::{Cors, GatewayConfig};
 
 /// Everything a request handler needs. Cheap to clone.
@@ -36,6 +42,12 @@ pub struct AppState {
     pub replays: Arc<tokio::sync::Semaphore>,
     /// Fires when streams must end (shutdown).
     pub shutdown: CancellationToken,
+    /// Subscriber authorization.
+    pub access: Arc<Access>,
+    /// Open streams per client address.
+    pub open_per_client: Arc<OpenPerClient>,
+    /// New requests per client address.
+    pub rate_per_client: Arc<RatePerClient>,
 }
 
 /// Why a gateway could not start.
@@ -63,6 +75,8 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     port: u16,
+    admin_listener: Option<TcpListener>,
+    admin_port: Option<u16>,
     state: AppState,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     tasks_stop: CancellationToken,
@@ -94,6 +108,16 @@ impl Application {
             .local_addr()
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?
             .port();
+        let (admin_listener, admin_port) = match config.admin_listen_addr {
+            None => (None, None),
+            Some(addr) => {
+                let bind_error = |source| StartError::Bind { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+                let port = listener.local_addr().map_err(bind_error)?.port();
+                (Some(listener), Some(port))
+            }
+        };
+        warn_about_exposure(&config);
 
         let shutdown = CancellationToken::new();
         let tasks_stop = CancellationToken::new();
@@ -131,8 +155,26 @@ impl Application {
             }
         }));
         tasks.push(tokio::spawn(reconcile(Arc::clone(&hubs), config.reconcile_interval, tasks_stop.clone())));
-        tracing::info!(instance = %config.instance_id, port, "Gateway registered and listening.");
+        let mut verifier = None;
+        if let AuthMode::Jwt(jwt) = &config.access.mode {
+            let keys = Arc::new(Verifier::new(jwt.keys.clone(), jwt.audience.clone(), jwt.issuer.clone()));
+            if let Some(url) = &jwt.jwks_url {
+                let fetched = crate::access::jwks::fetch_once(url, &jwt.keys, &keys).await;
+                tasks.push(tokio::spawn(crate::access::jwks::refresh(
+                    url.clone(),
+                    jwt.jwks_refresh,
+                    jwt.keys.clone(),
+                    Arc::clone(&keys),
+                    fetched,
+                    tasks_stop.clone(),
+                )));
+            }
+            verifier = Some(keys);
+        }
+        let access = Arc::new(Access::new(config.access.clone(), verifier));
+        tracing::info!(instance = %config.instance_id, port, admin_port, "Gateway registered and listening.");
         let replays = Arc::new(tokio::sync::Semaphore::new(config.replay_concurrency));
+        let config_limits = config.limits.clone();
         let state = AppState {
             config,
             pool,
@@ -142,13 +184,24 @@ impl Application {
             connections: Arc::new(Connections::default()),
             replays,
             shutdown,
+            access,
+            open_per_client: Arc::new(OpenPerClient::default()),
+            rate_per_client: Arc::new(RatePerClient::new(
+                config_limits.subscribe_rate_per_ip,
+                config_limits.subscribe_burst_per_ip,
+            )),
         };
-        Ok(Application { listener, port, state, tasks, tasks_stop })
+        Ok(Application { listener, port, admin_listener, admin_port, state, tasks, tasks_stop })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin listener's bound port (`None` with `ADMIN_LISTEN_ADDR=off`).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
     }
 
     /// The state (for tests and embedding).
@@ -159,34 +212,66 @@ impl Application {
     /// Serves until `stop` fires; then deregisters, ends every stream so clients reconnect
     /// elsewhere, and waits up to the drain time for connections to close.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> std::io::Result<()> {
-        let Application { listener, state, tasks, tasks_stop, .. } = self;
-        let app = crate::http::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+        let Application { listener, admin_listener, state, tasks, tasks_stop, .. } = self;
+        let trace = tower_http::trace::TraceLayer::new_for_http();
+        let app = crate::http::router(state.clone()).layer(trace.clone());
+        let limits = ConnectionLimits {
+            header_read_timeout: state.config.limits.header_read_timeout,
+            max_header_bytes: state.config.limits.max_header_bytes,
+        };
         let drain = state.config.drain_timeout;
         let stop_signal = stop.clone();
         let state_for_stop = state.clone();
-        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                stop_signal.cancelled().await;
-                // Producers stop routing here first, then streams end.
-                if let Err(error) = state_for_stop.membership.deregister(&state_for_stop.pool).await {
-                    tracing::warn!(%error, "Could not deregister; the janitor will remove this instance.");
-                }
-                state_for_stop.shutdown.cancel();
-            });
-        let served = server.into_future();
-        tokio::pin!(served);
-        let result = tokio::select! {
-            result = &mut served => result,
-            _ = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
-                tracing::warn!(open = state.connections.open(), "Drain time over; exiting with connections open.");
-                Ok(())
+        let public = crate::server::serve(listener, app, limits, async move {
+            stop_signal.cancelled().await;
+            // Producers stop routing here first, then streams end.
+            if let Err(error) = state_for_stop.membership.deregister(&state_for_stop.pool).await {
+                tracing::warn!(%error, "Could not deregister; the janitor will remove this instance.");
+            }
+            state_for_stop.shutdown.cancel();
+        });
+        let admin_stop = stop.clone();
+        let admin_state = state.clone();
+        let admin = async move {
+            if let Some(listener) = admin_listener {
+                let app = crate::admin::router(admin_state).layer(trace);
+                crate::server::serve(listener, app, limits, admin_stop.cancelled_owned()).await;
             }
         };
+        let served = async move {
+            tokio::join!(public, admin);
+        };
+        tokio::pin!(served);
+        tokio::select! {
+            _ = &mut served => {}
+            _ = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
+                tracing::warn!(open = state.connections.open(), "Drain time over; exiting with connections open.");
+            }
+        }
         tasks_stop.cancel();
         for task in tasks {
             let _ = task.await;
         }
-        result
+        Ok(())
+    }
+}
+
+/// Says loudly at start-up when the public listener is reachable from other hosts and
+/// anyone may subscribe to anything, and when the admin listener is open to other hosts
+/// without a token.
+fn warn_about_exposure(config: &GatewayConfig) {
+    if config.access.is_open() && !config.listen_addr.ip().is_loopback() {
+        tracing::warn!(
+            listen_addr = %config.listen_addr,
+            "SUBSCRIBE_AUTH=none on a non-loopback address: ANYONE who reaches this port can read EVERY topic. \
+             Set SUBSCRIBE_AUTH=jwt or hook, or PUBLIC_TOPIC_PREFIXES for what is meant to be public."
+        );
+    }
+    if let Some(admin) = config.admin_listen_addr
+        && !admin.ip().is_loopback()
+        && config.admin_token.is_none()
+    {
+        tracing::warn!(admin_listen_addr = %admin, "The admin listener is reachable from other hosts without ADMIN_TOKEN.");
     }
 }
 
@@ -215,13 +300,21 @@ async fn reconcile(hubs: Arc<Hubs>, interval: std::time::Duration, stop: Cancell
 pub fn cors_layer(cors: &Cors) -> CorsLayer {
     match cors {
         Cors::Off => CorsLayer::new(),
-        Cors::Any => CorsLayer::new().allow_origin(AllowOrigin::any()),
+        // Any origin: no credentials (the CORS rules forbid them with `*`), so only public
+        // topics or `?token=` work cross-site.
+        Cors::Any => CorsLayer::new().allow_origin(AllowOrigin::any()).allow_headers([
+            axum::http::HeaderName::from_static("last-event-id"),
+            axum::http::header::AUTHORIZATION,
+        ]),
+        // Listed origins may send credentials: `new EventSource(url, {withCredentials: true})`
+        // then carries the auth cookie.
         Cors::List(origins) => {
             let origins =
                 origins.iter().filter_map(|o| o.parse().ok()).collect::<Vec<axum::http::HeaderValue>>();
-            CorsLayer::new()
-                .allow_origin(origins)
-                .allow_headers([axum::http::HeaderName::from_static("last-event-id")])
+            CorsLayer::new().allow_origin(origins).allow_credentials(true).allow_headers([
+                axum::http::HeaderName::from_static("last-event-id"),
+                axum::http::header::AUTHORIZATION,
+            ])
         }
     }
 }

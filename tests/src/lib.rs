@@ -15,6 +15,8 @@
 //!   set-up (a primary, 2 replicas, 3 Sentinels).
 //! - [`rig`]: gateway and producer processes behind a real nginx, Redis with AOF.
 //! - [`sse_client`]: an SSE client with an independent parser.
+//! - [`tokens`]: subscriber JWTs signed in the test (HS256, and RS256/ES256 keys from the
+//!   openssl CLI in a JWKS file).
 
 pub mod binaries;
 pub mod browser;
@@ -28,3 +30,4 @@ pub mod redis_cluster;
 pub mod redis_server;
 pub mod rig;
 pub mod sse_client;
+pub mod tokens;

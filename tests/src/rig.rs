@@ -19,6 +19,8 @@ pub struct Service {
     pub name: String,
     /// Its HTTP port on 127.0.0.1.
     pub port: u16,
+    /// Its admin port on 127.0.0.1, when it has one (gateways).
+    pub admin_port: Option<u16>,
     binary: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -28,10 +30,34 @@ pub struct Service {
 
 impl Service {
     /// Starts `binary args...` with `env` added to a clean configuration environment.
+    ///
+    /// A `gateway` gets test defaults first, which `env` may override: no admin listener
+    /// (the default port 9080 would be shared by every gateway on this host) and no
+    /// per-address limits (every test client comes from 127.0.0.1).
     pub fn spawn(name: &str, binary: &str, args: &[&str], port: u16, env: Vec<(String, String)>) -> Service {
+        let env = if binary == "gateway" {
+            let mut with_defaults: Vec<(String, String)> = [
+                ("ADMIN_LISTEN_ADDR", "off"),
+                ("MAX_CONNECTIONS_PER_IP", "0"),
+                ("SUBSCRIBE_RATE_PER_IP", "0"),
+            ]
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+            with_defaults.extend(env);
+            with_defaults
+        } else {
+            env
+        };
+        let admin_port = env
+            .iter()
+            .rfind(|(name, _)| name == "ADMIN_LISTEN_ADDR")
+            .and_then(|(_, addr)| addr.parse::<std::net::SocketAddr>().ok())
+            .map(|addr| addr.port());
         let mut service = Service {
             name: name.to_owned(),
             port,
+            admin_port,
             binary: workspace_binary(binary),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env,
@@ -63,6 +89,11 @@ impl Service {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://127.0.0.1:ADMIN_PORT{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port.expect("an admin listener"))
     }
 
     /// Where its stderr (logs) goes.
@@ -297,11 +328,14 @@ impl Rig {
             let port = free_port();
             let mut env = common(port);
             env.push(("INSTANCE_ID".into(), format!("gw-{index}")));
+            env.push(("ADMIN_LISTEN_ADDR".into(), format!("127.0.0.1:{}", free_port())));
             for (name, value) in [
                 ("HEARTBEAT_INTERVAL", "1s"),
                 ("RETRY_INTERVAL", "250ms"),
                 ("LIVENESS_TTL", "3s"),
                 ("DRAIN_TIMEOUT", "2s"),
+                // The browser tests open the demo page through nginx.
+                ("DEMO_PAGE", "true"),
             ]
             .iter()
             .chain(options.gateway_env.iter())
@@ -340,7 +374,7 @@ impl Rig {
     pub async fn open_connections(&self) -> u64 {
         let mut total = 0;
         for gateway in &self.gateways {
-            if let Ok(response) = reqwest::get(gateway.url("/admin/connections")).await
+            if let Ok(response) = reqwest::get(gateway.admin_url("/admin/connections")).await
                 && let Ok(body) = response.json::<serde_json::Value>().await
             {
                 total += body["totals"]["open"].as_u64().unwrap_or(0);

@@ -20,10 +20,18 @@ pub struct SseStream {
 
 /// Opens `url` with an optional `Last-Event-ID`. Panics unless the server answers.
 pub async fn connect(url: &str, last_event_id: Option<&str>) -> SseStream {
+    let headers: Vec<(&str, &str)> = last_event_id.map(|id| ("last-event-id", id)).into_iter().collect();
+    connect_with_headers(url, &headers).await
+}
+
+/// Opens `url` as an `EventSource` would (`Accept: text/event-stream`) with these extra
+/// headers (`Cookie`, `Authorization`, `Last-Event-ID`, ...). Panics unless the server
+/// answers; any status is returned.
+pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> SseStream {
     let client = reqwest::Client::new();
     let mut request = client.get(url).header("accept", "text/event-stream");
-    if let Some(id) = last_event_id {
-        request = request.header("last-event-id", id);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = request.send().await.expect("gateway answers");
     let status = response.status();
@@ -53,6 +61,20 @@ impl SseStream {
             }
         }
         events
+    }
+
+    /// The events until the stream ends, or until `deadline` (then the test fails).
+    pub async fn until_end(&mut self, deadline: Duration) -> Vec<Event> {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut events = Vec::new();
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.events.next()).await {
+                Ok(Some(Ok(event))) => events.push(event),
+                Ok(Some(Err(_))) | Ok(None) => return events,
+                Err(_) => panic!("the stream did not end within {deadline:?}; got {events:?}"),
+            }
+        }
     }
 
     /// Asserts that no event arrives within `window`.

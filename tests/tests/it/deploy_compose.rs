@@ -8,6 +8,8 @@
 //! - host names: a compose service name (`redis`, `gateway`) becomes 127.0.0.1;
 //! - listen ports: each becomes a free port on 127.0.0.1 (two replicas cannot share one),
 //!   after checking that it is the port the file publishes or exposes for the service;
+//!   the gateway's admin listener (`ADMIN_LISTEN_ADDR`, on each container's own loopback)
+//!   gets a free port too;
 //! - secrets: `/run/secrets/NAME` becomes the file the top-level `secrets:` names, in a
 //!   temp dir filled by `deploy/make-secrets.sh` (as a user would run it), after checking
 //!   that the service mounts that secret;
@@ -586,6 +588,9 @@ impl Container {
         }
         let port = free_port();
         environment.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+        if self.binary == "gateway" {
+            environment.insert("ADMIN_LISTEN_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+        }
 
         let log = logs.join(format!("{name}.log"));
         let mut command = Command::new(workspace_binary(&self.binary));

@@ -138,31 +138,42 @@ where
 }
 
 #[tokio::test]
-async fn cors_origins_are_configurable() {
+async fn cors_origins_are_configurable_and_apply_to_events_only() {
     let redis = RedisServer::start();
     let gateway =
         spawn_gateway(&redis.url(), &unique_prefix("cors"), &[("CORS_ORIGINS", "https://app.example")]).await;
     let client = reqwest::Client::new();
-    let allowed =
-        client.get(gateway.url("/healthz")).header("origin", "https://app.example").send().await.unwrap();
+    let preflight = |url: String, origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, url)
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "last-event-id")
+            .send()
+    };
+    let allowed = preflight(gateway.url("/events?topic=a"), "https://app.example").await.unwrap();
     assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
-    let other =
-        client.get(gateway.url("/healthz")).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-credentials"], "true");
+    let allowed_headers = allowed.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+    assert!(allowed_headers.contains("last-event-id"), "{allowed_headers}");
+    let other = preflight(gateway.url("/events?topic=a"), "https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    let health =
+        client.get(gateway.url("/healthz")).header("origin", "https://app.example").send().await.unwrap();
+    assert!(health.headers().get("access-control-allow-origin").is_none(), "CORS is for /events only");
 
     let closed = spawn_gateway(&redis.url(), &unique_prefix("nocors"), &[]).await;
-    let response =
-        client.get(closed.url("/healthz")).header("origin", "https://app.example").send().await.unwrap();
+    let response = preflight(closed.url("/events?topic=a"), "https://app.example").await.unwrap();
     assert!(response.headers().get("access-control-allow-origin").is_none());
 }
 
 #[tokio::test]
-async fn admin_lists_connections_and_the_demo_page_is_served() {
+async fn admin_lists_connections_on_its_own_port_and_the_demo_page_is_opt_in() {
     let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("admin"), &[]).await;
+    let gateway = spawn_gateway(&redis.url(), &unique_prefix("admin"), &[("DEMO_PAGE", "true")]).await;
     let _stream = connect(&gateway.url("/events?topic=a&topic=b"), None).await;
     let admin: serde_json::Value =
-        reqwest::get(gateway.url("/admin/connections")).await.unwrap().json().await.unwrap();
+        reqwest::get(gateway.admin_url("/admin/connections")).await.unwrap().json().await.unwrap();
     assert_eq!(admin["instance"], gateway.instance.as_str());
     assert_eq!(admin["totals"]["open"], 1);
     let connection = &admin["connections"][0];
@@ -182,6 +193,10 @@ async fn admin_lists_connections_and_the_demo_page_is_served() {
     assert!(client.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
     let code = client.text().await.unwrap();
     assert!(code.contains("export function subscribe(") && code.contains("localStorage"));
+
+    let without_demo = spawn_gateway(&redis.url(), &unique_prefix("nodemo"), &[]).await;
+    assert_eq!(reqwest::get(without_demo.url("/")).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(without_demo.url("/streamgate.js")).await.unwrap().status(), 404);
 }
 
 #[tokio::test]
@@ -192,6 +207,7 @@ async fn the_router_can_be_nested_in_another_application() {
         ("REDIS_URL", redis.url().as_str()),
         ("KEY_PREFIX", prefix.as_str()),
         ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("ADMIN_LISTEN_ADDR", "off"),
     ])
     .unwrap();
     let application = gateway::Application::build(config).await.unwrap();
@@ -227,6 +243,7 @@ async fn a_redis_url_with_a_password_works() {
     let config = gateway::GatewayConfig::with_overrides(&[
         ("REDIS_URL", &format!("redis://:wrong@127.0.0.1:{}", redis.port())),
         ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("ADMIN_LISTEN_ADDR", "off"),
     ])
     .unwrap();
     let error = gateway::Application::build(config).await.err().expect("a wrong password is refused");

@@ -32,7 +32,7 @@ async fn a_slow_consumer_is_closed_and_resumes_from_its_cursor_without_loss() {
     }
     assert!(received.len() < total, "the slow client should have been cut off");
     let admin: serde_json::Value =
-        reqwest::get(gateway.url("/admin/connections")).await.unwrap().json().await.unwrap();
+        reqwest::get(gateway.admin_url("/admin/connections")).await.unwrap().json().await.unwrap();
     assert!(admin["totals"]["slowClosedTotal"].as_u64().unwrap() >= 1, "{admin}");
 
     // Like EventSource, it reconnects with the last id it saw and misses nothing.

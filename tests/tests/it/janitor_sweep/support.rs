@@ -240,6 +240,7 @@ impl GatewayProcess {
             .env("REDIS_URL", redis_url)
             .env("KEY_PREFIX", prefix)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("ADMIN_LISTEN_ADDR", "off")
             .env("INSTANCE_ID", instance)
             .env("LIVENESS_TTL", "3s")
             .stdin(Stdio::null())
