@@ -44,6 +44,8 @@ export interface SubscribeOptions {
   /** Sent as `?token=` (only where the gateway allows query tokens). */
   token?: string;
   onState?: (state: ConnectionState) => void;
+  /** The gateway refused for good (400, 401 without a fresh token, 403); the subscription is closed. */
+  onError?: (error: { status: number; message: string }) => void;
   /** Where cursors persist; default localStorage (memory when unavailable). */
   storage?: CursorStorage | null;
   storageKey?: string;

@@ -59,6 +59,8 @@ export function memoryStorage() {
  * - `token`: sent as `?token=` (only if the gateway allows query tokens; cookies are sent
  *   by the browser by themselves);
  * - `onState(state)`: "connecting", "open", "retrying", "closed";
+ * - `onError({status, message})`: the gateway refused for good (403: a topic is not
+ *   allowed; 401 with no fresh token from `onAuthExpired`); the subscription is closed;
  * - `storage` (a `Storage`-like object, default localStorage) and `storageKey`;
  * - `backoff` ({initialMs, maxMs}): delays, with jitter, when the browser gave up;
  * - `EventSource`: the constructor (default the global one).
@@ -145,15 +147,58 @@ export function subscribe(options) {
     });
     source.onerror = () => {
       // While the browser retries by itself (readyState CONNECTING) there is nothing to
-      // do; when it gave up for good (a non-200 answer, readyState CLOSED) open again later.
+      // do; when it gave up for good (a non-200 answer, readyState CLOSED) find out why.
       if (closed) return;
       if (source.readyState === EventSourceImpl.CLOSED || source.readyState === 2) {
         source.close();
-        scheduleRetry();
+        refused();
       } else {
         setState("retrying");
       }
     };
+  };
+
+  // EventSource hides the status of a refused request: ask once with fetch. 401 asks the
+  // application for a fresh token, 403 stops (the token does not allow a topic), anything
+  // else (a proxy's 502, a gateway that is down) is retried with backoff.
+  const refused = async () => {
+    const status = await probe();
+    if (closed) return;
+    if (status === 401) {
+      const fresh = options.onAuthExpired ? await options.onAuthExpired() : undefined;
+      if (closed) return;
+      if (typeof fresh === "string" && fresh) {
+        token = fresh;
+        attempt = 0;
+        open();
+        return;
+      }
+      return fail(401, "the gateway wants a valid token");
+    }
+    if (status === 403) return fail(403, "the token does not allow one of the topics");
+    if (status === 400) return fail(400, "the gateway refused the request as malformed");
+    scheduleRetry();
+  };
+
+  const probe = async () => {
+    if (typeof fetch !== "function") return null;
+    const controller = new AbortController();
+    try {
+      const response = await fetch(url(), {
+        headers: { accept: "application/json" },
+        credentials: options.withCredentials ? "include" : "same-origin",
+        signal: controller.signal,
+      });
+      controller.abort();
+      return response.status;
+    } catch (_) {
+      return null;
+    }
+  };
+
+  const fail = (status, message) => {
+    if (options.onError) options.onError({ status, message });
+    handle.close();
   };
 
   const scheduleRetry = () => {

@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
+import { createHmac } from "node:crypto";
 import { EventSource } from "eventsource";
 import { subscribe, memoryStorage } from "../src/streamgate.js";
 
@@ -12,7 +13,15 @@ const producer = process.env.STREAMGATE_PRODUCER;
 if (!gateway || !producer) {
   throw new Error("STREAMGATE_GATEWAY and STREAMGATE_PRODUCER must name a running gateway and producer");
 }
+const secret = process.env.STREAMGATE_JWT_SECRET;
 const run = `${process.pid}-${Date.now()}`;
+
+/** An HS256 token for `topics`, valid `seconds` from now. */
+function token(topics, seconds) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ sub: "js-test", topics, exp: Math.floor(Date.now() / 1000) + seconds })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
 const topicName = (name) => `js-${run}-${name}`;
 
 async function publish(topic, data, name) {
@@ -133,4 +142,36 @@ test("opens again with backoff when the server answers non-200 and the EventSour
   await waitFor(() => events.length === 1, "an event after the refusals");
   subscription.close();
   server.close();
+});
+
+test("asks for a fresh token when the stream's token expires, and misses nothing", async () => {
+  const topic = `private-${run}`;
+  let refreshed = 0;
+  const { subscription, events } = collect({
+    topics: [topic],
+    token: token([topic], 2),
+    onAuthExpired: () => {
+      refreshed += 1;
+      return token([topic], 60);
+    },
+  });
+  await waitFor(() => subscription.state === "open", "open");
+  await publish(topic, "before expiry");
+  await waitFor(() => refreshed === 1, "the token refresh", 15000);
+  await publish(topic, "after expiry");
+  await waitFor(() => events.length === 2, "both events");
+  assert.deepEqual(events.map((e) => e.data), ["before expiry", "after expiry"]);
+  subscription.close();
+});
+
+test("reports a topic the token does not allow, and stops", async () => {
+  const errors = [];
+  const { subscription } = collect({
+    topics: [`private-other-${run}`],
+    token: token([`private-${run}`], 60),
+    onError: (error) => errors.push(error),
+  });
+  await waitFor(() => errors.length === 1, "the refusal");
+  assert.equal(errors[0].status, 403);
+  assert.equal(subscription.state, "closed");
 });
