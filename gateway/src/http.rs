@@ -65,6 +65,43 @@ pub struct EventsRequest {
     pub cursor_event: bool,
 }
 
+/// The `name=value` pairs of a query string, `application/x-www-form-urlencoded` style
+/// (`+` is a space, `%XX` a byte), refusing text that is not UTF-8 once decoded — where a
+/// lenient decoder would turn it into U+FFFD and subscribe the client to a topic it never
+/// named.
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, AppError> {
+    fn decode(text: &str) -> Result<String, AppError> {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut at = 0;
+        while at < bytes.len() {
+            let hex = |b: &u8| (*b as char).to_digit(16);
+            match bytes[at] {
+                b'+' => out.push(b' '),
+                b'%' => match (bytes.get(at + 1).and_then(hex), bytes.get(at + 2).and_then(hex)) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        at += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                byte => out.push(byte),
+            }
+            at += 1;
+        }
+        String::from_utf8(out)
+            .map_err(|_| AppError::BadRequest("the query string is not UTF-8 once percent-decoded".into()))
+    }
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
+}
+
 /// Parses the query string and `Last-Event-ID` of an `/events` request.
 pub fn parse_events_request(
     query: Option<&str>,
@@ -75,22 +112,22 @@ pub fn parse_events_request(
     let mut topics: Vec<Topic> = Vec::new();
     let mut query_cursor = None;
     let mut cursor_event = false;
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match name.as_ref() {
+    for (name, value) in query_pairs(query.unwrap_or(""))? {
+        match name.as_str() {
             "topic" => {
                 if topics.len() == max_topics {
                     return Err(AppError::BadRequest(format!(
                         "too many topics: at most {max_topics} per connection"
                     )));
                 }
-                let topic = Topic::parse(value.into_owned(), max_topic_bytes)
+                let topic = Topic::parse(value, max_topic_bytes)
                     .map_err(|error| AppError::BadRequest(error.to_string()))?;
                 if topics.contains(&topic) {
                     return Err(AppError::BadRequest(format!("topic {:?} is listed twice", topic.as_str())));
                 }
                 topics.push(topic);
             }
-            "lastEventId" => query_cursor = Some(value.into_owned()),
+            "lastEventId" => query_cursor = Some(value),
             "cursorEvent" => cursor_event = value == "1" || value == "true",
             _ => {}
         }
@@ -285,6 +322,15 @@ mod tests {
     }
 
     #[test]
+    fn the_query_decodes_like_a_form_and_keeps_stray_percent_signs() {
+        let pairs = query_pairs("topic=a+b&topic=%E2%9C%93&x=100%&&flag").unwrap();
+        let expected = [("topic", "a b"), ("topic", "\u{2713}"), ("x", "100%"), ("flag", "")];
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(pairs, expected);
+    }
+
+    #[test]
     fn topics_are_repeated_parameters_in_order() {
         let request = parse("topic=b&topic=a%3A1", None).unwrap();
         let names: Vec<_> = request.topics.iter().map(Topic::as_str).collect();
@@ -303,6 +349,9 @@ mod tests {
             ("topic=a&topic=a", "listed twice"),
             ("topic=a&lastEventId=zzz", "malformed cursor"),
             ("topic=a&topic=b&lastEventId=0,0,0", "2 topics"),
+            ("topic=%FF%FE", "not UTF-8"),
+            ("topic=a&lastEventId=%C3", "not UTF-8"),
+            ("topic=a&%80=1", "not UTF-8"),
         ];
         for (query, expected) in cases {
             let error = parse(query, None).unwrap_err().to_string();

@@ -13,6 +13,7 @@ mod gateway_limits;
 mod gateway_memory;
 mod gateway_resilience;
 mod guarantee;
+mod hostile;
 mod janitor_sweep;
 mod js_client;
 mod producer_config;
