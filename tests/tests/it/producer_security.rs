@@ -142,7 +142,7 @@ async fn expired_unsigned_or_foreign_jwts_are_401() {
     let body = json!({"topic": "orders:1", "data": "x"});
     let grant = |exp: u64| json!({"sub": "billing", "exp": exp, "publish": ["*"]});
     let unsigned = {
-        let encode = |value: &Value| base64_url(value.to_string().as_bytes());
+        let encode = |value: &Value| streamgate_tests::tokens::base64url(value.to_string().as_bytes());
         format!("{}.{}.", encode(&json!({"alg": "none", "typ": "JWT"})), encode(&grant(now_secs() + 300)))
     };
     let foreign = {
@@ -158,18 +158,6 @@ async fn expired_unsigned_or_foreign_jwts_are_401() {
     }
     let valid = jwt(grant(now_secs() + 300));
     assert_eq!(publish_with(&producer, &body, Some(&format!("Bearer {valid}"))).await.status(), 200);
-}
-
-fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 #[tokio::test]
