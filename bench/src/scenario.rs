@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use streamgate::cursor::HistoryId;
+use streamgate::keys::Keys;
+use streamgate::stream::{HistoryEntry, field};
+use streamgate::topic::{InstanceId, Topic};
+
 use crate::procs::{Proc, SubscriberProc, free_port, release_dir, wait_http_ok};
 use crate::publish::{self, Api};
 use crate::sse::{self, SubscriberReport, merge};
@@ -543,38 +548,35 @@ async fn s7_janitor(scale: f64) -> (Value, String) {
     let system = Streamgate::start(1, &[]).await;
     let client = redis::Client::open(system.redis_url.as_str()).expect("redis url");
     let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
-    // What 100,000 topics and 10 SIGKILLed gateways leave behind.
+    // What 100,000 topics and 10 SIGKILLed gateways leave behind, named by the key schema.
+    let keys = Keys::new(streamgate::keys::DEFAULT_PREFIX).expect("the default prefix");
+    let instance = |k: usize| InstanceId::parse(format!("dead-{k}").as_str()).expect("instance id");
     for chunk in (0..topics).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for &t in chunk {
-            let topic = format!("bench-{t}");
-            let owner = format!("dead-{}", t % dead);
-            pipe.cmd("XADD")
-                .arg(format!("streamgate:h:{{{topic}}}"))
-                .arg("*")
-                .arg("p")
-                .arg("0-0")
-                .arg("d")
-                .arg("x")
-                .ignore();
+            let topic = Topic::parse(format!("bench-{t}"), 256).expect("topic");
+            let owner = instance(t % dead);
+            let entry =
+                HistoryEntry { id: HistoryId::ZERO, prev: HistoryId::ZERO, name: None, data: "x".into() };
+            pipe.cmd("XADD").arg(keys.history(&topic)).arg("*").arg(entry.fields()).ignore();
             pipe.cmd("HSET")
-                .arg(format!("streamgate:m:{{{topic}}}"))
-                .arg("epoch")
+                .arg(keys.meta(&topic))
+                .arg(field::META_EPOCH)
                 .arg("benchepoch")
-                .arg("last")
+                .arg(field::META_LAST)
                 .arg("1-0")
                 .ignore();
-            pipe.cmd("HSET").arg(format!("streamgate:g:{{{topic}}}")).arg(&owner).arg(1).ignore();
-            pipe.cmd("SADD").arg(format!("streamgate:i:{{{owner}}}:topics")).arg(&topic).ignore();
-            pipe.cmd("ZADD").arg("streamgate:topics").arg(sse::unix_ns() / 1_000_000).arg(&topic).ignore();
+            pipe.cmd("HSET").arg(keys.group(&topic)).arg(owner.as_str()).arg(1).ignore();
+            pipe.cmd("SADD").arg(keys.instance_topics(&owner)).arg(topic.as_str()).ignore();
+            pipe.cmd("ZADD").arg(keys.topics()).arg(sse::unix_ns() / 1_000_000).arg(topic.as_str()).ignore();
         }
         let _: () = pipe.query_async(&mut conn).await.expect("populate");
     }
     for k in 0..dead {
         let _: () = redis::cmd("ZADD")
-            .arg("streamgate:instances")
+            .arg(keys.instances())
             .arg(0)
-            .arg(format!("dead-{k}"))
+            .arg(instance(k).as_str())
             .query_async(&mut conn)
             .await
             .expect("zadd");

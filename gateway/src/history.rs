@@ -11,6 +11,7 @@ use streamgate::cursor::{Epoch, HistoryId};
 use streamgate::keys::Keys;
 use streamgate::redis::RedisError;
 use streamgate::stream::HistoryEntry;
+use streamgate::stream::field;
 use streamgate::topic::Topic;
 
 pub use streamgate::cursor::Position;
@@ -132,8 +133,12 @@ pub async fn ids_at_or_before(
 /// Reads only the meta (epoch and newest id).
 pub async fn read_meta(pool: &Pool, keys: &Keys, topic: &Topic) -> Result<Position, RedisError> {
     let mut conn = pool.get().await?;
-    let (epoch, last): (Option<String>, Option<String>) =
-        redis::cmd("HMGET").arg(keys.meta(topic)).arg("epoch").arg("last").query_async(&mut conn).await?;
+    let (epoch, last): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(keys.meta(topic))
+        .arg(field::META_EPOCH)
+        .arg(field::META_LAST)
+        .query_async(&mut conn)
+        .await?;
     Ok(position_of(epoch, last))
 }
 
@@ -145,7 +150,7 @@ pub async fn read_metas(pool: &Pool, keys: &Keys, topics: &[Topic]) -> Result<Ve
     let mut conn = pool.get().await?;
     let mut pipe = redis::pipe();
     for topic in topics {
-        pipe.cmd("HMGET").arg(keys.meta(topic)).arg("epoch").arg("last");
+        pipe.cmd("HMGET").arg(keys.meta(topic)).arg(field::META_EPOCH).arg(field::META_LAST);
     }
     let metas: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
     Ok(metas.into_iter().map(|(epoch, last)| position_of(epoch, last)).collect())

@@ -10,6 +10,28 @@
 use redis::Value;
 use redis::streams::StreamId;
 
+/// Field names of history entries, routed entries and a topic's meta hash. The Lua scripts
+/// that write them (`producer/src/append.lua`, the gateway's history read) spell the same
+/// names; these constants are what Rust code uses.
+pub mod field {
+    /// Entry field: the event's data.
+    pub const DATA: &str = "d";
+    /// Entry field: the id of the topic's previous event.
+    pub const PREV: &str = "p";
+    /// Entry field: the event name, when named.
+    pub const NAME: &str = "n";
+    /// Routed entry field: the topic.
+    pub const TOPIC: &str = "t";
+    /// Routed entry field: the event's history id.
+    pub const ID: &str = "i";
+    /// Routed entry field: the history's epoch.
+    pub const EPOCH: &str = "e";
+    /// Meta hash field: the history's epoch.
+    pub const META_EPOCH: &str = "epoch";
+    /// Meta hash field: the id of the newest event appended.
+    pub const META_LAST: &str = "last";
+}
+
 use crate::cursor::{Epoch, HistoryId};
 
 /// One event as stored in a topic's history.
@@ -54,7 +76,7 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-fn field(entry: &StreamId, name: &str) -> Option<String> {
+fn text_field(entry: &StreamId, name: &str) -> Option<String> {
     entry.map.get(name).and_then(text)
 }
 
@@ -64,9 +86,11 @@ impl HistoryEntry {
         let error = |reason| EntryError { id: entry.id.clone(), reason };
         Ok(HistoryEntry {
             id: entry.id.parse().map_err(|_| error("bad id"))?,
-            prev: field(entry, "p").and_then(|p| p.parse().ok()).ok_or_else(|| error("no previous id"))?,
-            name: field(entry, "n"),
-            data: field(entry, "d").ok_or_else(|| error("no data"))?,
+            prev: text_field(entry, field::PREV)
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| error("no previous id"))?,
+            name: text_field(entry, field::NAME),
+            data: text_field(entry, field::DATA).ok_or_else(|| error("no data"))?,
         })
     }
 }
@@ -75,11 +99,11 @@ impl HistoryEntry {
     /// The field/value pairs of this entry in a history stream (what the producer's append
     /// script writes).
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut fields = vec![("p", self.prev.to_string())];
+        let mut fields = vec![(field::PREV, self.prev.to_string())];
         if let Some(name) = &self.name {
-            fields.push(("n", name.clone()));
+            fields.push((field::NAME, name.clone()));
         }
-        fields.push(("d", self.data.clone()));
+        fields.push((field::DATA, self.data.clone()));
         fields
     }
 }
@@ -88,17 +112,21 @@ impl RoutedEntry {
     /// Decodes an instance stream entry.
     pub fn decode(entry: &StreamId) -> Result<RoutedEntry, EntryError> {
         let error = |reason| EntryError { id: entry.id.clone(), reason };
-        let id = field(entry, "i").and_then(|i| i.parse().ok()).ok_or_else(|| error("no history id"))?;
+        let id = text_field(entry, field::ID)
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(|| error("no history id"))?;
         Ok(RoutedEntry {
-            topic: field(entry, "t").ok_or_else(|| error("no topic"))?,
-            epoch: field(entry, "e").and_then(|e| Epoch::parse(&e)).ok_or_else(|| error("no epoch"))?,
+            topic: text_field(entry, field::TOPIC).ok_or_else(|| error("no topic"))?,
+            epoch: text_field(entry, field::EPOCH)
+                .and_then(|e| Epoch::parse(&e))
+                .ok_or_else(|| error("no epoch"))?,
             entry: HistoryEntry {
                 id,
-                prev: field(entry, "p")
+                prev: text_field(entry, field::PREV)
                     .and_then(|p| p.parse().ok())
                     .ok_or_else(|| error("no previous id"))?,
-                name: field(entry, "n"),
-                data: field(entry, "d").ok_or_else(|| error("no data"))?,
+                name: text_field(entry, field::NAME),
+                data: text_field(entry, field::DATA).ok_or_else(|| error("no data"))?,
             },
         })
     }
@@ -106,14 +134,14 @@ impl RoutedEntry {
     /// The field/value pairs to `XADD` to an instance stream.
     pub fn fields(topic: &str, entry: &HistoryEntry, epoch: &Epoch) -> Vec<(&'static str, String)> {
         let mut fields = vec![
-            ("t", topic.to_owned()),
-            ("i", entry.id.to_string()),
-            ("p", entry.prev.to_string()),
-            ("e", epoch.as_str().to_owned()),
-            ("d", entry.data.clone()),
+            (field::TOPIC, topic.to_owned()),
+            (field::ID, entry.id.to_string()),
+            (field::PREV, entry.prev.to_string()),
+            (field::EPOCH, epoch.as_str().to_owned()),
+            (field::DATA, entry.data.clone()),
         ];
         if let Some(name) = &entry.name {
-            fields.push(("n", name.clone()));
+            fields.push((field::NAME, name.clone()));
         }
         fields
     }

@@ -6,6 +6,7 @@
 //! the code before the fix (see docs/DELIVERY.md).
 
 use std::time::Duration;
+use streamgate::stream::field;
 
 use redis::AsyncCommands;
 use streamgate::cursor::{Epoch, HistoryId, TopicCursor};
@@ -53,18 +54,18 @@ async fn append_unrouted(
     id: Option<HistoryId>,
     data: &str,
 ) -> HistoryEntry {
-    let prev: String = conn.hget(keys.meta(topic), "last").await.unwrap();
+    let prev: String = conn.hget(keys.meta(topic), field::META_LAST).await.unwrap();
     let mut entry =
         HistoryEntry { id: HistoryId::ZERO, prev: prev.parse().unwrap(), name: None, data: data.into() };
     let id_arg = id.map_or_else(|| "*".to_owned(), |id| id.to_string());
     let added: String = conn.xadd(keys.history(topic), id_arg, &entry.fields()).await.unwrap();
     entry.id = added.parse().unwrap();
-    let _: () = conn.hset(keys.meta(topic), "last", &added).await.unwrap();
+    let _: () = conn.hset(keys.meta(topic), field::META_LAST, &added).await.unwrap();
     entry
 }
 
 async fn epoch_of(conn: &mut redis::aio::MultiplexedConnection, keys: &Keys, topic: &Topic) -> Epoch {
-    let epoch: String = conn.hget(keys.meta(topic), "epoch").await.unwrap();
+    let epoch: String = conn.hget(keys.meta(topic), field::META_EPOCH).await.unwrap();
     Epoch::parse(&epoch).unwrap()
 }
 
@@ -189,7 +190,7 @@ async fn new_events_behind_a_lost_tail_are_delivered_after_a_reset_not_taken_for
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: () = conn.hset(world.keys.meta(&t), "last", e2.to_string()).await.unwrap();
+    let _: () = conn.hset(world.keys.meta(&t), field::META_LAST, e2.to_string()).await.unwrap();
     let behind = HistoryId { ms: e3.ms, seq: e3.seq + 1 };
     assert!(e2 < behind && behind < e4);
     let entry = append_unrouted(&mut conn, &world.keys, &t, Some(behind), "after the loss").await;
@@ -389,7 +390,10 @@ async fn a_history_recreated_during_a_long_replay_is_announced_once_and_nothing_
         prev = entry.id;
     }
     switch
-        .hset_multiple(world.keys.meta(&t), &[("epoch", "recreated"), ("last", prev.to_string().as_str())])
+        .hset_multiple(
+            world.keys.meta(&t),
+            &[(field::META_EPOCH, "recreated"), (field::META_LAST, prev.to_string().as_str())],
+        )
         .ignore();
     let () = switch.query_async(&mut conn).await.unwrap();
     let mut events = futures_util::stream::iter(head).chain(body).eventsource();

@@ -8,6 +8,7 @@ mod support;
 
 use janitor::instances::Claim;
 use redis::AsyncCommands;
+use streamgate::stream::field;
 use streamgate_tests::binaries::workspace_binary;
 use streamgate_tests::gateway_app::spawn_gateway;
 use streamgate_tests::publish::{publish_one, publisher};
@@ -219,7 +220,7 @@ async fn dry_run_changes_nothing_and_reports_what_a_sweep_then_does() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: () = conn.hset(keys.meta(&idle), "epoch", "e1").await.unwrap();
+    let _: () = conn.hset(keys.meta(&idle), field::META_EPOCH, "e1").await.unwrap();
     let _: () = conn.zadd(keys.topics(), "idle", 1000).await.unwrap();
     let settings = [("HISTORY_MAX_LEN", "10"), ("HISTORY_MAX_AGE", "1h")];
     let before = dump(&mut conn, &prefix).await;

@@ -3,6 +3,7 @@
 //! history retention, and the `producer publish` command line.
 
 use std::time::{Duration, Instant};
+use streamgate::stream::field;
 
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
@@ -70,7 +71,8 @@ async fn single_event_is_appended_and_its_id_is_what_a_subscriber_sees() {
     assert_eq!(entries[0].prev, HistoryId::ZERO);
     assert_eq!(entries[0].name.as_deref(), Some("status"));
     assert_eq!(entries[0].data, r#"{"state":"paid"}"#);
-    let meta_epoch: String = conn.hget(producer.keys.meta(&topic("order:1")), "epoch").await.unwrap();
+    let meta_epoch: String =
+        conn.hget(producer.keys.meta(&topic("order:1")), field::META_EPOCH).await.unwrap();
     assert_eq!(meta_epoch, epoch);
 }
 
@@ -97,7 +99,7 @@ async fn batch_is_appended_in_order_with_each_event_naming_its_predecessor() {
             assert_eq!(entry.data, format!("line {index}\nnext"), "string data is delivered as is");
             prev = entry.id;
         }
-        let last: String = conn.hget(producer.keys.meta(&topic(topic_name)), "last").await.unwrap();
+        let last: String = conn.hget(producer.keys.meta(&topic(topic_name)), field::META_LAST).await.unwrap();
         assert_eq!(last, prev.to_string());
     }
 }
