@@ -29,8 +29,18 @@ pub const MAX_PAGE: usize = 1000;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/admin/connections", get(connections))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// `GET /metrics`: the Prometheus (OpenMetrics text) exposition of the gateway's metrics.
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 /// `?limit=&after=`: up to `limit` connections whose id is above `after`, by id.

@@ -28,6 +28,7 @@ use streamgate::topic::Topic;
 use crate::fanout::{self, Lagged};
 use crate::history::{self, HistoryRead, Position};
 use crate::hub::{Delivery, Hub, LiveEvent, ResetNotice, Subscription};
+use crate::metrics::{CloseLabels, CloseReason, GatewayMetrics};
 use crate::startup::AppState;
 
 /// What `/admin/connections` shows of a connection.
@@ -120,6 +121,45 @@ struct Lanes {
     topics: Vec<Topic>,
     positions: Vec<Position>,
     info: Arc<ConnectionInfo>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+/// Counts a stream open while it lives, and its end by reason when it ends (a client that
+/// disconnects drops the stream: `client gone`).
+struct StreamGauge {
+    metrics: Arc<GatewayMetrics>,
+    reason: CloseReason,
+}
+
+impl StreamGauge {
+    fn open(metrics: Arc<GatewayMetrics>) -> StreamGauge {
+        metrics.connections_open.inc();
+        metrics.connections_opened.inc();
+        StreamGauge { metrics, reason: CloseReason::ClientGone }
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.metrics.connections_open.dec();
+        self.metrics.connections_closed.get_or_create(&CloseLabels { reason: self.reason }).inc();
+    }
+}
+
+/// Counts a replay in progress while it lives.
+struct ReplayGauge(Arc<GatewayMetrics>);
+
+impl ReplayGauge {
+    fn start(metrics: &Arc<GatewayMetrics>) -> ReplayGauge {
+        metrics.replays_in_progress.inc();
+        ReplayGauge(Arc::clone(metrics))
+    }
+}
+
+impl Drop for ReplayGauge {
+    fn drop(&mut self) {
+        self.0.replays_in_progress.dec();
+    }
 }
 
 impl Lanes {
@@ -150,6 +190,7 @@ impl Lanes {
 
     fn sent(&self, bytes: Bytes) -> Bytes {
         self.info.events_sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.events_delivered.inc();
         self.info.positions.lock().expect("positions lock").clone_from(&self.positions);
         bytes
     }
@@ -186,10 +227,12 @@ impl Lanes {
             return None;
         }
         *position = notice.after.clone();
+        self.metrics.resets.get_or_create(&notice.reason.into()).inc();
         Some(self.sent(self.with_id(notice.body.clone())))
     }
 
     fn reset(&mut self, lane: usize, topic: &Topic, reason: ResetReason, after: Position) -> Bytes {
+        self.metrics.resets.get_or_create(&reason.into()).inc();
         self.positions[lane] = after;
         self.sent(self.with_id(reset_body(topic, reason.as_str())))
     }
@@ -200,6 +243,7 @@ impl Lanes {
             return None;
         }
         position.last = entry.id;
+        self.metrics.events_replayed.inc();
         let cursor = position.cursor();
         let frame = Frame::encode(&cursor.to_string(), entry.name.as_deref(), &entry.data).ok()?;
         let bytes = if self.single() { frame.full() } else { self.with_id(frame.body()) };
@@ -281,6 +325,7 @@ pub fn event_stream(
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
     async_stream::stream! {
         let guard = guard;
+        let mut gauge = StreamGauge::open(Arc::clone(&state.metrics));
         // A deadline that passes during the replay ends the stream as soon as the replay
         // is done and the cursor block sent (the replay itself is bounded by the history).
         let (deadline_at, deadline_end) = match deadline {
@@ -317,6 +362,7 @@ pub fn event_stream(
             topics: topics.clone(),
             positions: Vec::with_capacity(topics.len()),
             info: Arc::clone(&guard.info),
+            metrics: Arc::clone(&state.metrics),
         };
         let mut receivers = Vec::with_capacity(topics.len());
         let subscribed = subscribed.take().unwrap_or_else(|| subscribe_all(&subscriptions));
@@ -337,6 +383,7 @@ pub fn event_stream(
         // Replay what each topic's cursor missed, in bounded batches, checking continuity
         // on every batch.
         let mut backoff = Backoff::redis();
+        let replaying = (!replay_lanes.is_empty()).then(|| ReplayGauge::start(&state.metrics));
         for lane in replay_lanes {
             let topic = &topics[lane];
             let hub = subscriptions[lane].hub();
@@ -375,6 +422,7 @@ pub fn event_stream(
                 if !read.truncated { break; }
             }
         }
+        drop(replaying);
         // The stream's position from its first bytes on (and after the replay).
         yield Ok(lanes.cursor_block(cursor_event));
 
@@ -395,16 +443,22 @@ pub fn event_stream(
                     Some((_, Err(Lagged(missed)))) => {
                         state.connections.slow_closed_total.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(connection = guard.info.id, missed, "Closing a subscriber that fell behind; it resumes from its cursor.");
+                        gauge.reason = CloseReason::Slow;
                         return;
                     }
                     None => return,
                 },
                 _ = heartbeat.tick() => yield Ok(comment("")),
-                _ = &mut ended => return,
+                _ = &mut ended => {
+                    gauge.reason = CloseReason::Drained;
+                    return;
+                }
                 _ = &mut deadline_passes => {
                     // The cursor again, so the client resumes exactly where this ends.
                     yield Ok(lanes.cursor_block(false));
+                    gauge.reason = CloseReason::Lifetime;
                     if let Some(StreamEnd::AuthExpired(event)) = deadline_end {
+                        gauge.reason = CloseReason::Auth;
                         yield Ok(event);
                     }
                     return;

@@ -210,6 +210,7 @@ async fn events(
 /// that only sets `retry:` (it would never retry anything else); everything else as the
 /// error it is.
 fn refuse(state: &AppState, headers: &HeaderMap, error: AppError) -> Result<Response, AppError> {
+    state.metrics.connections_refused.inc();
     if error.is_transient() && accepts_event_stream(headers) {
         let at_least = match &error {
             AppError::RateLimited { retry_after } => *retry_after,

@@ -221,6 +221,8 @@ pub struct HubContext {
     pub read_limit: ReadLimit,
     /// Memberships.
     pub membership: Arc<Membership>,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::GatewayMetrics>,
     /// Stops every hub.
     pub shutdown: CancellationToken,
 }
@@ -270,7 +272,9 @@ impl Hubs {
             .entry(topic.clone())
             .or_insert_with(|| Entry { hub: self.spawn_hub(topic.clone(), generation), subscribers: 0 });
         entry.subscribers += 1;
-        Subscription { hubs: Arc::clone(self), hub: Arc::clone(&entry.hub) }
+        let subscription = Subscription { hubs: Arc::clone(self), hub: Arc::clone(&entry.hub) };
+        self.context.metrics.hubs.set(map.len() as i64);
+        subscription
     }
 
     /// Joins every topic of `topics`, unless that would make this gateway hold more than
@@ -295,6 +299,7 @@ impl Hubs {
                 Subscription { hubs: Arc::clone(self), hub: Arc::clone(&entry.hub) }
             })
             .collect();
+        self.context.metrics.hubs.set(map.len() as i64);
         Some(subscriptions)
     }
 
@@ -307,6 +312,7 @@ impl Hubs {
                 map.remove(topic);
             }
         }
+        self.context.metrics.hubs.set(map.len() as i64);
         drop(map);
         self.context.membership.remove(topic);
     }
@@ -368,6 +374,11 @@ impl Hubs {
             }
         }
         Ok(behind)
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &crate::metrics::GatewayMetrics {
+        &self.context.metrics
     }
 
     /// Number of hubs (topics with local subscribers).
@@ -498,6 +509,7 @@ impl HubWorker {
     /// entry in order and announcing resets where events were lost. The continuity rule is
     /// checked on every batch.
     async fn catch_up(&self) -> Result<(), RedisError> {
+        self.context.metrics.hub_catch_ups.inc();
         loop {
             let position = self.position();
             let read = history::read_after(

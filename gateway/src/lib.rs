@@ -28,6 +28,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod membership;
+pub mod metrics;
 pub mod reader;
 pub mod server;
 pub mod settings;

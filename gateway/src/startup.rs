@@ -40,6 +40,8 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     /// Bounds the history reads of replaying clients that run at once.
     pub replays: Arc<tokio::sync::Semaphore>,
+    /// Prometheus metrics (`GET /metrics` on the admin listener).
+    pub metrics: Arc<crate::metrics::GatewayMetrics>,
     /// Fires when streams must end (shutdown).
     pub shutdown: CancellationToken,
     /// Subscriber authorization.
@@ -121,6 +123,7 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let tasks_stop = CancellationToken::new();
+        let metrics = Arc::new(crate::metrics::GatewayMetrics::new());
         let hubs = Hubs::new(HubContext {
             pool: pool.clone(),
             keys: keys.clone(),
@@ -128,6 +131,7 @@ impl Application {
             queue_bytes: config.queue_bytes,
             read_limit: config.read_limit(),
             membership: Arc::clone(&membership),
+            metrics: Arc::clone(&metrics),
             shutdown: tasks_stop.clone(),
         });
         let mut tasks = Vec::new();
@@ -183,6 +187,7 @@ impl Application {
             membership,
             connections: Arc::new(Connections::default()),
             replays,
+            metrics,
             shutdown,
             access,
             open_per_client: Arc::new(OpenPerClient::default()),
@@ -289,7 +294,10 @@ async fn reconcile(hubs: Arc<Hubs>, interval: std::time::Duration, stop: Cancell
         }
         match hubs.reconcile_idle().await {
             Ok(0) => {}
-            Ok(behind) => tracing::debug!(behind, "Reconciliation found topics behind their histories."),
+            Ok(behind) => {
+                hubs.metrics().reconcile_behind.inc_by(behind as u64);
+                tracing::debug!(behind, "Reconciliation found topics behind their histories.");
+            }
             // The reader and membership tasks log outages; the next round retries.
             Err(error) => tracing::debug!(%error, "Reconciliation failed."),
         }

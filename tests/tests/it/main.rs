@@ -11,6 +11,7 @@ mod gateway_delivery;
 mod gateway_http;
 mod gateway_limits;
 mod gateway_memory;
+mod gateway_metrics;
 mod gateway_resilience;
 mod guarantee;
 mod hostile;
