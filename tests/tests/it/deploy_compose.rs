@@ -50,7 +50,7 @@ const HEALTHCHECK: &str = "deploy/healthcheck.sh";
 const K8S_DIR: &str = "deploy/k8s";
 
 /// Where the images install the binaries (`deploy/Dockerfile`).
-const IMAGE_BIN_DIR: &str = "/usr/local/bin/";
+pub(crate) const IMAGE_BIN_DIR: &str = "/usr/local/bin/";
 
 /// The services with settings of their own, and those settings.
 const SERVICE_SETTINGS: [(&str, &[Setting]); 2] =
@@ -222,6 +222,8 @@ struct Service {
     ports: Vec<String>,
     #[serde(default)]
     expose: Vec<String>,
+    #[serde(default)]
+    volumes: Vec<String>,
 }
 
 /// A service's `build`.
@@ -293,17 +295,17 @@ fn interpolate(text: &str) -> String {
 
 /// What an image built from one Dockerfile target runs.
 #[derive(Debug, Clone, Default)]
-struct ImageConfig {
-    entrypoint: Vec<String>,
-    cmd: Vec<String>,
-    env: BTreeMap<String, String>,
+pub(crate) struct ImageConfig {
+    pub(crate) entrypoint: Vec<String>,
+    pub(crate) cmd: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
 }
 
 impl ImageConfig {
     /// Follows the stages of `dockerfile` (`FROM stage AS name` inherits) up to `target`.
     /// Understands the forms `deploy/Dockerfile` uses: `ENV NAME=value`, and exec-form
     /// (JSON) `ENTRYPOINT` and `CMD`.
-    fn of(dockerfile: &str, target: &str) -> ImageConfig {
+    pub(crate) fn of(dockerfile: &str, target: &str) -> ImageConfig {
         let mut stages: BTreeMap<String, ImageConfig> = BTreeMap::new();
         let mut current: Option<(String, ImageConfig)> = None;
         for line in dockerfile_instructions(dockerfile) {
@@ -381,22 +383,19 @@ impl Container {
         environment.insert("REDIS_URL".into(), format!("{}{rest}", redis.url()));
         let port = free_port();
         environment.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
-
-        let log = logs.join(format!("{name}.log"));
-        let mut command = Command::new(workspace_binary(&self.binary));
-        command.args(&self.command).env_clear().envs(&environment).stdin(Stdio::null()).stdout(Stdio::null());
-        if std::env::var_os("TEST_LOG").is_none() {
-            command.stderr(fs::File::create(&log).unwrap());
-        }
-        let child = command.spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        ServiceProcess { name: name.to_owned(), child, port, environment, log }
+        ServiceProcess::spawn(name, &self.binary, &self.command, environment, port, logs)
     }
 }
 
 /// Starts Redis with the redis service's `command` (`redis-server --NAME VALUE ...`) on
 /// a free port; returns it and the port the file's Redis listens on.
 fn start_redis(service: &Service) -> (RedisServer, u16) {
-    let command = service.command.clone().expect("the redis service has a command");
+    start_redis_command(&service.command.clone().expect("the redis service has a command"))
+}
+
+/// Starts Redis as `command` (`redis-server --NAME VALUE ...`) says, on a free port;
+/// returns it and the port `command` would listen on.
+pub(crate) fn start_redis_command(command: &[String]) -> (RedisServer, u16) {
     let ("redis-server", options) = command.split_first().map(|(p, o)| (p.as_str(), o)).unwrap() else {
         panic!("the redis service does not run redis-server: {command:?}")
     };
@@ -421,10 +420,10 @@ fn start_redis(service: &Service) -> (RedisServer, u16) {
 }
 
 /// The port the file's Redis listens on: it sets no `--port` (checked above).
-const REDIS_DEFAULT_PORT: u16 = 6379;
+pub(crate) const REDIS_DEFAULT_PORT: u16 = 6379;
 
-/// A service binary started from the compose file; killed when dropped.
-struct ServiceProcess {
+/// A service binary started from a deployment file; killed when dropped.
+pub(crate) struct ServiceProcess {
     name: String,
     child: Child,
     port: u16,
@@ -433,12 +432,32 @@ struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    fn url(&self, path: &str) -> String {
+    /// Starts workspace binary `binary` with `args` and exactly `environment`, which
+    /// listens on 127.0.0.1:`port`; its stderr goes to `logs`/`name`.log.
+    pub(crate) fn spawn(
+        name: &str,
+        binary: &str,
+        args: &[String],
+        environment: BTreeMap<String, String>,
+        port: u16,
+        logs: &Path,
+    ) -> ServiceProcess {
+        let log = logs.join(format!("{name}.log"));
+        let mut command = Command::new(workspace_binary(binary));
+        command.args(args).env_clear().envs(&environment).stdin(Stdio::null()).stdout(Stdio::null());
+        if std::env::var_os("TEST_LOG").is_none() {
+            command.stderr(fs::File::create(&log).unwrap());
+        }
+        let child = command.spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        ServiceProcess { name: name.to_owned(), child, port, environment, log }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
     /// Waits until `/readyz` answers 200; fails with the service's log if it exits first.
-    async fn wait_until_ready(&self) {
+    pub(crate) async fn wait_until_ready(&self) {
         let deadline = Instant::now() + START_WAIT;
         loop {
             if let Ok(response) = reqwest::get(self.url("/readyz")).await
@@ -487,6 +506,23 @@ struct Nginx {
     dir: TempDir,
 }
 
+/// Where the lb service mounts the TLS certificate and key (deploy/docker-compose.yml).
+const NGINX_TLS_DIR: &str = "/etc/nginx/tls";
+
+/// A self-signed certificate for 127.0.0.1 and its key, made with the openssl command.
+fn make_certificate(certificate: &Path, key: &Path) {
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(certificate)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl could not make a certificate");
+}
+
 /// The `upstream` block that stands for the `gateway` service's replicas; a `proxy_pass`
 /// whose variable holds a name without a port takes the block of that name, if any.
 const LOCAL_UPSTREAM: &str = "local_gateways";
@@ -524,6 +560,22 @@ impl Nginx {
                     assert!(lb.container_ports().contains(&listen), "lb does not publish port {listen}");
                     adapted.push_str(&format!("{indent}listen 127.0.0.1:{port};\n"));
                 }
+                ["listen", listen, "ssl", "http2;"] => {
+                    let listen: u16 = listen.parse().expect("listen PORT ssl http2;");
+                    assert!(lb.container_ports().contains(&listen), "lb does not publish port {listen}");
+                    adapted.push_str(&format!("{indent}listen 127.0.0.1:{} ssl http2;\n", free_port()));
+                }
+                [directive @ ("ssl_certificate" | "ssl_certificate_key"), path] => {
+                    // The files the lb service mounts: here, a certificate made for the test.
+                    let file =
+                        path.trim_end_matches(';').strip_prefix(NGINX_TLS_DIR).expect("in the TLS mount");
+                    assert!(
+                        lb.volumes.iter().any(|volume| volume.ends_with(&format!(":{NGINX_TLS_DIR}:ro"))),
+                        "lb does not mount {NGINX_TLS_DIR}: {:?}",
+                        lb.volumes
+                    );
+                    adapted.push_str(&format!("{indent}{directive} {}/{file};\n", dir.path().display()));
+                }
                 ["http", "{"] => {
                     adapted.push_str(&format!("{line}\n"));
                     for directive in NGINX_TEMP_PATHS {
@@ -538,6 +590,7 @@ impl Nginx {
                 _ => adapted.push_str(&format!("{line}\n")),
             }
         }
+        make_certificate(&dir.path().join("tls.crt"), &dir.path().join("tls.key"));
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, adapted).unwrap();
         // Run as root, nginx's workers switch to `nobody`, who must reach the temp paths.
@@ -617,7 +670,7 @@ fn kubernetes_manifests() -> Vec<String> {
 }
 
 /// Every document of every manifest.
-fn kubernetes_documents() -> Vec<Value> {
+pub(crate) fn kubernetes_documents() -> Vec<Value> {
     kubernetes_manifests()
         .iter()
         .flat_map(|name| {
@@ -629,7 +682,7 @@ fn kubernetes_documents() -> Vec<Value> {
         .collect()
 }
 
-fn find_kind<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
+pub(crate) fn find_kind<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
     documents
         .iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
@@ -644,7 +697,10 @@ fn pod_container<'a>(documents: &'a [Value], name: &str) -> &'a Value {
 // --- Helpers ------------------------------------------------------------------------------
 
 /// The names among `names` that are none of `settings`.
-fn unknown_names<'a>(names: impl Iterator<Item = &'a String>, settings: &[Setting]) -> Vec<String> {
+pub(crate) fn unknown_names<'a>(
+    names: impl Iterator<Item = &'a String>,
+    settings: &[Setting],
+) -> Vec<String> {
     names.filter(|name| !settings.iter().any(|s| s.name == name.as_str())).cloned().collect()
 }
 
@@ -652,6 +708,6 @@ fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
 
-fn read_repo_file(relative: &str) -> String {
+pub(crate) fn read_repo_file(relative: &str) -> String {
     fs::read_to_string(repo_file(relative)).unwrap_or_else(|error| panic!("cannot read {relative}: {error}"))
 }

@@ -3,6 +3,7 @@
 
 mod config_layers;
 mod deploy_compose;
+mod deploy_kubernetes;
 mod docs;
 mod e2e;
 mod gateway_delivery;
