@@ -581,6 +581,22 @@ mod tests {
     }
 
     #[test]
+    fn an_open_gateway_on_a_public_address_is_warned_about_and_a_private_one_is_not() {
+        let exposed = GatewayConfig::with_overrides(&[
+            ("LISTEN_ADDR", "0.0.0.0:8080"),
+            ("ADMIN_LISTEN_ADDR", "0.0.0.0:9080"),
+            ("SUBSCRIBE_AUTH", "none"),
+        ])
+        .unwrap();
+        let warnings = crate::startup::exposure_warnings(&exposed);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("ANYONE who reaches this port can read EVERY topic"));
+        assert!(warnings[1].contains("without ADMIN_TOKEN"));
+        let private = GatewayConfig::with_overrides(&[("LISTEN_ADDR", "127.0.0.1:8080")]).unwrap();
+        assert!(crate::startup::exposure_warnings(&private).is_empty());
+    }
+
+    #[test]
     fn a_queue_smaller_than_a_replay_batch_is_rejected() {
         let error =
             GatewayConfig::with_overrides(&[("QUEUE_SIZE", "100"), ("REPLAY_BATCH", "500")]).unwrap_err();

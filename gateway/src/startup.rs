@@ -265,19 +265,30 @@ impl Application {
 /// anyone may subscribe to anything, and when the admin listener is open to other hosts
 /// without a token.
 fn warn_about_exposure(config: &GatewayConfig) {
+    for warning in exposure_warnings(config) {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// The start-up warnings `config` deserves (see [`warn_about_exposure`]).
+pub fn exposure_warnings(config: &GatewayConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
     if config.access.is_open() && !config.listen_addr.ip().is_loopback() {
-        tracing::warn!(
-            listen_addr = %config.listen_addr,
-            "SUBSCRIBE_AUTH=none on a non-loopback address: ANYONE who reaches this port can read EVERY topic. \
-             Set SUBSCRIBE_AUTH=jwt or hook, or PUBLIC_TOPIC_PREFIXES for what is meant to be public."
-        );
+        warnings.push(format!(
+            "SUBSCRIBE_AUTH=none on {}: ANYONE who reaches this port can read EVERY topic. \
+             Set SUBSCRIBE_AUTH=jwt or hook, or PUBLIC_TOPIC_PREFIXES for what is meant to be public.",
+            config.listen_addr
+        ));
     }
     if let Some(admin) = config.admin_listen_addr
         && !admin.ip().is_loopback()
         && config.admin_token.is_none()
     {
-        tracing::warn!(admin_listen_addr = %admin, "The admin listener is reachable from other hosts without ADMIN_TOKEN.");
+        warnings.push(format!(
+            "The admin listener on {admin} is reachable from other hosts without ADMIN_TOKEN."
+        ));
     }
+    warnings
 }
 
 /// Connections of the membership task's own pool (flushes and heartbeats, one at a time).

@@ -208,33 +208,3 @@ async fn invalid_utf8_in_every_field_gets_its_documented_answer() {
         redis::cmd("KEYS").arg(format!("{prefix}:h:*")).query_async(&mut conn).await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_open_gateway_on_a_public_address_says_so_loudly_at_start_up() {
-    let redis = RedisServer::start();
-    let port = free_port();
-    let admin_port = free_port();
-    let env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        ("KEY_PREFIX".to_owned(), unique_prefix("exposed")),
-        ("LISTEN_ADDR".to_owned(), format!("0.0.0.0:{port}")),
-        ("ADMIN_LISTEN_ADDR".to_owned(), format!("0.0.0.0:{admin_port}")),
-        ("SUBSCRIBE_AUTH".to_owned(), "none".to_owned()),
-    ];
-    let gateway = Service::spawn("gateway-exposed", "gateway", &[], port, env);
-    gateway.wait_ready().await;
-    let log = gateway.log();
-    assert!(log.contains("ANYONE who reaches this port can read EVERY topic"), "{log}");
-    assert!(log.contains("admin listener is reachable from other hosts without ADMIN_TOKEN"), "{log}");
-
-    // On loopback, or with authentication, nothing to warn about.
-    let port = free_port();
-    let env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        ("KEY_PREFIX".to_owned(), unique_prefix("private")),
-        ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-    ];
-    let quiet = Service::spawn("gateway-private", "gateway", &[], port, env);
-    quiet.wait_ready().await;
-    assert!(!quiet.log().contains("ANYONE"), "{}", quiet.log());
-}
