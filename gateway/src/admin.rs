@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /metrics`: the Prometheus (OpenMetrics text) exposition of the gateway's metrics.
 async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.set_events_delivered(state.connections.events_sent_total());
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),

@@ -60,6 +60,8 @@ pub struct Connections {
     pub slow_closed_total: AtomicU64,
     /// Connections refused at the limit.
     pub refused_total: AtomicU64,
+    /// Events sent by connections that have closed (changed under the `map` lock).
+    closed_events_sent: AtomicU64,
 }
 
 /// Removes a connection from the registry when its stream ends.
@@ -70,7 +72,12 @@ pub struct ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.connections.map.lock().expect("connections lock").remove(&self.info.id);
+        let mut map = self.connections.map.lock().expect("connections lock");
+        map.remove(&self.info.id);
+        // Under the same lock, so a total is never counted twice or missed.
+        let sent = self.info.events_sent.load(Ordering::Relaxed);
+        self.connections.closed_events_sent.fetch_add(sent, Ordering::Relaxed);
+        drop(map);
         self.connections.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -106,6 +113,15 @@ impl Connections {
     /// Open connections.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
+    }
+
+    /// Events sent by every connection since start, closed ones included. Summed here when
+    /// asked (at a metrics scrape) rather than counted in one shared counter per delivery,
+    /// which every connection task would contend on.
+    pub fn events_sent_total(&self) -> u64 {
+        let map = self.map.lock().expect("connections lock");
+        let open: u64 = map.values().map(|info| info.events_sent.load(Ordering::Relaxed)).sum();
+        open + self.closed_events_sent.load(Ordering::Relaxed)
     }
 
     /// A snapshot of every open connection.
@@ -190,7 +206,6 @@ impl Lanes {
 
     fn sent(&self, bytes: Bytes) -> Bytes {
         self.info.events_sent.fetch_add(1, Ordering::Relaxed);
-        self.metrics.events_delivered.inc();
         self.info.positions.lock().expect("positions lock").clone_from(&self.positions);
         bytes
     }

@@ -44,6 +44,9 @@ end
 return {meta[1], meta[2], entries, more}
 "#;
 
+/// The compiled [`READ_AFTER`]: its SHA-1 computed once, not on every read.
+static READ_AFTER_SCRIPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(READ_AFTER));
+
 /// How much of a topic's history one read may return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadLimit {
@@ -87,7 +90,7 @@ pub async fn read_after(
 ) -> Result<HistoryRead, RedisError> {
     let mut conn = pool.get().await?;
     let (epoch, last, range, more): (Option<String>, Option<String>, StreamRangeReply, u8) =
-        Script::new(READ_AFTER)
+        READ_AFTER_SCRIPT
             .key(keys.meta(topic))
             .key(keys.history(topic))
             .arg(format!("({after}"))

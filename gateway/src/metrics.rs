@@ -96,8 +96,11 @@ pub struct GatewayMetrics {
     pub connections_refused: Counter,
     /// Topics with a hub on this gateway.
     pub hubs: Gauge,
-    /// Events written to subscribers (live and replayed), resets included.
-    pub events_delivered: Counter,
+    /// Events written to subscribers (live and replayed), resets included: brought up to
+    /// date from the connections' own counters at each scrape ([`Self::set_events_delivered`]).
+    events_delivered: Counter,
+    /// The total last reported, so concurrent scrapes add each event once.
+    events_delivered_reported: std::sync::Mutex<u64>,
     /// Events replayed from history to resuming clients.
     pub events_replayed: Counter,
     /// Replays running now.
@@ -121,6 +124,7 @@ impl GatewayMetrics {
             connections_refused: Counter::default(),
             hubs: Gauge::default(),
             events_delivered: Counter::default(),
+            events_delivered_reported: std::sync::Mutex::new(0),
             events_replayed: Counter::default(),
             replays_in_progress: Gauge::default(),
             resets: Family::default(),
@@ -156,6 +160,15 @@ impl GatewayMetrics {
             metrics.reconcile_behind.clone(),
         );
         GatewayMetrics { registry, ..metrics }
+    }
+
+    /// Brings `events_delivered` up to `total` (the connections' own counts).
+    pub fn set_events_delivered(&self, total: u64) {
+        let mut reported = self.events_delivered_reported.lock().expect("metrics lock");
+        if total > *reported {
+            self.events_delivered.inc_by(total - *reported);
+            *reported = total;
+        }
     }
 
     /// The OpenMetrics text exposition of every metric.

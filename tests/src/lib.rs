@@ -14,6 +14,7 @@
 //! - [`redis_cluster`]: a real Redis Cluster (3 masters, 3 replicas) and a real Sentinel
 //!   set-up (a primary, 2 replicas, 3 Sentinels).
 //! - [`rig`]: gateway and producer processes behind a real nginx, Redis with AOF.
+//! - [`wait`]: [`wait::wait_until`], polling a condition with a deadline.
 //! - [`sse_client`]: an SSE client with an independent parser.
 //! - [`tokens`]: subscriber JWTs signed in the test (HS256, and RS256/ES256 keys from the
 //!   openssl CLI in a JWKS file).
@@ -31,3 +32,4 @@ pub mod redis_server;
 pub mod rig;
 pub mod sse_client;
 pub mod tokens;
+pub mod wait;

@@ -19,6 +19,7 @@ use streamgate_tests::publish::{publish_one, publisher};
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::rig::{Rig, RigOptions};
 use streamgate_tests::sse_client::{SseStream, connect};
+use streamgate_tests::wait::wait_until;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -29,19 +30,6 @@ fn topic(name: &str) -> Topic {
 async fn next_data(stream: &mut SseStream) -> (String, String, String) {
     let event = stream.next_event(WAIT).await.expect("an event within the deadline");
     (event.event, event.data, event.id)
-}
-
-/// Waits until `check` holds, polling; panics with `what` after `deadline`.
-async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = tokio::time::Instant::now() + deadline;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < until, "{what} within {deadline:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Appends an event to a topic's history exactly as the producer's script does (with its
@@ -269,16 +257,16 @@ async fn memberships_lost_with_recent_writes_are_written_again_within_the_livene
         let field = field.clone();
         async move { conn.hexists::<_, _, bool>(key, field).await.unwrap() }
     };
-    wait_until(WAIT, "early registered", || registered(&mut conn, group("early"))).await;
+    wait_until("early registered", WAIT, || registered(&mut conn, group("early"))).await;
     let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
 
     let mut late = connect(&gateway.url("/events?topic=late"), None).await;
-    wait_until(WAIT, "late registered", || registered(&mut conn, group("late"))).await;
+    wait_until("late registered", WAIT, || registered(&mut conn, group("late"))).await;
     let _: () = redis::cmd("DEBUG").arg("RELOAD").arg("NOSAVE").query_async(&mut conn).await.unwrap();
     assert!(!registered(&mut conn, group("late")).await, "the reload lost the late membership");
 
     // Within one heartbeat (a third of the TTL) plus a round trip; allow the whole TTL.
-    wait_until(Duration::from_secs(3), "the lost membership written again", || {
+    wait_until("the lost membership written again", Duration::from_secs(3), || {
         registered(&mut conn, group("late"))
     })
     .await;

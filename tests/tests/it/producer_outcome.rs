@@ -31,16 +31,12 @@ fn topic(name: &str) -> Topic {
 }
 
 /// Waits until `condition` holds, polling every 50 ms; fails the test after [`WAIT`].
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
+async fn wait_until<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    streamgate_tests::wait::wait_until(what, WAIT, condition).await;
 }
 
 /// `CLIENT PAUSE ms WRITE`: Redis holds every write command and script, answering them

@@ -24,16 +24,12 @@ pub const WAIT: Duration = Duration::from_secs(10);
 const JANITOR_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Waits until `condition` holds, polling every 50 ms; fails the test after [`WAIT`].
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+pub async fn wait_until<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    streamgate_tests::wait::wait_until(what, WAIT, condition).await;
 }
 
 /// The key schema under `prefix`.
