@@ -15,11 +15,12 @@
 //!   that the service mounts that secret;
 //! - `${NAME:-default}` becomes its default, as when NAME is not set on the host.
 //!
-//! nginx runs `deploy/nginx.conf` changed the same way. The upstream's `server
-//! gateway:8080 resolve;` becomes one `server 127.0.0.1:PORT;` per local gateway: there is
-//! no name to re-resolve here, and Debian's nginx (1.22) predates `resolve`. Its pid and
-//! temp files go to a temp dir (`-g "pid ..."`, temp paths added to `http`), so that it
-//! needs no system directory.
+//! nginx runs `deploy/nginx.conf` changed the same way. Its `set $gateways gateway:8080;`
+//! (the name nginx resolves through Docker's DNS) names instead an `upstream` block added
+//! to `http`, with one `server 127.0.0.1:PORT;` per local gateway: there is no name to
+//! resolve here. Its pid and temp files go to a temp dir (`-g "pid ..."`, temp paths added
+//! to `http`), so that it needs no system directory. (scripts/test-deploy runs the file
+//! unchanged, in Docker.)
 //!
 //! The other tests read the files only: that the compose file and the Kubernetes manifests
 //! set no variable a service would ignore, and that their timeouts fit together.
@@ -698,13 +699,17 @@ fn assert_healthcheck_passes(service: &ServiceProcess) {
 
 // --- nginx ---------------------------------------------------------------------------------
 
-/// nginx running `deploy/nginx.conf`, changed only in its upstream servers, its listen
-/// port and where it keeps its pid and temp files.
+/// nginx running `deploy/nginx.conf`, changed only in the gateways it proxies to, its
+/// listen port and where it keeps its pid and temp files.
 struct Nginx {
     child: Child,
     port: u16,
     dir: TempDir,
 }
+
+/// The `upstream` block that stands for the `gateway` service's replicas; a `proxy_pass`
+/// whose variable holds a name without a port takes the block of that name, if any.
+const LOCAL_UPSTREAM: &str = "local_gateways";
 
 /// The temp-file directives nginx would otherwise point at system directories.
 const NGINX_TEMP_PATHS: [&str; 5] =
@@ -729,11 +734,10 @@ impl Nginx {
         for line in conf.lines() {
             let indent = &line[..line.len() - line.trim_start().len()];
             match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-                ["server", address, ..] if *address != "{" => {
-                    assert_eq!(*address, format!("gateway:{gateway_port_in_file}"), "the upstream server");
-                    for gateway in gateway_ports {
-                        adapted.push_str(&format!("{indent}server 127.0.0.1:{gateway};\n"));
-                    }
+                ["set", "$gateways", address] => {
+                    let address = address.trim_end_matches(';');
+                    assert_eq!(address, format!("gateway:{gateway_port_in_file}"), "the gateways' address");
+                    adapted.push_str(&format!("{indent}set $gateways {LOCAL_UPSTREAM};\n"));
                 }
                 ["listen", listen] => {
                     let listen: u16 = listen.trim_end_matches(';').parse().expect("listen PORT;");
@@ -745,6 +749,11 @@ impl Nginx {
                     for directive in NGINX_TEMP_PATHS {
                         adapted.push_str(&format!("    {directive} {}/{directive};\n", dir.path().display()));
                     }
+                    adapted.push_str(&format!("    upstream {LOCAL_UPSTREAM} {{\n"));
+                    for gateway in gateway_ports {
+                        adapted.push_str(&format!("        server 127.0.0.1:{gateway};\n"));
+                    }
+                    adapted.push_str("    }\n");
                 }
                 _ => adapted.push_str(&format!("{line}\n")),
             }
