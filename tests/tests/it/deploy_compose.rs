@@ -55,7 +55,7 @@ const HEALTHCHECK: &str = "deploy/healthcheck.sh";
 const K8S_DIR: &str = "deploy/k8s";
 
 /// Where the images install the binaries (`deploy/Dockerfile`).
-const IMAGE_BIN_DIR: &str = "/usr/local/bin/";
+pub(crate) const IMAGE_BIN_DIR: &str = "/usr/local/bin/";
 
 /// The services with settings of their own, and those settings.
 const SERVICE_SETTINGS: [(&str, &[Setting]); 2] =
@@ -359,6 +359,8 @@ struct Service {
     expose: Vec<String>,
     #[serde(default)]
     secrets: Vec<String>,
+    #[serde(default)]
+    volumes: Vec<String>,
 }
 
 /// A top-level secret: the file it is made from, relative to the compose file.
@@ -475,17 +477,17 @@ fn interpolate(text: &str) -> String {
 
 /// What an image built from one Dockerfile target runs.
 #[derive(Debug, Clone, Default)]
-struct ImageConfig {
-    entrypoint: Vec<String>,
-    cmd: Vec<String>,
-    env: BTreeMap<String, String>,
+pub(crate) struct ImageConfig {
+    pub(crate) entrypoint: Vec<String>,
+    pub(crate) cmd: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
 }
 
 impl ImageConfig {
     /// Follows the stages of `dockerfile` (`FROM stage AS name` inherits) up to `target`.
     /// Understands the forms `deploy/Dockerfile` uses: `ENV NAME=value`, and exec-form
     /// (JSON) `ENTRYPOINT` and `CMD`.
-    fn of(dockerfile: &str, target: &str) -> ImageConfig {
+    pub(crate) fn of(dockerfile: &str, target: &str) -> ImageConfig {
         let mut stages: BTreeMap<String, ImageConfig> = BTreeMap::new();
         let mut current: Option<(String, ImageConfig)> = None;
         for line in dockerfile_instructions(dockerfile) {
@@ -592,15 +594,7 @@ impl Container {
         if self.binary == "gateway" {
             environment.insert("ADMIN_LISTEN_ADDR".into(), format!("127.0.0.1:{}", free_port()));
         }
-
-        let log = logs.join(format!("{name}.log"));
-        let mut command = Command::new(workspace_binary(&self.binary));
-        command.args(&self.command).env_clear().envs(&environment).stdin(Stdio::null()).stdout(Stdio::null());
-        if std::env::var_os("TEST_LOG").is_none() {
-            command.stderr(fs::File::create(&log).unwrap());
-        }
-        let child = command.spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        ServiceProcess { name: name.to_owned(), child, port, environment, log }
+        ServiceProcess::spawn(name, &self.binary, &self.command, environment, port, logs)
     }
 }
 
@@ -609,6 +603,23 @@ impl Container {
 /// listens on. The harness connects as the ACL file's `admin` user.
 fn start_redis(service: &Service, secrets: &Secrets) -> (RedisServer, u16) {
     let command = service.command.clone().expect("the redis service has a command");
+    let admin_password = fs::read_to_string(secrets.dir.path().join("secrets/redis-admin-password")).unwrap();
+    start_redis_command(
+        &command,
+        |value| secrets.host_path(service, "redis", value).map(|path| path.to_str().unwrap().to_owned()),
+        admin_password.trim_end(),
+    )
+}
+
+/// Starts Redis as `command` (`redis-server --NAME VALUE ...`) says, on a free port, each
+/// value replaced by `local(value)` when that is some (a file the deployment mounts);
+/// the harness connects as the ACL user `admin` with `admin_password`. Returns the server
+/// and the port `command` would listen on.
+pub(crate) fn start_redis_command(
+    command: &[String],
+    local: impl Fn(&str) -> Option<String>,
+    admin_password: &str,
+) -> (RedisServer, u16) {
     let ("redis-server", options) = command.split_first().map(|(p, o)| (p.as_str(), o)).unwrap() else {
         panic!("the redis service does not run redis-server: {command:?}")
     };
@@ -620,14 +631,9 @@ fn start_redis(service: &Service, secrets: &Secrets) -> (RedisServer, u16) {
         let name = name.strip_prefix("--").expect("--NAME");
         // These are for the test's server to choose; the file has no reason to set them.
         assert!(!["port", "bind", "dir"].contains(&name), "the redis service sets --{name}");
-        let value = match secrets.host_path(service, "redis", value) {
-            Some(path) => path.to_str().unwrap().to_owned(),
-            None => value.clone(),
-        };
-        builder = builder.config(name, value);
+        builder = builder.config(name, local(value).unwrap_or_else(|| value.clone()));
     }
-    let admin_password = fs::read_to_string(secrets.dir.path().join("secrets/redis-admin-password")).unwrap();
-    let redis = builder.auth("admin", admin_password.trim_end()).start();
+    let redis = builder.auth("admin", admin_password).start();
     // The options reached the server: the ones the services depend on are in effect.
     let mut connection = redis.redis_client().get_connection().unwrap();
     let policy: Vec<String> =
@@ -641,10 +647,10 @@ fn start_redis(service: &Service, secrets: &Secrets) -> (RedisServer, u16) {
 }
 
 /// The port the file's Redis listens on: it sets no `--port` (checked above).
-const REDIS_DEFAULT_PORT: u16 = 6379;
+pub(crate) const REDIS_DEFAULT_PORT: u16 = 6379;
 
-/// A service binary started from the compose file; killed when dropped.
-struct ServiceProcess {
+/// A service binary started from a deployment file; killed when dropped.
+pub(crate) struct ServiceProcess {
     name: String,
     child: Child,
     port: u16,
@@ -653,12 +659,32 @@ struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    fn url(&self, path: &str) -> String {
+    /// Starts workspace binary `binary` with `args` and exactly `environment`, which
+    /// listens on 127.0.0.1:`port`; its stderr goes to `logs`/`name`.log.
+    pub(crate) fn spawn(
+        name: &str,
+        binary: &str,
+        args: &[String],
+        environment: BTreeMap<String, String>,
+        port: u16,
+        logs: &Path,
+    ) -> ServiceProcess {
+        let log = logs.join(format!("{name}.log"));
+        let mut command = Command::new(workspace_binary(binary));
+        command.args(args).env_clear().envs(&environment).stdin(Stdio::null()).stdout(Stdio::null());
+        if std::env::var_os("TEST_LOG").is_none() {
+            command.stderr(fs::File::create(&log).unwrap());
+        }
+        let child = command.spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        ServiceProcess { name: name.to_owned(), child, port, environment, log }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
     /// Waits until `/readyz` answers 200; fails with the service's log if it exits first.
-    async fn wait_until_ready(&self) {
+    pub(crate) async fn wait_until_ready(&self) {
         let deadline = Instant::now() + START_WAIT;
         loop {
             if let Ok(response) = reqwest::get(self.url("/readyz")).await
@@ -707,6 +733,23 @@ struct Nginx {
     dir: TempDir,
 }
 
+/// Where the lb service mounts the TLS certificate and key (deploy/docker-compose.yml).
+const NGINX_TLS_DIR: &str = "/etc/nginx/tls";
+
+/// A self-signed certificate for 127.0.0.1 and its key, made with the openssl command.
+fn make_certificate(certificate: &Path, key: &Path) {
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(certificate)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl could not make a certificate");
+}
+
 /// The `upstream` block that stands for the `gateway` service's replicas; a `proxy_pass`
 /// whose variable holds a name without a port takes the block of that name, if any.
 const LOCAL_UPSTREAM: &str = "local_gateways";
@@ -744,6 +787,22 @@ impl Nginx {
                     assert!(lb.container_ports().contains(&listen), "lb does not publish port {listen}");
                     adapted.push_str(&format!("{indent}listen 127.0.0.1:{port};\n"));
                 }
+                ["listen", listen, "ssl", "http2;"] => {
+                    let listen: u16 = listen.parse().expect("listen PORT ssl http2;");
+                    assert!(lb.container_ports().contains(&listen), "lb does not publish port {listen}");
+                    adapted.push_str(&format!("{indent}listen 127.0.0.1:{} ssl http2;\n", free_port()));
+                }
+                [directive @ ("ssl_certificate" | "ssl_certificate_key"), path] => {
+                    // The files the lb service mounts: here, a certificate made for the test.
+                    let file =
+                        path.trim_end_matches(';').strip_prefix(NGINX_TLS_DIR).expect("in the TLS mount");
+                    assert!(
+                        lb.volumes.iter().any(|volume| volume.ends_with(&format!(":{NGINX_TLS_DIR}:ro"))),
+                        "lb does not mount {NGINX_TLS_DIR}: {:?}",
+                        lb.volumes
+                    );
+                    adapted.push_str(&format!("{indent}{directive} {}/{file};\n", dir.path().display()));
+                }
                 ["http", "{"] => {
                     adapted.push_str(&format!("{line}\n"));
                     for directive in NGINX_TEMP_PATHS {
@@ -758,6 +817,7 @@ impl Nginx {
                 _ => adapted.push_str(&format!("{line}\n")),
             }
         }
+        make_certificate(&dir.path().join("tls.crt"), &dir.path().join("tls.key"));
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, adapted).unwrap();
         // Run as root, nginx's workers switch to `nobody`, who must reach the temp paths.
@@ -837,7 +897,7 @@ fn kubernetes_manifests() -> Vec<String> {
 }
 
 /// Every document of every manifest.
-fn kubernetes_documents() -> Vec<Value> {
+pub(crate) fn kubernetes_documents() -> Vec<Value> {
     kubernetes_manifests()
         .iter()
         .flat_map(|name| {
@@ -849,7 +909,7 @@ fn kubernetes_documents() -> Vec<Value> {
         .collect()
 }
 
-fn find_kind<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
+pub(crate) fn find_kind<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
     documents
         .iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
@@ -864,14 +924,17 @@ fn pod_container<'a>(documents: &'a [Value], name: &str) -> &'a Value {
 // --- Helpers ------------------------------------------------------------------------------
 
 /// The names among `names` that are none of `settings`.
-fn unknown_names<'a>(names: impl Iterator<Item = &'a String>, settings: &[Setting]) -> Vec<String> {
+pub(crate) fn unknown_names<'a>(
+    names: impl Iterator<Item = &'a String>,
+    settings: &[Setting],
+) -> Vec<String> {
     names.filter(|name| !settings.iter().any(|s| s.name == name.as_str())).cloned().collect()
 }
 
-fn repo_file(relative: &str) -> PathBuf {
+pub(crate) fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
 
-fn read_repo_file(relative: &str) -> String {
+pub(crate) fn read_repo_file(relative: &str) -> String {
     fs::read_to_string(repo_file(relative)).unwrap_or_else(|error| panic!("cannot read {relative}: {error}"))
 }

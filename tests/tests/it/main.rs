@@ -4,6 +4,7 @@
 mod browser;
 mod config_layers;
 mod deploy_compose;
+mod deploy_kubernetes;
 mod docs;
 mod e2e;
 mod gateway_auth;
