@@ -9,11 +9,13 @@ use streamgate::keys::{DEFAULT_PREFIX, Keys};
 use streamgate::topic::{InstanceId, Topic};
 
 /// The settings scripts/test-deploy passes, and what each holds.
-const ENVIRONMENT: [(&str, &str); 4] = [
+const ENVIRONMENT: [(&str, &str); 6] = [
     ("STREAMGATE_DEPLOY_URL", "the load balancer's published URL"),
     ("STREAMGATE_DEPLOY_PRODUCER_URL", "the producer's published URL"),
     ("STREAMGATE_DEPLOY_COMPOSE", "a docker-compose command for the stack (file, override, project)"),
     ("STREAMGATE_DEPLOY_DOCKER", "the docker client"),
+    ("STREAMGATE_DEPLOY_TLS_ADDRESS", "the load balancer's published HTTPS address (host:port)"),
+    ("STREAMGATE_DEPLOY_TLS_CA", "the certificate (PEM) the load balancer's HTTPS port presents"),
 ];
 
 /// The compose file's `KEY_PREFIX` (the default).
@@ -32,6 +34,10 @@ pub struct Stack {
     pub lb_url: String,
     /// The producer, e.g. `http://127.0.0.1:8090`.
     pub producer_url: String,
+    /// The load balancer's HTTPS port, e.g. `127.0.0.1:8443`.
+    pub tls_address: String,
+    /// The certificate it presents (self-signed, so its own CA).
+    pub tls_ca: PathBuf,
     compose: PathBuf,
     docker: PathBuf,
     /// Key names, with the compose file's prefix.
@@ -67,6 +73,8 @@ impl Stack {
             producer_url: value(ENVIRONMENT[1].0),
             compose: value(ENVIRONMENT[2].0).into(),
             docker: value(ENVIRONMENT[3].0).into(),
+            tls_address: value(ENVIRONMENT[4].0),
+            tls_ca: value(ENVIRONMENT[5].0).into(),
             keys: Keys::new(KEY_PREFIX).expect("the default prefix"),
         }
     }
