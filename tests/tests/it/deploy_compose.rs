@@ -809,6 +809,9 @@ impl Nginx {
                         adapted.push_str(&format!("    {directive} {}/{directive};\n", dir.path().display()));
                     }
                     adapted.push_str(&format!("    upstream {LOCAL_UPSTREAM} {{\n"));
+                    // Round robin shared by the workers (`worker_processes auto`), so that
+                    // two requests in a row reach two gateways whichever worker takes them.
+                    adapted.push_str(&format!("        zone {LOCAL_UPSTREAM} 64k;\n"));
                     for gateway in gateway_ports {
                         adapted.push_str(&format!("        server 127.0.0.1:{gateway};\n"));
                     }
