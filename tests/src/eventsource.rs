@@ -171,6 +171,7 @@ pub struct Publisher {
     /// Answers other than 200 that were retried.
     pub retries: u64,
     padding: String,
+    token: Option<String>,
 }
 
 impl Publisher {
@@ -184,7 +185,14 @@ impl Publisher {
             client,
             retries: 0,
             padding: String::new(),
+            token: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with every publish.
+    pub fn with_token(mut self, token: &str) -> Publisher {
+        self.token = Some(token.to_owned());
+        self
     }
 
     /// Pads every event's data with `bytes` bytes after the sequence number.
@@ -210,7 +218,11 @@ impl Publisher {
         loop {
             let url = format!("{}/publish", self.producers[self.next % self.producers.len()]);
             self.next += 1;
-            match self.client.post(&url).json(&batch).send().await {
+            let mut request = self.client.post(&url).json(&batch);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
                 Ok(response) if response.status() == 200 => break,
                 _ => {
                     self.retries += 1;

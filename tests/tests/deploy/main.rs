@@ -98,8 +98,8 @@ async fn deploy_1_steady_state_through_the_load_balancer() {
     wait_connected(&subscribers, CONNECT_DEADLINE).await;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let (first, second) = names.split_at(10);
-    let mut publisher_a = Publisher::new(vec![stack.producer_url.clone()]);
-    let mut publisher_b = Publisher::new(vec![stack.producer_url.clone()]);
+    let mut publisher_a = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
+    let mut publisher_b = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
     let a = async {
         for _ in 0..100 {
             publisher_a.publish_round(first).await;
@@ -126,7 +126,7 @@ async fn deploy_2_docker_kill_of_a_gateway_then_the_one_shot_janitor_removes_its
     wait_connected(&subscribers, CONNECT_DEADLINE).await;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let victim = a_gateway_with_subscribers(&stack, &topics).await;
-    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]);
+    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
     for round in 0..150 {
         if round == 50 {
             stack.docker(&["kill", &victim.container]).await;
@@ -181,7 +181,7 @@ async fn deploy_3_redis_container_restart_keeps_clients_connected() {
     wait_connected(&subscribers, CONNECT_DEADLINE).await;
     let before = connects(&subscribers);
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]);
+    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
     for _ in 0..50 {
         publisher.publish_round(&names).await;
     }
@@ -202,7 +202,7 @@ async fn deploy_4_docker_stop_drains_a_gateway() {
     wait_connected(&subscribers, CONNECT_DEADLINE).await;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let victim = a_gateway_with_subscribers(&stack, &topics).await;
-    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]);
+    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
     let mut drain = Duration::ZERO;
     for round in 0..150 {
         if round == 50 {
@@ -233,7 +233,7 @@ async fn deploy_5_scale_down_to_two_gateways_and_back_up() {
     let subscribers = subscribe_all(&stack, &topics, 30);
     wait_connected(&subscribers, CONNECT_DEADLINE).await;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]);
+    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
     for round in 0..150 {
         if round == 50 {
             stack.scale_gateways(REPLICAS - 1).await;
@@ -258,7 +258,7 @@ async fn deploy_6_one_http2_connection_over_tls_carries_fifty_event_streams_in_o
         streams.push(http2::open(&connection, &authority, &topics[i % topics.len()]).await);
     }
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]);
+    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
     for _ in 0..100 {
         publisher.publish_round(&names).await;
     }

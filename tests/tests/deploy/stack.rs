@@ -9,13 +9,14 @@ use streamgate::keys::{DEFAULT_PREFIX, Keys};
 use streamgate::topic::{InstanceId, Topic};
 
 /// The settings scripts/test-deploy passes, and what each holds.
-const ENVIRONMENT: [(&str, &str); 6] = [
+const ENVIRONMENT: [(&str, &str); 7] = [
     ("STREAMGATE_DEPLOY_URL", "the load balancer's published URL"),
     ("STREAMGATE_DEPLOY_PRODUCER_URL", "the producer's published URL"),
     ("STREAMGATE_DEPLOY_COMPOSE", "a docker-compose command for the stack (file, override, project)"),
     ("STREAMGATE_DEPLOY_DOCKER", "the docker client"),
     ("STREAMGATE_DEPLOY_TLS_ADDRESS", "the load balancer's published HTTPS address (host:port)"),
     ("STREAMGATE_DEPLOY_TLS_CA", "the certificate (PEM) the load balancer's HTTPS port presents"),
+    ("STREAMGATE_DEPLOY_SECRETS", "the stack's secrets (deploy/make-secrets.sh DIR)"),
 ];
 
 /// The compose file's `KEY_PREFIX` (the default).
@@ -38,6 +39,10 @@ pub struct Stack {
     pub tls_address: String,
     /// The certificate it presents (self-signed, so its own CA).
     pub tls_ca: PathBuf,
+    /// The publish token (`publish-token` among the secrets).
+    pub publish_token: String,
+    /// The Redis ACL user `admin`'s password: the default user may only PING.
+    redis_admin_password: String,
     compose: PathBuf,
     docker: PathBuf,
     /// Key names, with the compose file's prefix.
@@ -75,6 +80,8 @@ impl Stack {
             docker: value(ENVIRONMENT[3].0).into(),
             tls_address: value(ENVIRONMENT[4].0),
             tls_ca: value(ENVIRONMENT[5].0).into(),
+            publish_token: secret(&value(ENVIRONMENT[6].0), "publish-token"),
+            redis_admin_password: secret(&value(ENVIRONMENT[6].0), "redis-admin-password"),
             keys: Keys::new(KEY_PREFIX).expect("the default prefix"),
         }
     }
@@ -89,10 +96,12 @@ impl Stack {
         run(&self.docker, args).await
     }
 
-    /// `redis-cli ARGS` inside the Redis container (Redis is not published). Its output is
-    /// raw (no terminal): one line per value.
+    /// `redis-cli ARGS` inside the Redis container (Redis is not published), as the ACL
+    /// user `admin`. Its output is raw (no terminal): one line per value.
     pub async fn redis(&self, args: &[&str]) -> String {
-        let mut command = vec!["exec", "-T", "redis", "redis-cli"];
+        let mut command =
+            vec!["exec", "-T", "redis", "redis-cli", "--no-auth-warning", "--user", "admin", "--pass"];
+        command.push(&self.redis_admin_password);
         command.extend_from_slice(args);
         self.compose(&command).await
     }
@@ -197,6 +206,14 @@ impl Stack {
     pub async fn exists(&self, key: &str) -> bool {
         self.redis(&["EXISTS", key]).await.trim() == "1"
     }
+}
+
+/// The first line of the secret file `name` in `dir`.
+fn secret(dir: &str, name: &str) -> String {
+    let path = std::path::Path::new(dir).join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    text.lines().next().unwrap_or_default().to_owned()
 }
 
 /// Runs `program args`; returns stdout, panics with stderr on failure.

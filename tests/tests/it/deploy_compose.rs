@@ -396,13 +396,14 @@ impl Secrets {
             "{name} reads {path} but does not mount {secret}"
         );
         let source = self.sources.get(secret).unwrap_or_else(|| panic!("no top-level secret {secret}"));
-        let file = source.file.strip_prefix("./secrets/").expect("secrets live in deploy/secrets/");
+        let file = interpolate(&source.file);
+        let file = file.strip_prefix("./secrets/").expect("secrets live in deploy/secrets/ by default");
         Some(self.dir.path().join("secrets").join(file))
     }
 
     fn read(&self, path: &str) -> String {
         let secret = path.strip_prefix("/run/secrets/").unwrap();
-        let file = self.sources[secret].file.strip_prefix("./secrets/").unwrap().to_owned();
+        let file = interpolate(&self.sources[secret].file).strip_prefix("./secrets/").unwrap().to_owned();
         fs::read_to_string(self.dir.path().join("secrets").join(file)).unwrap()
     }
 }

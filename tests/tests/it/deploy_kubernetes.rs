@@ -17,13 +17,14 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
-use tempfile::TempDir;
 use streamgate_tests::binaries::workspace_binary;
 use streamgate_tests::redis_server::RedisServer;
 use streamgate_tests::rig::free_port;
+use tempfile::TempDir;
 
 use crate::deploy_compose::{
-    IMAGE_BIN_DIR, ImageConfig, REDIS_DEFAULT_PORT, ServiceProcess, read_repo_file, repo_file, start_redis_command,
+    IMAGE_BIN_DIR, ImageConfig, REDIS_DEFAULT_PORT, ServiceProcess, read_repo_file, repo_file,
+    start_redis_command,
 };
 
 const K8S_DIR: &str = "deploy/k8s";
@@ -45,7 +46,8 @@ async fn kubernetes_workloads_answer_their_probes_on_the_ports_their_services_na
     redis_files.run_init_containers(&redis);
     let redis_args = string_list(&redis.container["args"]);
     let admin_password = secrets.get("streamgate-redis", "admin");
-    let (redis_server, _) = start_redis_command(&redis_args, |value| redis_files.local(&redis.container, value), &admin_password);
+    let (redis_server, _) =
+        start_redis_command(&redis_args, |value| redis_files.local(&redis.container, value), &admin_password);
 
     for name in ["gateway", "producer"] {
         let deployment = workload(&documents, "Deployment", name);
@@ -55,7 +57,8 @@ async fn kubernetes_workloads_answer_their_probes_on_the_ports_their_services_na
         assert_eq!(listen.port(), deployment.container_port("http"), "{name} listens on its `http` port");
 
         let mut environment = run.environment.clone();
-        environment.insert("REDIS_URL".into(), redis_server_url(name, &environment["REDIS_URL"], &redis_server));
+        environment
+            .insert("REDIS_URL".into(), redis_server_url(name, &environment["REDIS_URL"], &redis_server));
         let port = free_port();
         environment.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
         let process = ServiceProcess::spawn(name, &run.binary, &run.args, environment, port, logs.path());
@@ -96,7 +99,8 @@ async fn kubernetes_workloads_answer_their_probes_on_the_ports_their_services_na
     let files = PodFiles::materialize(&documents, &janitor, &secrets);
     let run = janitor.run(&documents, &files);
     let mut environment = run.environment.clone();
-    environment.insert("REDIS_URL".into(), redis_server_url("janitor", &environment["REDIS_URL"], &redis_server));
+    environment
+        .insert("REDIS_URL".into(), redis_server_url("janitor", &environment["REDIS_URL"], &redis_server));
     let output = Command::new(workspace_binary(&run.binary))
         .args(&run.args)
         .env_clear()
@@ -151,7 +155,10 @@ impl SecretValues {
 
     fn get(&self, secret: &str, key: &str) -> String {
         let value = self.values.get(&(secret.to_owned(), key.to_owned()));
-        value.unwrap_or_else(|| panic!("the manifests use Secret {secret} key {key}, which nobody makes")).trim_end().to_owned()
+        value
+            .unwrap_or_else(|| panic!("the manifests use Secret {secret} key {key}, which nobody makes"))
+            .trim_end()
+            .to_owned()
     }
 }
 
@@ -179,10 +186,15 @@ impl PodFiles {
             } else if let Some(secret) = volume["secret"]["secretName"].as_str() {
                 for item in volume["secret"]["items"].as_sequence().expect("Secret items") {
                     let key = item["key"].as_str().unwrap();
-                    fs::write(dir.join(item["path"].as_str().unwrap()), secrets.get(secret, key) + "\n").unwrap();
+                    fs::write(dir.join(item["path"].as_str().unwrap()), secrets.get(secret, key) + "\n")
+                        .unwrap();
                 }
             } else {
-                assert!(!volume["emptyDir"].is_null() || !volume["persistentVolumeClaim"].is_null() , "{}: volume {name}", workload.name);
+                assert!(
+                    !volume["emptyDir"].is_null() || !volume["persistentVolumeClaim"].is_null(),
+                    "{}: volume {name}",
+                    workload.name
+                );
             }
         }
         PodFiles { root }
