@@ -33,6 +33,7 @@ pub mod reader;
 pub mod server;
 pub mod settings;
 pub mod startup;
+pub mod tls;
 
 pub use http::router;
 pub use settings::GatewayConfig;

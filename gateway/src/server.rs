@@ -1,45 +1,98 @@
-//! The connection-level HTTP server both listeners use: HTTP/1.1 by hyper directly,
-//! because `axum::serve` gives no way to bound how long a client may take to send its
-//! headers (it sets no timer, so hyper's header-read timeout never runs).
+//! The connection-level HTTP server both listeners use: hyper directly, because
+//! `axum::serve` gives no way to bound how long a client may take to send its headers (it
+//! sets no timer, so hyper's header-read timeout never runs).
 //!
-//! Each connection gets `HEADER_READ_TIMEOUT` to send a request's head (slowloris: a
-//! client trickling a header byte by byte is closed when it runs out) and at most
-//! `MAX_HEADER_BYTES` of head, beyond which hyper answers `431` without reading more.
+//! Each connection speaks HTTP/1.1 or HTTP/2: over TLS as ALPN settled it, in clear text
+//! by what the client sends first (HTTP/2 with prior knowledge, "h2c", for proxies that
+//! speak it). HTTP/2 carries up to `HTTP2_MAX_CONCURRENT_STREAMS` streams per connection,
+//! so a page with many `EventSource`s needs one connection rather than six.
+//!
+//! Bounds per connection, against clients that hold resources without using them:
+//! - the TLS handshake, and in clear text the first byte, within `HEADER_READ_TIMEOUT`;
+//! - each HTTP/1.1 request head within `HEADER_READ_TIMEOUT` (slowloris: a client
+//!   trickling a header byte by byte is closed when it runs out), at most
+//!   `MAX_HEADER_BYTES` of it (beyond, hyper answers `431` without reading more); HTTP/2
+//!   header lists are bounded by the same size;
+//! - a connection with no request in progress for a whole `HEADER_READ_TIMEOUT` is closed
+//!   (HTTP/2: `GOAWAY`), so an idle HTTP/2 connection does not stay open for ever.
+//!
 //! The peer's address reaches handlers as axum's `ConnectInfo<SocketAddr>`.
 //!
 //! Shutdown mirrors `axum::serve`'s graceful shutdown: stop accepting, let every
 //! connection finish its response in progress (SSE streams end on the gateway's own
 //! shutdown token), and return once all are closed.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http_body_util::BodyExt as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tower::ServiceExt as _;
 
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
-    /// Time to send a request's head.
+    /// Time to send a request's head (and to finish a TLS handshake, and the longest a
+    /// connection may stay without a request in progress).
     pub header_read_timeout: Duration,
     /// Largest request head, in bytes (at least 8 KiB: hyper's floor).
     pub max_header_bytes: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// How long to pause accepting after an error such as running out of file descriptors,
 /// so the loop does not spin while connections close.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Serves `router` on `listener` until `stop` completes, then drains.
+/// HTTP/2 pings on a quiet connection, and how long the answer may take: a peer that
+/// vanished without a FIN is noticed even when no stream writes.
+const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Requests of one connection: in progress (until the response body is dropped) and
+/// started in all.
+#[derive(Debug, Default)]
+struct Requests {
+    in_progress: AtomicU64,
+    started: AtomicU64,
+}
+
+/// One request in progress, until dropped.
+struct RequestGuard(Arc<Requests>);
+
+impl RequestGuard {
+    fn enter(requests: &Arc<Requests>) -> RequestGuard {
+        requests.in_progress.fetch_add(1, Ordering::Relaxed);
+        requests.started.fetch_add(1, Ordering::Relaxed);
+        RequestGuard(Arc::clone(requests))
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop` completes, then drains.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     stop: impl Future<Output = ()> + Send,
 ) {
     // Every connection task holds a receiver; `closed()` completes once all are dropped.
@@ -59,39 +112,12 @@ pub async fn serve(
             _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let service =
-            router.clone().map_request(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(remote));
-                request
-            });
-        let service = TowerToHyperService::new(service);
-        let mut shutdown = shutdown.clone();
+        let router = router.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
         let alive = connection_alive.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let mut shutting_down = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(error) = result {
-                            tracing::debug!(%error, %remote, "Connection ended with an error.");
-                        }
-                        break;
-                    }
-                    changed = shutdown.changed(), if !shutting_down => {
-                        shutting_down = true;
-                        if changed.is_ok() {
-                            connection.as_mut().graceful_shutdown();
-                        }
-                    }
-                }
-            }
+            serve_connection(stream, remote, router, limits, tls, shutdown).await;
             drop(alive);
         });
     }
@@ -99,4 +125,108 @@ pub async fn serve(
     let _ = shutdown_sender.send(true);
     drop(connection_alive);
     all_closed.closed().await;
+}
+
+/// One connection, from the handshake to its close.
+async fn serve_connection(
+    stream: TcpStream,
+    remote: std::net::SocketAddr,
+    router: Router,
+    limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let wait = limits.header_read_timeout;
+    let (io, h2) = match tls {
+        Some(acceptor) => match tokio::time::timeout(wait, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let h2 = crate::tls::negotiated_h2(stream.get_ref().1.alpn_protocol());
+                (Either::Right(stream), h2)
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %remote, "TLS handshake failed.");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake not finished in time.");
+                return;
+            }
+        },
+        None => {
+            // The protocol is told by the first bytes: a client that sends none is closed.
+            match tokio::time::timeout(wait, stream.peek(&mut [0u8; 1])).await {
+                Ok(Ok(1..)) => (Either::Left(stream), None),
+                _ => return,
+            }
+        }
+    };
+
+    let requests = Arc::new(Requests::default());
+    let counted = Arc::clone(&requests);
+    let service = tower::service_fn(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(remote));
+        let guard = RequestGuard::enter(&counted);
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await?;
+            // The request is in progress until its body is done (an SSE stream: for ever).
+            Ok::<_, Infallible>(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _in_progress = &guard;
+                    frame
+                }))
+            }))
+        }
+    });
+    let service = TowerToHyperService::new(service);
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
+    let builder = match h2 {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None => builder,
+    };
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+
+    let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + wait, wait);
+    let mut started_at_last_check = 0;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, %remote, "Connection ended with an error.");
+                }
+                return;
+            }
+            changed = shutdown.changed(), if !closing => {
+                closing = true;
+                if changed.is_ok() {
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            _ = idle_check.tick(), if !closing => {
+                let started = requests.started.load(Ordering::Relaxed);
+                if requests.in_progress.load(Ordering::Relaxed) == 0 && started == started_at_last_check {
+                    tracing::debug!(%remote, "Closing a connection idle for the header read timeout.");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                started_at_last_check = started;
+            }
+        }
+    }
 }

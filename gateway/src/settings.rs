@@ -300,6 +300,36 @@ pub const MAX_HEADER_BYTES: Setting = Setting {
     help: "Largest request head (request line and headers); larger gets 431.",
 };
 
+/// `TLS_CERT_FILE`.
+pub const TLS_CERT_FILE: Setting = Setting {
+    name: "TLS_CERT_FILE",
+    default: "",
+    allowed: "a path to a PEM file (the certificate, then its intermediates), with TLS_KEY_FILE",
+    help: "Serve the public listener over TLS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate chain; \
+           re-read when it changes. Empty: clear text (HTTP/1.1, and HTTP/2 with prior knowledge).",
+};
+/// `TLS_KEY_FILE`.
+pub const TLS_KEY_FILE: Setting = Setting {
+    name: "TLS_KEY_FILE",
+    default: "",
+    allowed: "a path to a PEM private key (PKCS#8, PKCS#1 or SEC1), with TLS_CERT_FILE",
+    help: "The private key of TLS_CERT_FILE's certificate; re-read when it changes.",
+};
+/// `TLS_RELOAD_INTERVAL`.
+pub const TLS_RELOAD_INTERVAL: Setting = Setting {
+    name: "TLS_RELOAD_INTERVAL",
+    default: "10s",
+    allowed: "a duration from 1s to 1h",
+    help: "How often TLS_CERT_FILE and TLS_KEY_FILE are checked for a change (a renewed certificate is served without restart).",
+};
+/// `HTTP2_MAX_CONCURRENT_STREAMS`.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: Setting = Setting {
+    name: "HTTP2_MAX_CONCURRENT_STREAMS",
+    default: "128",
+    allowed: "a whole number from 1 to 10000",
+    help: "Streams (each /events stream is one) a client may have open on one HTTP/2 connection.",
+};
+
 /// Every gateway setting, shared ones first.
 pub const SETTINGS: &[Setting] = &[
     COMMON[0],
@@ -348,6 +378,10 @@ pub const SETTINGS: &[Setting] = &[
     MAX_STREAM_LIFETIME,
     HEADER_READ_TIMEOUT,
     MAX_HEADER_BYTES,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
+    TLS_RELOAD_INTERVAL,
+    HTTP2_MAX_CONCURRENT_STREAMS,
 ];
 
 /// Which origins may read the streams from other sites.
@@ -408,6 +442,8 @@ pub struct GatewayConfig {
     pub access: AccessConfig,
     /// Per-client and per-gateway limits.
     pub limits: Limits,
+    /// TLS on the public listener (`None`: clear text).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// Limits against abuse (each `0` or `None` where it can be off).
@@ -429,6 +465,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Largest request head.
     pub max_header_bytes: usize,
+    /// Streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Limits {
@@ -454,7 +492,27 @@ impl Limits {
             header_read_timeout: layered
                 .get_duration(&HEADER_READ_TIMEOUT, Duration::from_secs(1)..=Duration::from_secs(300))?,
             max_header_bytes: layered.get_bytes(&MAX_HEADER_BYTES, 8 << 10..=1 << 20)?,
+            http2_max_concurrent_streams: layered.get_in_range(&HTTP2_MAX_CONCURRENT_STREAMS, 1..=10_000)?,
         })
+    }
+}
+
+/// `TLS_CERT_FILE` and `TLS_KEY_FILE`: both or neither.
+fn tls_files(layered: &Layered) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    match (layered.get_optional(&TLS_CERT_FILE), layered.get_optional(&TLS_KEY_FILE)) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+            reload_interval: layered
+                .get_duration(&TLS_RELOAD_INTERVAL, Duration::from_secs(1)..=Duration::from_secs(3600))?,
+        })),
+        (cert, key) => Err(ConfigError::Conflict {
+            first: format!("{}={}", TLS_CERT_FILE.name, cert.unwrap_or_default()),
+            second: format!("{}={}", TLS_KEY_FILE.name, key.unwrap_or_default()),
+            reason: "TLS needs both the certificate and its key; set both, or neither for clear text"
+                .to_owned(),
+        }),
     }
 }
 
@@ -523,6 +581,7 @@ impl GatewayConfig {
             demo_page: layered.get_with(&DEMO_PAGE, parse_bool)?,
             access: AccessConfig::from_layered(&layered)?,
             limits: Limits::from_layered(&layered)?,
+            tls: tls_files(&layered)?,
         };
         config.check_pairs()?;
         Ok(config)

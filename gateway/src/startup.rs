@@ -71,6 +71,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// TLS_CERT_FILE or TLS_KEY_FILE cannot be used.
+    #[error("cannot serve TLS: {0}")]
+    Tls(crate::tls::TlsError),
 }
 
 /// A gateway that is bound and registered, ready to serve.
@@ -79,6 +82,7 @@ pub struct Application {
     port: u16,
     admin_listener: Option<TcpListener>,
     admin_port: Option<u16>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: AppState,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     tasks_stop: CancellationToken,
@@ -88,6 +92,17 @@ impl Application {
     /// Connects, registers and binds.
     pub async fn build(config: GatewayConfig) -> Result<Application, StartError> {
         let config = Arc::new(config);
+        // TLS first: a certificate that cannot be used stops the gateway before it claims
+        // its instance in Redis.
+        let tasks_stop = CancellationToken::new();
+        let (tls, reload_tls) = match &config.tls {
+            None => (None, None),
+            Some(files) => {
+                let (acceptor, reload) =
+                    crate::tls::acceptor(files.clone(), tasks_stop.clone()).map_err(StartError::Tls)?;
+                (Some(acceptor), Some(reload))
+            }
+        };
         let redis_error = |source| StartError::Redis {
             url: streamgate::redis::redacted_url(&config.common.redis_url),
             source,
@@ -122,7 +137,6 @@ impl Application {
         warn_about_exposure(&config);
 
         let shutdown = CancellationToken::new();
-        let tasks_stop = CancellationToken::new();
         let metrics = Arc::new(crate::metrics::GatewayMetrics::new());
         let hubs = Hubs::new(HubContext {
             pool: pool.clone(),
@@ -135,6 +149,7 @@ impl Application {
             shutdown: tasks_stop.clone(),
         });
         let mut tasks = Vec::new();
+        tasks.extend(reload_tls.map(tokio::spawn));
         tasks.push(tokio::spawn(Arc::clone(&membership).run(
             membership_pool,
             config.liveness_ttl,
@@ -196,7 +211,7 @@ impl Application {
                 config_limits.subscribe_burst_per_ip,
             )),
         };
-        Ok(Application { listener, port, admin_listener, admin_port, state, tasks, tasks_stop })
+        Ok(Application { listener, port, admin_listener, admin_port, tls, state, tasks, tasks_stop })
     }
 
     /// The bound port.
@@ -217,17 +232,18 @@ impl Application {
     /// Serves until `stop` fires; then deregisters, ends every stream so clients reconnect
     /// elsewhere, and waits up to the drain time for connections to close.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> std::io::Result<()> {
-        let Application { listener, admin_listener, state, tasks, tasks_stop, .. } = self;
+        let Application { listener, admin_listener, tls, state, tasks, tasks_stop, .. } = self;
         let trace = tower_http::trace::TraceLayer::new_for_http();
         let app = crate::http::router(state.clone()).layer(trace.clone());
         let limits = ConnectionLimits {
             header_read_timeout: state.config.limits.header_read_timeout,
             max_header_bytes: state.config.limits.max_header_bytes,
+            http2_max_concurrent_streams: state.config.limits.http2_max_concurrent_streams,
         };
         let drain = state.config.drain_timeout;
         let stop_signal = stop.clone();
         let state_for_stop = state.clone();
-        let public = crate::server::serve(listener, app, limits, async move {
+        let public = crate::server::serve(listener, app, limits, tls, async move {
             stop_signal.cancelled().await;
             // Producers stop routing here first, then streams end.
             if let Err(error) = state_for_stop.membership.deregister(&state_for_stop.pool).await {
@@ -240,7 +256,7 @@ impl Application {
         let admin = async move {
             if let Some(listener) = admin_listener {
                 let app = crate::admin::router(admin_state).layer(trace);
-                crate::server::serve(listener, app, limits, admin_stop.cancelled_owned()).await;
+                crate::server::serve(listener, app, limits, None, admin_stop.cancelled_owned()).await;
             }
         };
         let served = async move {

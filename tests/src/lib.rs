@@ -21,8 +21,10 @@
 
 pub mod binaries;
 pub mod browser;
+pub mod certificate;
 pub mod eventsource;
 pub mod gateway_app;
+pub mod http2;
 pub mod keys;
 pub mod last_event_id;
 pub mod producer_app;

@@ -9,7 +9,6 @@
 //! saying so, without it. scripts/test-deploy runs it with one test thread: the
 //! scenarios share the stack and each leaves it with three healthy gateways.
 
-mod http2;
 mod stack;
 
 use std::collections::HashMap;
@@ -251,11 +250,12 @@ async fn deploy_5_scale_down_to_two_gateways_and_back_up() {
 async fn deploy_6_one_http2_connection_over_tls_carries_fifty_event_streams_in_order() {
     let (stack, topics) = start("http2").await;
     let topics = &topics[..5];
-    let connection = http2::connect(&stack.tls_address, TLS_SERVER_NAME, &stack.tls_ca).await;
-    let authority = format!("{TLS_SERVER_NAME}:{}", stack.tls_address.rsplit(':').next().unwrap());
+    let connection =
+        streamgate_tests::http2::connect(&stack.tls_address, TLS_SERVER_NAME, &stack.tls_ca).await;
+    let base = format!("https://{TLS_SERVER_NAME}:{}", stack.tls_address.rsplit(':').next().unwrap());
     let mut streams = Vec::new();
     for i in 0..50 {
-        streams.push(http2::open(&connection, &authority, &topics[i % topics.len()]).await);
+        streams.push(streamgate_tests::http2::open(&connection, &base, &topics[i % topics.len()]).await);
     }
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut publisher = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
@@ -263,30 +263,7 @@ async fn deploy_6_one_http2_connection_over_tls_carries_fifty_event_streams_in_o
         publisher.publish_round(&names).await;
     }
     let expected = counted(&publisher.published);
-    let complete = |streams: &[http2::Stream]| {
-        streams.iter().all(|s| s.seqs.lock().expect("seqs lock").len() >= expected[&s.topic].len())
-    };
-    let deadline = Instant::now() + DELIVERY_DEADLINE;
-    while !complete(&streams) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut tally = Tally::default();
-    for stream in &streams {
-        let seqs = stream.seqs.lock().expect("seqs lock").clone();
-        let order = &expected[&stream.topic];
-        tally.published += order.len() as u64;
-        tally.delivered += seqs.len() as u64;
-        let mut seen = std::collections::HashSet::new();
-        let mut highest = None;
-        for seq in seqs {
-            if !seen.insert(seq) {
-                tally.duplicates += 1;
-            } else if highest.is_some_and(|h| seq < h) {
-                tally.out_of_order += 1;
-            }
-            highest = highest.max(Some(seq));
-        }
-        tally.missing += order.iter().filter(|seq| !seen.contains(seq)).count() as u64;
-    }
+    streamgate_tests::http2::wait_delivered(&streams, &expected, DELIVERY_DEADLINE).await;
+    let tally = streamgate_tests::http2::tally(&streams, &expected);
     report("6 one HTTP/2 connection over TLS, 50 streams", tally);
 }

@@ -737,20 +737,6 @@ struct Nginx {
 /// Where the lb service mounts the TLS certificate and key (deploy/docker-compose.yml).
 const NGINX_TLS_DIR: &str = "/etc/nginx/tls";
 
-/// A self-signed certificate for 127.0.0.1 and its key, made with the openssl command.
-fn make_certificate(certificate: &Path, key: &Path) {
-    let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
-        .arg(key)
-        .arg("-out")
-        .arg(certificate)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success(), "openssl could not make a certificate");
-}
-
 /// The `upstream` block that stands for the `gateway` service's replicas; a `proxy_pass`
 /// whose variable holds a name without a port takes the block of that name, if any.
 const LOCAL_UPSTREAM: &str = "local_gateways";
@@ -821,7 +807,7 @@ impl Nginx {
                 _ => adapted.push_str(&format!("{line}\n")),
             }
         }
-        make_certificate(&dir.path().join("tls.crt"), &dir.path().join("tls.key"));
+        streamgate_tests::certificate::Certificate::self_signed(dir.path(), "tls");
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, adapted).unwrap();
         // Run as root, nginx's workers switch to `nobody`, who must reach the temp paths.

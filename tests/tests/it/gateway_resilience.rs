@@ -181,17 +181,8 @@ async fn a_redis_restart_that_lost_the_data_is_announced_and_delivery_goes_on() 
 async fn a_tls_redis_url_works_for_every_connection() {
     // A redis-server speaking only TLS, with a self-signed certificate made here.
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success());
+    let streamgate_tests::certificate::Certificate { cert, key } =
+        streamgate_tests::certificate::Certificate::self_signed(dir.path(), "redis");
     let port = streamgate_tests::rig::free_port();
     let mut server = std::process::Command::new("redis-server")
         .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])

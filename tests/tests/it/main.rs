@@ -14,6 +14,7 @@ mod gateway_limits;
 mod gateway_memory;
 mod gateway_metrics;
 mod gateway_resilience;
+mod gateway_tls;
 mod guarantee;
 mod hostile;
 mod janitor_sweep;
