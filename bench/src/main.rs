@@ -52,6 +52,10 @@ enum Command {
         /// `Last-Event-ID` to send.
         #[arg(long)]
         last_event_id: Option<String>,
+        /// Streams per HTTP/2 connection (clear text, prior knowledge); 0: one HTTP/1.1
+        /// connection per stream.
+        #[arg(long, default_value_t = 0)]
+        h2_streams: usize,
     },
     /// Run a benchmark scenario.
     Scenario {
@@ -80,8 +84,10 @@ async fn main() -> anyhow::Result<()> {
             connections,
             source_offset,
             last_event_id,
+            h2_streams,
         } => {
-            subscribe(servers, path_template, topics, offset, connections, source_offset, last_event_id).await
+            let layout = Layout { topics, offset, connections, source_offset, h2_streams };
+            subscribe(servers, path_template, layout, last_event_id).await
         }
         Command::Scenario { name, duration, scale, system } => {
             scenario::run(&name, &system, duration, scale).await
@@ -89,19 +95,42 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn subscribe(
-    servers: Vec<SocketAddr>,
-    path_template: String,
+/// Which streams a subscriber process opens.
+struct Layout {
     topics: usize,
     offset: usize,
     connections: usize,
     source_offset: usize,
+    h2_streams: usize,
+}
+
+async fn subscribe(
+    servers: Vec<SocketAddr>,
+    path_template: String,
+    layout: Layout,
     last_event_id: Option<String>,
 ) -> anyhow::Result<()> {
+    let Layout { topics, offset, connections, source_offset, h2_streams } = layout;
     let metrics = sse::Metrics::new();
     // Connect in waves so the listen backlog is not overrun.
     let connecting = Arc::new(tokio::sync::Semaphore::new(512));
-    for i in 0..connections {
+    if h2_streams > 0 {
+        anyhow::ensure!(last_event_id.is_none(), "--h2-streams does not send Last-Event-ID");
+        for (n, first) in (0..connections).step_by(h2_streams).enumerate() {
+            let paths = (first..connections.min(first + h2_streams))
+                .map(|i| path_template.replace("{topic}", &format!("bench-{}", (offset + i) % topics)))
+                .collect();
+            let permit = Arc::clone(&connecting).acquire_owned().await?;
+            tokio::spawn(sse::run_h2_connection(
+                servers[n % servers.len()],
+                sse::source_address(source_offset + first),
+                paths,
+                Arc::clone(&metrics),
+                permit,
+            ));
+        }
+    }
+    for i in (0..connections).filter(|_| h2_streams == 0) {
         let topic = format!("bench-{}", (offset + i) % topics);
         let target = sse::Target {
             server: servers[i % servers.len()],

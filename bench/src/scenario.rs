@@ -223,7 +223,7 @@ fn subscribe(
     connections: usize,
     last_event_id: Option<&str>,
 ) -> Vec<SubscriberProc> {
-    subscribe_with(servers, "/events?topic={topic}", topics, connections, last_event_id)
+    subscribe_with(servers, "/events?topic={topic}", topics, connections, last_event_id, 0)
 }
 
 /// Like [`subscribe`], with the system's subscribe path.
@@ -233,6 +233,7 @@ fn subscribe_with(
     topics: usize,
     connections: usize,
     last_event_id: Option<&str>,
+    h2_streams: usize,
 ) -> Vec<SubscriberProc> {
     let mut processes = Vec::new();
     let mut offset = 0;
@@ -254,6 +255,9 @@ fn subscribe_with(
         ];
         if let Some(id) = last_event_id {
             args.extend(["--last-event-id".to_owned(), id.to_owned()]);
+        }
+        if h2_streams > 0 {
+            args.extend(["--h2-streams".to_owned(), h2_streams.to_string()]);
         }
         processes.push(SubscriberProc::spawn(&args));
         offset += n;
@@ -300,7 +304,8 @@ fn scaled(n: usize, scale: f64) -> usize {
 /// Runs scenario `name`.
 pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> anyhow::Result<()> {
     let (result, row) = match name {
-        "s1" => s1_idle_connections(scale).await,
+        "s1" => s1_idle_connections(scale, 0).await,
+        "s1h2" => s1_idle_connections(scale, H2_STREAMS_PER_CONNECTION).await,
         "s2" => s2_many_gateways(scale).await,
         "s3" => {
             fan_out(
@@ -337,29 +342,47 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
     Ok(())
 }
 
-async fn s1_idle_connections(scale: f64) -> (Value, String) {
+/// Streams per HTTP/2 connection in S1h2 (below the gateway's default limit of 128).
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// S1: idle streams on one gateway, each its own HTTP/1.1 connection, or (S1h2, with
+/// `h2_streams`) that many streams per HTTP/2 connection in clear text.
+async fn s1_idle_connections(scale: f64, h2_streams: usize) -> (Value, String) {
     let connections = scaled(19_000, scale);
     let system = Streamgate::start(1, &[]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let gateway = &system.gateways[0].0;
     let idle_kib = gateway.rss_kib();
     let started = Instant::now();
-    let mut processes = subscribe(&system.servers(), connections, connections, None);
+    let mut processes = subscribe_with(
+        &system.servers(),
+        "/events?topic={topic}",
+        connections,
+        connections,
+        None,
+        h2_streams,
+    );
     let connected = connect_all(&mut processes);
     let connect_all_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded_kib = gateway.rss_kib();
     let per_connection = (loaded_kib.saturating_sub(idle_kib)) as f64 * 1024.0 / connected.max(1) as f64;
     let merged = merge_reports(processes);
+    let label = if h2_streams == 0 { "S1" } else { "S1h2" };
     let result = json!({
-        "scenario": "S1", "connections": connections, "connected": connected,
+        "scenario": label, "connections": connections, "connected": connected, "h2_streams_per_connection": h2_streams,
         "connect_all_s": connect_all_s,
         "connect_ms": { "p50": merged.connect.value_at_quantile(0.5), "p99": merged.connect.value_at_quantile(0.99), "max": merged.connect.max() },
         "gateway_rss_idle_kib": idle_kib, "gateway_rss_loaded_kib": loaded_kib,
         "rss_bytes_per_connection": per_connection,
     });
+    let shape = if h2_streams == 0 {
+        "idle connections".to_owned()
+    } else {
+        format!("idle streams over HTTP/2 (h2c, {h2_streams} per connection)")
+    };
     let row = format!(
-        "| S1 | {connected}/{connections} idle connections, one topic each, one gateway | RSS ≤ 4 KiB/connection, all in ≤ 10 s | {:.1} KiB/connection above idle ({} → {} MiB); all connected in {:.1} s (p99 {} ms) |",
+        "| {label} | {connected}/{connections} {shape}, one topic each, one gateway | RSS ≤ 4 KiB/connection, all in ≤ 10 s | {:.1} KiB/stream above idle ({} → {} MiB); all connected in {:.1} s (p99 {} ms) |",
         per_connection / 1024.0,
         idle_kib / 1024,
         loaded_kib / 1024,
@@ -379,7 +402,8 @@ async fn fan_out(
     target: &str,
 ) -> (Value, String) {
     let system = System::start(kind).await;
-    let mut processes = subscribe_with(&system.servers(), system.path_template(), topics, connections, None);
+    let mut processes =
+        subscribe_with(&system.servers(), system.path_template(), topics, connections, None, 0);
     let connected = connect_all(&mut processes);
     let cpu_before = system.cpu_by_process();
     let (published, per_topic) =
@@ -624,7 +648,7 @@ async fn s7_janitor(scale: f64) -> (Value, String) {
 /// One step of S8: `rate` events/s over `topics` topics, one subscriber each, for a few
 /// seconds. Returns (p99 ms, lost deliveries).
 async fn rate_step(system: &System, topics: usize, rate: f64) -> (f64, u64, f64) {
-    let mut processes = subscribe_with(&system.servers(), system.path_template(), topics, topics, None);
+    let mut processes = subscribe_with(&system.servers(), system.path_template(), topics, topics, None, 0);
     connect_all(&mut processes);
     let (_, per_topic) =
         publish::open_loop(system.api(), topics, |n| format!("bench-{n}"), rate, STEP, publish::SINGLE).await;

@@ -181,9 +181,7 @@ async fn connect_and_read(
     let mut body = BytesMut::with_capacity(4096);
     let mut decoder = ChunkDecoder::default();
     let mut parser = EventParser::default();
-    // Per topic: the next sequence expected, and the ones skipped so far.
-    let mut expected: std::collections::HashMap<u32, (u64, Vec<u64>)> = std::collections::HashMap::new();
-    let mut latencies: Vec<u64> = Vec::with_capacity(64);
+    let mut check = SeqCheck::default();
     loop {
         if chunked {
             decoder.decode(&mut buffer, &mut body);
@@ -191,48 +189,134 @@ async fn connect_and_read(
             body.extend_from_slice(&buffer);
             buffer.clear();
         }
-        parser.feed(&mut body, |data| {
-            let mut fields = data.split(|b| *b == b' ');
-            let (Some(topic), Some(seq), Some(sched)) = (fields.next(), fields.next(), fields.next()) else {
-                return;
-            };
-            let (Some(topic), Some(seq), Some(sched)) = (parse_u64(topic), parse_u64(seq), parse_u64(sched))
-            else {
-                return;
-            };
-            metrics.events.fetch_add(1, Ordering::Relaxed);
-            let (next, skipped) = expected.entry(topic as u32).or_insert((seq, Vec::new()));
-            if seq == *next {
-                *next = seq + 1;
-            } else if seq > *next {
-                metrics.gaps.fetch_add(seq - *next, Ordering::Relaxed);
-                // Remember what was skipped (boundedly) to tell a late event from a repeat.
-                if skipped.len() < MAX_TRACKED_GAPS {
-                    skipped.extend(*next..seq.min(*next + MAX_TRACKED_GAPS as u64));
-                }
-                *next = seq + 1;
-            } else if let Some(at) = skipped.iter().position(|s| *s == seq) {
-                skipped.swap_remove(at);
-                metrics.gaps.fetch_sub(1, Ordering::Relaxed);
-                metrics.reorders.fetch_add(1, Ordering::Relaxed);
-            } else {
-                metrics.duplicates.fetch_add(1, Ordering::Relaxed);
-            }
-            latencies.push(unix_ns().saturating_sub(sched) / 1000);
-        });
-        if !latencies.is_empty() {
-            let mut histogram = metrics.latency.lock().await;
-            for latency in latencies.drain(..) {
-                let _ = histogram.record(latency.max(1));
-            }
-            metrics
-                .last_event_at_us
-                .fetch_max(metrics.started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        }
+        parser.feed(&mut body, |data| check.on_event(metrics, data));
+        check.flush(metrics).await;
         if stream.read_buf(&mut buffer).await? == 0 {
             return Ok(());
         }
     }
+}
+
+/// Checks one stream's events against the sequence expected per topic (events of several
+/// topics may interleave) and collects their latencies.
+#[derive(Default)]
+struct SeqCheck {
+    /// Per topic: the next sequence expected, and the ones skipped so far.
+    expected: std::collections::HashMap<u32, (u64, Vec<u64>)>,
+    latencies: Vec<u64>,
+}
+
+impl SeqCheck {
+    fn on_event(&mut self, metrics: &Metrics, data: &[u8]) {
+        let mut fields = data.split(|b| *b == b' ');
+        let (Some(topic), Some(seq), Some(sched)) = (fields.next(), fields.next(), fields.next()) else {
+            return;
+        };
+        let (Some(topic), Some(seq), Some(sched)) = (parse_u64(topic), parse_u64(seq), parse_u64(sched))
+        else {
+            return;
+        };
+        metrics.events.fetch_add(1, Ordering::Relaxed);
+        let (next, skipped) = self.expected.entry(topic as u32).or_insert((seq, Vec::new()));
+        if seq == *next {
+            *next = seq + 1;
+        } else if seq > *next {
+            metrics.gaps.fetch_add(seq - *next, Ordering::Relaxed);
+            // Remember what was skipped (boundedly) to tell a late event from a repeat.
+            if skipped.len() < MAX_TRACKED_GAPS {
+                skipped.extend(*next..seq.min(*next + MAX_TRACKED_GAPS as u64));
+            }
+            *next = seq + 1;
+        } else if let Some(at) = skipped.iter().position(|s| *s == seq) {
+            skipped.swap_remove(at);
+            metrics.gaps.fetch_sub(1, Ordering::Relaxed);
+            metrics.reorders.fetch_add(1, Ordering::Relaxed);
+        } else {
+            metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latencies.push(unix_ns().saturating_sub(sched) / 1000);
+    }
+
+    async fn flush(&mut self, metrics: &Metrics) {
+        if self.latencies.is_empty() {
+            return;
+        }
+        let mut histogram = metrics.latency.lock().await;
+        for latency in self.latencies.drain(..) {
+            let _ = histogram.record(latency.max(1));
+        }
+        metrics.last_event_at_us.fetch_max(metrics.started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Runs one HTTP/2 connection in clear text (prior knowledge) to `server` carrying one
+/// event stream per path, until the server closes it. `permit` is held until every
+/// stream's response headers arrived.
+pub async fn run_h2_connection(
+    server: SocketAddr,
+    source: Ipv4Addr,
+    paths: Vec<String>,
+    metrics: Arc<Metrics>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let begin = Instant::now();
+    let streams = paths.len() as u64;
+    if let Err(error) = h2_connect_and_read(server, source, paths, &metrics, begin, permit).await {
+        log_failure(&error);
+        metrics.failed.fetch_add(streams, Ordering::Relaxed);
+    }
+}
+
+fn log_failure(error: &dyn std::fmt::Display) {
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        eprintln!("h2 connection failed: {error}");
+    }
+}
+
+async fn h2_connect_and_read(
+    server: SocketAddr,
+    source: Ipv4Addr,
+    paths: Vec<String>,
+    metrics: &Arc<Metrics>,
+    begin: Instant,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> anyhow::Result<()> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    let stream = socket.connect(server).await?;
+    let (send, connection) = h2::client::handshake(stream).await?;
+    let driver = tokio::spawn(connection);
+    let mut readers = Vec::with_capacity(paths.len());
+    for path in paths {
+        let request = http::Request::get(format!("http://{server}{path}"))
+            .header("accept", "text/event-stream")
+            .body(())?;
+        let mut ready = send.clone().ready().await?;
+        let (response, _) = ready.send_request(request, true)?;
+        let response = response.await?;
+        anyhow::ensure!(response.status() == 200, "status {}", response.status());
+        metrics.connected.fetch_add(1, Ordering::Relaxed);
+        let _ = metrics.connect.lock().await.record(begin.elapsed().as_millis() as u64);
+        let metrics = Arc::clone(metrics);
+        let mut body = response.into_body();
+        readers.push(tokio::spawn(async move {
+            let mut text = BytesMut::with_capacity(1024);
+            let mut parser = EventParser::default();
+            let mut check = SeqCheck::default();
+            while let Some(Ok(chunk)) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                text.extend_from_slice(&chunk);
+                parser.feed(&mut text, |data| check.on_event(&metrics, data));
+                check.flush(&metrics).await;
+            }
+        }));
+    }
+    drop(permit);
+    for reader in readers {
+        let _ = reader.await;
+    }
+    driver.abort();
+    Ok(())
 }
 
 /// Skipped sequence numbers remembered per topic and connection.
