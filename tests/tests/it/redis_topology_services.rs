@@ -204,8 +204,9 @@ async fn history_seqs(redis: &Redis, topic: &str) -> Vec<u64> {
 }
 
 /// Two gateways, two producers, subscribers on both; `disrupt` runs once a third of the
-/// rounds are published, while publishing goes on. Returns the tally against what the
-/// histories hold, after checking that events the failover lost were announced.
+/// rounds are published, while publishing goes on (callers wait for the replicas' initial
+/// sync first: a replica promoted before it would hold nothing). Returns the tally against
+/// what the histories hold, after checking that events the failover lost were announced.
 async fn guarantee_through(name: &str, env: Vec<(String, String)>, disrupt: impl FnOnce()) -> Tally {
     let redis = admin(&env);
     let gateways = [spawn_gateway(&env, "gw-fo-1"), spawn_gateway(&env, "gw-fo-2")];
@@ -284,6 +285,7 @@ async fn guarantee_through(name: &str, env: Vec<(String, String)>, disrupt: impl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_master_killed_mid_stream_fails_over_without_loss_or_repeat() {
     let mut cluster = RedisCluster::start();
+    cluster.wait_replicas_in_sync();
     let env = cluster_env(&cluster);
     let key = history(PREFIX, TOPICS[0]);
     guarantee_through("cluster master SIGKILL", env, || {
@@ -325,6 +327,7 @@ fn node_text(cluster: &RedisCluster, node: usize, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_failover_of_a_replica_mid_stream_loses_and_repeats_nothing() {
     let cluster = RedisCluster::start();
+    cluster.wait_replicas_in_sync();
     let env = cluster_env(&cluster);
     let key = history(PREFIX, TOPICS[0]);
     guarantee_through("CLUSTER FAILOVER", env, || {
@@ -339,6 +342,7 @@ async fn a_cluster_failover_of_a_replica_mid_stream_loses_and_repeats_nothing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_topics_slot_migrated_during_traffic_loses_and_repeats_nothing() {
     let cluster = RedisCluster::start();
+    cluster.wait_replicas_in_sync();
     let env = cluster_env(&cluster);
     let key = history(PREFIX, TOPICS[0]);
     guarantee_through("slot migration", env, || {
@@ -396,6 +400,7 @@ fn is_master(cluster: &RedisCluster, node: usize) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_mid_stream_loses_and_repeats_nothing() {
     let mut set_up = RedisSentinels::start();
+    set_up.wait_replicas_in_sync();
     let env = sentinel_env(&set_up);
     guarantee_through("sentinel failover", env, || {
         let old = set_up.master_port().expect("a primary");
