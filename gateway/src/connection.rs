@@ -493,7 +493,7 @@ async fn replay_step(
 ) -> Result<(continuity::Verdict, HistoryRead), RedisError> {
     let read = {
         let _permit = state.replays.acquire().await.expect("the replay semaphore is never closed");
-        history::read_after(&state.pool, &state.keys, hub.topic(), position.last, state.config.read_limit())
+        history::read_after(&state.redis, &state.keys, hub.topic(), position.last, state.config.read_limit())
             .await?
     };
     let mut verdict = continuity::check(position, read.view());
@@ -501,7 +501,7 @@ async fn replay_step(
     if verdict.reset == Some(ResetReason::HistoryLost) && same_epoch {
         let epoch = verdict.position.epoch.clone().expect("same epoch");
         let tail =
-            history::surviving_tail(&state.pool, &state.keys, hub.topic(), verdict.position.last, |id| {
+            history::surviving_tail(&state.redis, &state.keys, hub.topic(), verdict.position.last, |id| {
                 hub.delivered(&epoch, id)
             })
             .await?;

@@ -3,12 +3,12 @@
 //! a client 100,000 events behind a topic of 64 KiB events never makes one huge reply or
 //! pins a huge batch in the gateway.
 
-use deadpool_redis::Pool;
 use redis::Script;
 use redis::streams::StreamRangeReply;
 use streamgate::continuity::{HistoryView, Link};
 use streamgate::cursor::{Epoch, HistoryId};
 use streamgate::keys::Keys;
+use streamgate::redis::Redis;
 use streamgate::redis::RedisError;
 use streamgate::stream::HistoryEntry;
 use streamgate::stream::field;
@@ -82,13 +82,13 @@ impl HistoryRead {
 
 /// Reads the meta and the entries after `after`, within `limit`, in one round trip.
 pub async fn read_after(
-    pool: &Pool,
+    redis: &Redis,
     keys: &Keys,
     topic: &Topic,
     after: HistoryId,
     limit: ReadLimit,
 ) -> Result<HistoryRead, RedisError> {
-    let mut conn = pool.get().await?;
+    let mut conn = redis.get().await?;
     let (epoch, last, range, more): (Option<String>, Option<String>, StreamRangeReply, u8) =
         READ_AFTER_SCRIPT
             .key(keys.meta(topic))
@@ -115,13 +115,13 @@ pub async fn read_after(
 
 /// The ids of up to `count` entries at or before `at`, newest first.
 pub async fn ids_at_or_before(
-    pool: &Pool,
+    redis: &Redis,
     keys: &Keys,
     topic: &Topic,
     at: HistoryId,
     count: usize,
 ) -> Result<Vec<HistoryId>, RedisError> {
-    let mut conn = pool.get().await?;
+    let mut conn = redis.get().await?;
     let range: StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(keys.history(topic))
         .arg(at.to_string())
@@ -134,8 +134,8 @@ pub async fn ids_at_or_before(
 }
 
 /// Reads only the meta (epoch and newest id).
-pub async fn read_meta(pool: &Pool, keys: &Keys, topic: &Topic) -> Result<Position, RedisError> {
-    let mut conn = pool.get().await?;
+pub async fn read_meta(redis: &Redis, keys: &Keys, topic: &Topic) -> Result<Position, RedisError> {
+    let mut conn = redis.get().await?;
     let (epoch, last): (Option<String>, Option<String>) = redis::cmd("HMGET")
         .arg(keys.meta(topic))
         .arg(field::META_EPOCH)
@@ -146,11 +146,11 @@ pub async fn read_meta(pool: &Pool, keys: &Keys, topic: &Topic) -> Result<Positi
 }
 
 /// Reads the meta of many topics in one pipelined round trip.
-pub async fn read_metas(pool: &Pool, keys: &Keys, topics: &[Topic]) -> Result<Vec<Position>, RedisError> {
+pub async fn read_metas(redis: &Redis, keys: &Keys, topics: &[Topic]) -> Result<Vec<Position>, RedisError> {
     if topics.is_empty() {
         return Ok(Vec::new());
     }
-    let mut conn = pool.get().await?;
+    let mut conn = redis.get().await?;
     let mut pipe = redis::pipe();
     for topic in topics {
         pipe.cmd("HMGET").arg(keys.meta(topic)).arg(field::META_EPOCH).arg(field::META_LAST);
@@ -181,7 +181,7 @@ const LOOK_BACK: usize = 64;
 /// Gives up after a few steps (a loss that deep with a clock that far behind is not worth
 /// more round trips) and then resumes at the oldest entry it examined.
 pub async fn surviving_tail(
-    pool: &Pool,
+    redis: &Redis,
     keys: &Keys,
     topic: &Topic,
     candidate: HistoryId,
@@ -192,7 +192,7 @@ pub async fn surviving_tail(
     }
     let mut from = candidate;
     for _ in 0..4 {
-        let ids = ids_at_or_before(pool, keys, topic, from, LOOK_BACK).await?;
+        let ids = ids_at_or_before(redis, keys, topic, from, LOOK_BACK).await?;
         if let Some(found) = ids.iter().copied().find(|id| delivered(*id)) {
             return Ok(found);
         }

@@ -286,7 +286,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let redis_ok = match state.pool.get().await {
+    let redis_ok = match state.redis.get().await {
         Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
         Err(_) => false,
     };

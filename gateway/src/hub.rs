@@ -22,12 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use deadpool_redis::Pool;
 pub use streamgate::continuity::ResetReason;
 use streamgate::continuity::{self, Next};
 use streamgate::cursor::{Epoch, HistoryId};
 use streamgate::event::{Frame, reset_body};
 use streamgate::keys::Keys;
+use streamgate::redis::Redis;
 use streamgate::redis::{Backoff, RedisError};
 use streamgate::stream::{HistoryEntry, RoutedEntry};
 use streamgate::topic::Topic;
@@ -210,7 +210,7 @@ impl Hub {
 #[derive(Clone)]
 pub struct HubContext {
     /// Pool for history reads.
-    pub pool: Pool,
+    pub redis: Redis,
     /// Key schema.
     pub keys: Keys,
     /// Broadcast capacity (the per-subscriber queue).
@@ -362,7 +362,7 @@ impl Hubs {
         let mut behind = 0;
         for hubs in idle.chunks(RECONCILE_BATCH) {
             let topics: Vec<Topic> = hubs.iter().map(|hub| hub.topic.clone()).collect();
-            let metas = history::read_metas(&self.context.pool, &self.context.keys, &topics).await?;
+            let metas = history::read_metas(&self.context.redis, &self.context.keys, &topics).await?;
             for (hub, meta) in hubs.iter().zip(metas) {
                 let position = hub.state.lock().expect("hub lock").position.clone();
                 if meta != position {
@@ -429,7 +429,7 @@ impl HubWorker {
         // history's newest id is where this hub starts.
         let mut backoff = Backoff::redis();
         let position = loop {
-            match history::read_meta(&self.context.pool, &self.context.keys, &self.hub.topic).await {
+            match history::read_meta(&self.context.redis, &self.context.keys, &self.hub.topic).await {
                 Ok(position) => break position,
                 Err(error) => {
                     tracing::debug!(%error, topic = %self.hub.topic, "Hub start: history unreadable; retrying.");
@@ -513,7 +513,7 @@ impl HubWorker {
         loop {
             let position = self.position();
             let read = history::read_after(
-                &self.context.pool,
+                &self.context.redis,
                 &self.context.keys,
                 &self.hub.topic,
                 position.last,
@@ -529,7 +529,7 @@ impl HubWorker {
                     let epoch = verdict.position.epoch.clone().expect("same epoch");
                     let recent = |id| self.hub.state.lock().expect("hub lock").recent.delivered(id);
                     let tail = history::surviving_tail(
-                        &self.context.pool,
+                        &self.context.redis,
                         &self.context.keys,
                         &self.hub.topic,
                         verdict.position.last,

@@ -22,6 +22,12 @@
 //! it survived; if it holds an older one, some were lost, and the memberships are written
 //! again in full at that heartbeat. Memberships therefore converge to the truth within one
 //! heartbeat (a third of `LIVENESS_TTL`) of Redis serving again.
+//!
+//! A Redis Cluster has one write history per master, and the liveness key lives on one of
+//! them: a failover of another master can lose memberships the generation cannot see. So
+//! on a cluster every heartbeat also reads which master serves which slots (`CLUSTER
+//! SLOTS`); when that changed (a failover, a resharding), every membership is written
+//! again in full, within the same bound.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,10 +35,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use streamgate::keys::Keys;
 use streamgate::liveness::{GatewayClaim as Claim, gateway_claim};
-use streamgate::redis::{Backoff, OutageLog, RedisError};
+use streamgate::redis::{Backoff, Conn, OutageLog, Redis, RedisError};
 use streamgate::topic::{InstanceId, Topic};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -51,6 +56,8 @@ struct State {
     resync: bool,
     /// The generation of the liveness value this life last wrote and Redis confirmed.
     liveness_generation: u64,
+    /// On a Redis Cluster, which master served which slots at the last heartbeat.
+    cluster_slots: Option<String>,
 }
 
 /// The instance's registrations. Shared by the HTTP handlers and the flush task.
@@ -141,8 +148,8 @@ impl Membership {
 
     /// Start-up: waits out a janitor's sweep, claims liveness, and removes what an earlier
     /// life under the same id left (memberships, topic record, instance stream).
-    pub async fn reset_and_claim(&self, pool: &Pool, liveness_ttl: Duration) -> Result<(), RedisError> {
-        let mut conn = pool.get().await?;
+    pub async fn reset_and_claim(&self, redis: &Redis, liveness_ttl: Duration) -> Result<(), RedisError> {
+        let mut conn = redis.get().await?;
         loop {
             let (claim,): (Claim,) = self.claim(liveness_ttl).query_async(&mut conn).await?;
             if claim != Claim::Sweeping {
@@ -199,7 +206,7 @@ impl Membership {
     }
 
     /// Flushes dirty topics and refreshes liveness until `shutdown`, then deregisters.
-    pub async fn run(self: Arc<Self>, pool: Pool, liveness_ttl: Duration, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, redis: Redis, liveness_ttl: Duration, shutdown: CancellationToken) {
         let mut heartbeat = tokio::time::interval(liveness_ttl / 3);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Backoff::redis();
@@ -210,7 +217,7 @@ impl Membership {
                 _ = heartbeat.tick() => true,
                 _ = shutdown.cancelled() => break,
             };
-            let result = self.flush_once(&pool, liveness_ttl, beat).await;
+            let result = self.flush_once(&redis, liveness_ttl, beat).await;
             match result {
                 Ok(()) => {
                     backoff.reset();
@@ -233,12 +240,15 @@ impl Membership {
         }
     }
 
-    async fn flush_once(&self, pool: &Pool, liveness_ttl: Duration, beat: bool) -> Result<(), RedisError> {
+    async fn flush_once(&self, redis: &Redis, liveness_ttl: Duration, beat: bool) -> Result<(), RedisError> {
         let _writing = self.writes.lock().await;
         if self.deregistered.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut conn = pool.get().await?;
+        let mut conn = redis.get().await?;
+        if beat {
+            self.check_cluster_slots(&mut conn).await?;
+        }
         let resync_pending = self.state.lock().expect("membership lock").resync;
         if beat || resync_pending {
             let (claim,): (Claim,) = self.claim(liveness_ttl).query_async(&mut conn).await?;
@@ -302,6 +312,24 @@ impl Membership {
         }
     }
 
+    /// On a Redis Cluster: asks for a full rewrite when the masters serving the slots
+    /// changed since the last heartbeat, as a failed-over master may have lost memberships.
+    async fn check_cluster_slots(&self, conn: &mut Conn) -> Result<(), RedisError> {
+        let Some(slots) = conn.topology_fingerprint().await? else {
+            return Ok(());
+        };
+        let mut state = self.state.lock().expect("membership lock");
+        if state.cluster_slots.as_ref().is_some_and(|before| *before != slots) {
+            tracing::warn!(
+                instance = %self.instance,
+                "Redis Cluster masters changed (a failover or resharding); writing memberships again."
+            );
+            state.resync = true;
+        }
+        state.cluster_slots = Some(slots);
+        Ok(())
+    }
+
     /// Acts on what the claim script found; false when nothing may be written now (a
     /// janitor is sweeping this instance).
     fn on_claim(&self, claim: Claim) -> bool {
@@ -335,7 +363,7 @@ impl Membership {
     /// generation; returns what the claim found (`None` when there was nothing to write).
     async fn write(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Conn,
         liveness_ttl: Duration,
         resync: bool,
         changes: &[(Topic, u32, u32)],
@@ -377,7 +405,7 @@ impl Membership {
 
     /// Shutdown: removes every membership, the liveness key and the instance stream, so
     /// producers stop routing here at once.
-    pub async fn deregister(&self, pool: &Pool) -> Result<(), RedisError> {
+    pub async fn deregister(&self, redis: &Redis) -> Result<(), RedisError> {
         self.deregistered.store(true, Ordering::Release);
         let _writing = self.writes.lock().await;
         self.live.store(false, Ordering::Relaxed);
@@ -385,7 +413,7 @@ impl Membership {
             let state = self.state.lock().expect("membership lock");
             state.counts.keys().chain(state.registered.keys()).cloned().collect()
         };
-        let mut conn = pool.get().await?;
+        let mut conn = redis.get().await?;
         let mut pipe = redis::pipe();
         for topic in &topics {
             pipe.cmd("HDEL").arg(self.keys.group(topic)).arg(self.instance.as_str()).ignore();

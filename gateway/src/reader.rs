@@ -1,6 +1,10 @@
 //! The instance stream reader: one dedicated connection blocks on `XREAD` for this
 //! instance's stream and hands each routed entry to its topic's hub.
 //!
+//! On a Redis Cluster the connection is a cluster connection of its own, which follows the
+//! stream's slot to whichever master serves it (after a failover or a migration); behind
+//! Sentinels a reconnect asks the Sentinels for the new primary.
+//!
 //! It resumes from the last id it read after a reconnect (never from `$`), and after an
 //! outage it asks every hub to catch up from history, since producers may have routed
 //! events elsewhere (or nowhere) meanwhile.
@@ -9,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::streams::{StreamReadOptions, StreamReadReply};
-use streamgate::redis::{Backoff, OutageLog, blocking_connection};
+use streamgate::redis::{Backoff, OutageLog, Redis};
 use streamgate::stream::RoutedEntry;
 use tokio_util::sync::CancellationToken;
 
@@ -21,14 +25,14 @@ const BLOCK: Duration = Duration::from_secs(2);
 const BATCH: usize = 1000;
 
 /// Reads `stream` until `shutdown`, dispatching entries to `hubs`.
-pub async fn run(redis_url: String, stream: String, hubs: Arc<Hubs>, shutdown: CancellationToken) {
+pub async fn run(redis: Redis, stream: String, hubs: Arc<Hubs>, shutdown: CancellationToken) {
     let mut last_id = String::from("0-0");
     let mut backoff = Backoff::redis();
     let mut outage = OutageLog::new("instance stream reader");
     let options = StreamReadOptions::default().block(BLOCK.as_millis() as usize).count(BATCH);
     'connect: loop {
         let connection = tokio::select! {
-            connection = blocking_connection(&redis_url) => connection,
+            connection = redis.blocking_connection() => connection,
             _ = shutdown.cancelled() => return,
         };
         let mut connection = match connection {

@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use deadpool_redis::Pool;
 use streamgate::keys::Keys;
+use streamgate::redis::Redis;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -28,8 +28,8 @@ use crate::settings::{Cors, GatewayConfig};
 pub struct AppState {
     /// Configuration.
     pub config: Arc<GatewayConfig>,
-    /// Redis pool.
-    pub pool: Pool,
+    /// Redis connections (a pool on one server, the shared cluster connection, ...).
+    pub redis: Redis,
     /// Key schema.
     pub keys: Keys,
     /// Topic hubs.
@@ -107,13 +107,19 @@ impl Application {
             url: streamgate::redis::redacted_url(&config.common.redis_url),
             source,
         };
-        let pool = streamgate::redis::pool(&config.common.redis_url, config.common.redis_pool_size)
-            .map_err(redis_error)?;
-        streamgate::redis::check_ready(&pool).await.map_err(redis_error)?;
+        let connect = |pool_size| {
+            Redis::new(
+                &config.common.redis_url,
+                &config.common.redis_topology,
+                pool_size,
+                streamgate::redis::POOLED_RESPONSE_TIMEOUT,
+            )
+        };
+        let redis = connect(config.common.redis_pool_size).map_err(redis_error)?;
+        streamgate::redis::check_ready(&redis).await.map_err(redis_error)?;
         // Liveness and membership get their own connections: a replay flood that keeps the
         // main pool busy must not delay the heartbeat past the liveness TTL.
-        let membership_pool =
-            streamgate::redis::pool(&config.common.redis_url, MEMBERSHIP_POOL_SIZE).map_err(redis_error)?;
+        let membership_pool = connect(MEMBERSHIP_POOL_SIZE).map_err(redis_error)?;
         let keys = config.common.keys.clone();
         let membership = Arc::new(Membership::new(config.instance_id.clone(), keys.clone()));
         membership.reset_and_claim(&membership_pool, config.liveness_ttl).await.map_err(redis_error)?;
@@ -139,7 +145,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(crate::metrics::GatewayMetrics::new());
         let hubs = Hubs::new(HubContext {
-            pool: pool.clone(),
+            redis: redis.clone(),
             keys: keys.clone(),
             queue_size: config.queue_size,
             queue_bytes: config.queue_bytes,
@@ -156,7 +162,7 @@ impl Application {
             tasks_stop.clone(),
         )));
         tasks.push(tokio::spawn(crate::reader::run(
-            config.common.redis_url.clone(),
+            redis.clone(),
             keys.instance_stream(&config.instance_id),
             Arc::clone(&hubs),
             tasks_stop.clone(),
@@ -196,7 +202,7 @@ impl Application {
         let config_limits = config.limits.clone();
         let state = AppState {
             config,
-            pool,
+            redis,
             keys,
             hubs,
             membership,
@@ -246,7 +252,7 @@ impl Application {
         let public = crate::server::serve(listener, app, limits, tls, async move {
             stop_signal.cancelled().await;
             // Producers stop routing here first, then streams end.
-            if let Err(error) = state_for_stop.membership.deregister(&state_for_stop.pool).await {
+            if let Err(error) = state_for_stop.membership.deregister(&state_for_stop.redis).await {
                 tracing::warn!(%error, "Could not deregister; the janitor will remove this instance.");
             }
             state_for_stop.shutdown.cancel();

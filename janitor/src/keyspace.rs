@@ -10,10 +10,16 @@
 //! When the budget runs out the cursor is saved in `P:janitor:scan`, and the next sweep
 //! resumes there: a SCAN cursor stays valid across connections and rehashing, so
 //! successive bounded sweeps still cover the whole keyspace. A finished pass deletes it.
+//!
+//! On a Redis Cluster a SCAN covers one node, so the pass scans every master in turn (in
+//! address order), with the same bounded batches; the saved cursor is then
+//! `<host:port> <cursor>`. A saved master that is no master any more (a failover) starts
+//! the pass over: SCAN is safe to repeat, and the pass still ends.
 
 use std::time::Duration;
 
 use streamgate::keys::{InstanceKeyKind, Keys, TopicKeyKind};
+use streamgate::redis::Node;
 use streamgate::topic::{InstanceId, Topic};
 
 use crate::sweep::{Pass, SweepError, text};
@@ -41,6 +47,20 @@ impl Scanned {
     }
 }
 
+/// Where a saved cursor resumes: the index of its master in `masters` and the SCAN cursor.
+/// `None` (start over) for a master no longer in the list or a cursor of the other form.
+fn resume_at(saved: &str, masters: &[Option<Node>]) -> Option<(usize, u64)> {
+    match saved.split_once(' ') {
+        Some((node, cursor)) => {
+            let at =
+                masters.iter().position(|master| master.as_ref().is_some_and(|m| m.to_string() == node))?;
+            Some((at, cursor.parse().ok()?))
+        }
+        None if masters == [None] => Some((0, saved.parse().ok()?)),
+        None => None,
+    }
+}
+
 /// What a scanned key name is, or why it is malformed.
 pub(crate) fn classify(keys: &Keys, name: &str, max_topic_bytes: usize) -> Result<Scanned, &'static str> {
     if let Some((kind, topic)) = keys.topic_key_of(name) {
@@ -64,39 +84,47 @@ impl Pass {
         }
         let cursor_key = self.keys.janitor_scan_cursor();
         let cursor_usable = self.has_type(&cursor_key, "string").await?;
+        let masters: Vec<Option<Node>> = match self.conn.masters().await? {
+            Some(masters) => masters.into_iter().map(Some).collect(),
+            None => vec![None],
+        };
+        let mut at = 0;
         let mut cursor: u64 = 0;
         if cursor_usable {
             let saved: Option<String> =
                 redis::cmd("GET").arg(&cursor_key).query_async(&mut self.conn).await?;
-            cursor = saved.and_then(|c| c.parse().ok()).unwrap_or(0);
+            (at, cursor) = saved.and_then(|saved| resume_at(&saved, &masters)).unwrap_or((0, 0));
         }
         let pattern = self.keys.sweep_pattern();
         loop {
-            let (next, names): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(self.settings.scan_count)
-                .query_async(&mut self.conn)
-                .await?;
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(self.settings.scan_count);
+            let reply = self.conn.query_on(masters[at].as_ref(), &scan).await?;
+            let (next, names): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)?;
             self.charge(names.len());
             let scanned = self.classify_batch(names).await?;
             self.sweep_scanned(scanned).await?;
             cursor = next;
-            if cursor == 0 || !self.budget_left() {
+            if cursor == 0 {
+                at += 1;
+            }
+            if at == masters.len() || !self.budget_left() {
                 break;
             }
         }
         if self.dry_run || !cursor_usable {
             return Ok(());
         }
-        if cursor == 0 {
+        if at == masters.len() {
             let () = redis::cmd("DEL").arg(&cursor_key).query_async(&mut self.conn).await?;
         } else {
+            let saved = match &masters[at] {
+                Some(node) => format!("{node} {cursor}"),
+                None => cursor.to_string(),
+            };
             let () = redis::cmd("SET")
                 .arg(&cursor_key)
-                .arg(cursor)
+                .arg(saved)
                 .arg("EX")
                 .arg(SCAN_CURSOR_TTL.as_secs())
                 .query_async(&mut self.conn)

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use streamgate::redis::Redis;
 use streamgate::redis::{RedisError, redacted_url};
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +54,13 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let url = &config.common.redis_url;
     let unreachable = |source| RunError::Unreachable { url: redacted_url(url), source };
-    let pool = streamgate::redis::pool(url, config.common.redis_pool_size).map_err(unreachable)?;
+    let pool = Redis::new(
+        url,
+        &config.common.redis_topology,
+        config.common.redis_pool_size,
+        streamgate::redis::POOLED_RESPONSE_TIMEOUT,
+    )
+    .map_err(unreachable)?;
     let sweeper = Sweeper::new(pool.clone(), config.common.keys.clone(), config.sweep.clone());
     let Some(interval) = options.interval else {
         streamgate::redis::check_ready(&pool).await.map_err(unreachable)?;
@@ -81,7 +87,7 @@ pub async fn run(
 }
 
 /// The start-up check of a loop: logs instead of failing, since Redis may come up later.
-async fn check(pool: &Pool, url: &str) -> bool {
+async fn check(pool: &Redis, url: &str) -> bool {
     match streamgate::redis::check_ready(pool).await {
         Ok(()) => true,
         Err(error) => {

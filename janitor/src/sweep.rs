@@ -20,10 +20,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use deadpool_redis::Pool;
 use serde::{Deserialize, Serialize};
 use streamgate::keys::Keys;
 use streamgate::redis::RedisError;
+use streamgate::redis::{Conn, Redis};
 use streamgate::topic::{InstanceId, Topic};
 
 use crate::instances::{Claim, InstanceClaim};
@@ -120,15 +120,15 @@ impl From<redis::ParsingError> for SweepError {
 /// Runs sweeps against one Redis.
 #[derive(Debug, Clone)]
 pub struct Sweeper {
-    pool: Pool,
+    redis: Redis,
     keys: Keys,
     settings: SweepSettings,
 }
 
 impl Sweeper {
-    /// A sweeper of the keys under `keys` through `pool`.
-    pub fn new(pool: Pool, keys: Keys, settings: SweepSettings) -> Sweeper {
-        Sweeper { pool, keys, settings }
+    /// A sweeper of the keys under `keys` through `redis`.
+    pub fn new(redis: Redis, keys: Keys, settings: SweepSettings) -> Sweeper {
+        Sweeper { redis, keys, settings }
     }
 
     /// One sweep. With `dry_run`, it reads and reports but changes nothing, not even claims.
@@ -176,7 +176,7 @@ impl Sweeper {
     }
 
     async fn start(&self, dry_run: bool) -> Result<Pass, SweepError> {
-        let mut conn = self.pool.get().await.map_err(RedisError::from)?;
+        let mut conn = self.redis.get().await?;
         // Ages are measured by Redis' clock, never ours: stream ids are Redis timestamps.
         let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
         Ok(Pass {
@@ -208,7 +208,7 @@ pub(crate) enum Liveness {
 /// The state of one sweep in progress. The modules `instances`, `groups`, `topics` and
 /// `keyspace` each add the methods of their phase.
 pub(crate) struct Pass {
-    pub(crate) conn: deadpool_redis::Connection,
+    pub(crate) conn: Conn,
     pub(crate) keys: Keys,
     pub(crate) settings: SweepSettings,
     pub(crate) dry_run: bool,

@@ -314,7 +314,7 @@ async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: Redis answers a PING through the pool.
 async fn readyz(State(state): State<AppState>) -> Response {
     let ping = async {
-        let mut conn = state.publisher.pool().get().await.map_err(|e| e.to_string())?;
+        let mut conn = state.publisher.redis().get().await.map_err(|e| e.to_string())?;
         redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())
     };
     match ping.await {

@@ -168,12 +168,6 @@ impl From<redis::RedisError> for IngestError {
     }
 }
 
-impl From<deadpool_redis::PoolError> for IngestError {
-    fn from(error: deadpool_redis::PoolError) -> Self {
-        IngestError::Redis(error.into())
-    }
-}
-
 /// Where the loop is in its cycle of reading new entries and claiming abandoned ones.
 #[derive(Debug)]
 struct LoopState {
@@ -315,7 +309,7 @@ impl IngestConsumer {
     /// Creates the consumer group (and the stream) unless it exists. From `0`, so entries
     /// added before the first producer ever started are not skipped.
     async fn ensure_group(&self) -> Result<(), IngestError> {
-        let mut conn = self.publisher.pool().get().await?;
+        let mut conn = self.publisher.redis().get().await?;
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.config.stream)
@@ -349,7 +343,7 @@ impl IngestConsumer {
             .arg(self.limits.max_event_bytes)
             .arg(MAX_SMALL_FIELD_BYTES)
             .arg(MAX_FIELDS);
-        let mut conn = self.publisher.pool().get().await?;
+        let mut conn = self.publisher.redis().get().await?;
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         decode_page(reply).ok_or_else(|| {
             IngestError::Redis(RedisError::Pool("unexpected reply from the ingest page script".to_owned()))
@@ -360,7 +354,7 @@ impl IngestConsumer {
     /// `STALE_CONSUMER_FACTOR` claim periods, nothing pending), so restarts do not pile up
     /// names in the group.
     async fn prune_consumers(&self) -> Result<(), IngestError> {
-        let mut conn = self.publisher.pool().get().await?;
+        let mut conn = self.publisher.redis().get().await?;
         let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(&self.config.stream)
@@ -452,9 +446,15 @@ impl IngestConsumer {
             letter.ignore();
         }
         let ids: Vec<&str> = entries.iter().map(|entry| entry.id.as_str()).collect();
+        let mut conn = self.publisher.redis().get().await?;
+        // On a Redis Cluster the two streams may be on different nodes, where one pipeline
+        // would run its parts at once: write the dead letters first.
+        if conn.is_cluster() && !dead.is_empty() {
+            let () = pipe.query_async(&mut conn).await?;
+            pipe = redis::pipe();
+        }
         pipe.cmd("XACK").arg(&self.config.stream).arg(&self.config.group).arg(&ids).ignore();
         pipe.cmd("XDEL").arg(&self.config.stream).arg(&ids).ignore();
-        let mut conn = self.publisher.pool().get().await?;
         let () = pipe.query_async(&mut conn).await?;
         Ok(())
     }

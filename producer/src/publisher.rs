@@ -11,9 +11,12 @@
 //! 2. At most one pipeline of `EXISTS` for the liveness of instances not seen alive lately.
 //! 3. One pipeline of `XADD`s to the live instance streams, plus the topic index update.
 //!
-//! Step 1 on Redis Cluster: every key one event touches shares the topic's hash tag, but a
-//! batch spans topics, so one would group the batch by hash slot and run one script per
-//! slot. Streamgate targets a standalone Redis (or a primary with replicas) today.
+//! On a Redis Cluster, every key one event touches shares the topic's hash tag, but a batch
+//! spans topics: step 1 groups the batch by hash slot and runs one script per slot, all at
+//! once (atomic per slot, not per batch: when one slot's script fails after another's ran,
+//! the publish is `OutcomeUnknown`, and a retry with the same idempotency keys is exact).
+//! Step 3's pipeline spans instance streams of several slots; the connection splits it
+//! into one pipeline per slot, sent at once (`streamgate::redis::Conn`).
 //!
 //! When step 2 or 3 fails after step 1 succeeded, the publish still succeeds: the events
 //! are in history, and a gateway fills the gap from history when the next routed event
@@ -23,12 +26,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use deadpool_redis::Pool;
 use redis::{Script, Value};
 use streamgate::cursor::{Epoch, HistoryId, TopicCursor};
 use streamgate::event::Event;
 use streamgate::keys::Keys;
-use streamgate::redis::RedisError;
+use streamgate::redis::{Conn, Redis, RedisError};
 use streamgate::stream::{HistoryEntry, RoutedEntry};
 use streamgate::topic::{InstanceId, Topic};
 
@@ -178,7 +180,7 @@ struct Appended {
 /// Publishes batches of events: appends to history, then routes to live instances.
 #[derive(Debug)]
 pub struct Publisher {
-    pool: Pool,
+    redis: Redis,
     keys: Keys,
     config: PublisherConfig,
     append: Script,
@@ -189,14 +191,14 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher writing under `keys` through `pool`.
-    pub fn new(pool: Pool, keys: Keys, config: PublisherConfig) -> Publisher {
-        Publisher { pool, keys, config, append: Script::new(APPEND_SCRIPT), seen_alive: Mutex::default() }
+    /// A publisher writing under `keys` through `redis`.
+    pub fn new(redis: Redis, keys: Keys, config: PublisherConfig) -> Publisher {
+        Publisher { redis, keys, config, append: Script::new(APPEND_SCRIPT), seen_alive: Mutex::default() }
     }
 
-    /// The pool it writes through.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The Redis connections it writes through.
+    pub fn redis(&self) -> &Redis {
+        &self.redis
     }
 
     /// Publishes a batch: one result per event, in order. On error nothing of the batch is
@@ -217,7 +219,7 @@ impl Publisher {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.pool.get().await.map_err(PublishError::no_connection)?;
+        let mut conn = self.redis.get().await.map_err(PublishError::no_connection)?;
         let appended = self.append(&mut conn, scope, batch).await?;
         if let Err(error) = self.route(&mut conn, batch, &appended).await {
             tracing::warn!(
@@ -237,10 +239,51 @@ impl Publisher {
             .collect())
     }
 
-    /// Step 1: the atomic append of the whole batch.
+    /// Step 1: the atomic append of the whole batch (of each slot's part of it, on a
+    /// cluster).
     async fn append(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Conn,
+        scope: Option<&str>,
+        batch: &[Publish],
+    ) -> Result<Vec<Appended>, PublishError> {
+        let groups = if conn.is_cluster() {
+            slot_groups(batch.iter().map(|publish| self.keys.history(&publish.event.topic)))
+        } else {
+            vec![(0..batch.len()).collect()]
+        };
+        if groups.len() == 1 {
+            return self.append_part(conn, scope, batch).await;
+        }
+        let parts = groups.iter().map(|positions| {
+            let part: Vec<Publish> = positions.iter().map(|position| batch[*position].clone()).collect();
+            let mut conn = conn.clone_cluster().expect("slot groups only on a cluster");
+            async move { self.append_part(&mut conn, scope, &part).await }
+        });
+        let results = futures_util::future::join_all(parts).await;
+        let any_written = results.iter().any(Result::is_ok);
+        let mut appended: Vec<Option<Appended>> = (0..batch.len()).map(|_| None).collect();
+        for (positions, result) in groups.iter().zip(results) {
+            match result {
+                Ok(part) => {
+                    for (position, one) in positions.iter().zip(part) {
+                        appended[*position] = Some(one);
+                    }
+                }
+                // Another slot's part is in history: the batch as a whole may be.
+                Err(PublishError::NotWritten(error)) if any_written => {
+                    return Err(PublishError::OutcomeUnknown(error));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(appended.into_iter().map(|one| one.expect("every position in one group")).collect())
+    }
+
+    /// One append script for `batch`, whose keys must all be on one slot on a cluster.
+    async fn append_part(
+        &self,
+        conn: &mut Conn,
         scope: Option<&str>,
         batch: &[Publish],
     ) -> Result<Vec<Appended>, PublishError> {
@@ -270,7 +313,7 @@ impl Publisher {
     /// Steps 2 and 3: liveness, then one pipeline of routed entries and the topic index.
     async fn route(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Conn,
         batch: &[Publish],
         appended: &[Appended],
     ) -> Result<(), RedisError> {
@@ -321,7 +364,7 @@ impl Publisher {
     /// and one pipelined `EXISTS` round trip for the rest.
     async fn live_instances(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Conn,
         wanted: BTreeSet<&InstanceId>,
     ) -> Result<HashSet<InstanceId>, RedisError> {
         let now = Instant::now();
@@ -361,6 +404,21 @@ impl Publisher {
         }
         Ok(live)
     }
+}
+
+/// The positions of `keys` grouped by Redis Cluster hash slot, in order of first
+/// appearance (and in order within each group).
+fn slot_groups(keys: impl Iterator<Item = String>) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_slot: HashMap<redis::cluster_routing::Slot, usize> = HashMap::new();
+    for (position, key) in keys.enumerate() {
+        let group = *by_slot.entry(redis::cluster_routing::Slot::for_key(&key)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[group].push(position);
+    }
+    groups
 }
 
 /// The instances of a group hash with a positive subscriber count. Fields that are not a
@@ -508,6 +566,15 @@ mod tests {
         ] {
             assert_eq!(outcome_of(&io(kind)), Outcome::Unknown, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn a_batch_is_grouped_by_slot_keeping_its_order() {
+        let keys = Keys::new("sg").unwrap();
+        let topic = |name: &str| Topic::parse(name, 64).unwrap();
+        let history = ["a", "b", "a", "c", "b"].map(|name| keys.history(&topic(name)));
+        let groups = slot_groups(history.into_iter());
+        assert_eq!(groups, vec![vec![0, 2], vec![1, 4], vec![3]]);
     }
 
     #[test]

@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use streamgate::config::{ConfigError, Layered, Secret, Setting, Sources, parse_bool};
-use streamgate::settings::{Common, KEY_PREFIX, LOG_FORMAT, REDIS_PASSWORD_FILE, REDIS_POOL_SIZE, REDIS_URL};
+use streamgate::settings::{
+    Common, KEY_PREFIX, LOG_FORMAT, REDIS_CLUSTER_NODES, REDIS_PASSWORD_FILE, REDIS_POOL_SIZE,
+    REDIS_SENTINEL_MASTER, REDIS_SENTINEL_NODES, REDIS_URL,
+};
 
 use crate::auth::{AuthConfig, MIN_JWT_SECRET_BYTES};
 use crate::ingest::IngestConfig;
@@ -232,6 +235,9 @@ pub const SETTINGS: &[Setting] = &[
     REDIS_POOL_SIZE,
     LOG_FORMAT,
     REDIS_PASSWORD_FILE,
+    REDIS_CLUSTER_NODES,
+    REDIS_SENTINEL_NODES,
+    REDIS_SENTINEL_MASTER,
     LISTEN_ADDR,
     PUBLISH_TOKEN,
     PUBLISH_TOKEN_FILE,

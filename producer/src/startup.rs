@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
-use streamgate::redis::RedisError;
+use streamgate::redis::{Redis, RedisError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -42,16 +41,17 @@ pub enum StartupError {
     },
 }
 
-/// Builds the Redis pool and the [`Publisher`] from the configuration, checking that Redis
-/// answers. Shared by `serve` and the `publish` command.
+/// Builds the Redis connections and the [`Publisher`] from the configuration, checking
+/// that Redis answers. Shared by `serve` and the `publish` command.
 pub async fn build_publisher(config: &ProducerConfig) -> Result<Arc<Publisher>, StartupError> {
-    let pool: Pool = streamgate::redis::pool_with_response_timeout(
+    let redis = Redis::new(
         &config.common.redis_url,
+        &config.common.redis_topology,
         config.common.redis_pool_size,
         config.redis_response_timeout,
     )?;
-    streamgate::redis::check_ready(&pool).await?;
-    Ok(Arc::new(Publisher::new(pool, config.common.keys.clone(), config.publisher.clone())))
+    streamgate::redis::check_ready(&redis).await?;
+    Ok(Arc::new(Publisher::new(redis, config.common.keys.clone(), config.publisher.clone())))
 }
 
 /// The producer service, built and bound, not yet serving.

@@ -1,5 +1,5 @@
-//! Redis connections: a pool for ordinary commands, dedicated connections for blocking
-//! reads, start-up checks, and the reconnect policy (capped exponential backoff with one log
+//! Redis connections: [`Redis`] for ordinary commands and dedicated connections for blocking
+//! reads, on one server, a Redis Cluster or behind Sentinels ([`Topology`]), start-up checks, and the reconnect policy (capped exponential backoff with one log
 //! line per state change, not per retry).
 //!
 //! redis-rs gives async connections a 500 ms response timeout by default, which breaks
@@ -13,11 +13,17 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
+mod handle;
+mod topology;
+
+pub use handle::{BlockingConnection, Conn, Redis, SentinelConn};
+pub use topology::{Node, Topology};
+
 /// How long to wait for a TCP connection to Redis.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The response timeout of pooled connections. Generous: a batch append script for a
 /// thousand events is one command.
-const POOLED_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const POOLED_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a pool checkout may wait for a free connection or a new one.
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -109,20 +115,32 @@ pub async fn blocking_connection(url: &str) -> Result<MultiplexedConnection, Red
 }
 
 /// Pings Redis and warns loudly when its memory settings could hurt: an eviction policy
-/// that could delete Streamgate's keys, or no `maxmemory` at all.
-pub async fn check_ready(pool: &Pool) -> Result<(), RedisError> {
-    let mut conn = pool.get().await?;
+/// that could delete Streamgate's keys, or no `maxmemory` at all (on every cluster master).
+pub async fn check_ready(redis: &Redis) -> Result<(), RedisError> {
+    let mut conn = redis.get().await?;
     let _: String = redis::cmd("PING").query_async(&mut conn).await?;
     // `INFO memory` rather than `CONFIG GET`: services run as users without admin
     // commands (deploy/redis/users.acl), and managed Redis services often forbid CONFIG.
-    let info: Result<String, _> = redis::cmd("INFO").arg("memory").query_async(&mut conn).await;
-    match info {
-        Ok(info) => {
-            for warning in memory_warnings(&info) {
-                tracing::warn!("{warning}");
+    let masters = match conn.masters().await? {
+        Some(masters) => masters.into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    for master in masters {
+        let info = conn.query_on(master.as_ref(), redis::cmd("INFO").arg("memory")).await;
+        let info = info
+            .map_err(|error| error.to_string())
+            .and_then(|info| redis::from_redis_value::<String>(info).map_err(|error| error.to_string()));
+        match info {
+            Ok(info) => {
+                for warning in memory_warnings(&info) {
+                    match &master {
+                        Some(node) => tracing::warn!(%node, "{warning}"),
+                        None => tracing::warn!("{warning}"),
+                    }
+                }
             }
+            Err(error) => tracing::debug!(%error, "Could not read Redis' memory settings."),
         }
-        Err(error) => tracing::debug!(%error, "Could not read Redis' memory settings."),
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use crate::config::{ConfigError, EXIT_BAD_CONFIG, Layered, Secret, Setting};
 use crate::keys::{DEFAULT_PREFIX, Keys};
+use crate::redis::{Node, Topology};
 use crate::telemetry::LogFormat;
 
 /// `REDIS_URL`.
@@ -45,8 +46,43 @@ pub const LOG_FORMAT: Setting = Setting {
     help: "Log output format on stderr. The filter is RUST_LOG (default info).",
 };
 
+/// `REDIS_CLUSTER_NODES`.
+pub const REDIS_CLUSTER_NODES: Setting = Setting {
+    name: "REDIS_CLUSTER_NODES",
+    default: "",
+    allowed: "a comma-separated list of host:port seed nodes of a Redis Cluster",
+    help: "Connect to a Redis Cluster through these seed nodes; REDIS_URL then supplies only the \
+           user, password and TLS (rediss://).",
+};
+
+/// `REDIS_SENTINEL_NODES`.
+pub const REDIS_SENTINEL_NODES: Setting = Setting {
+    name: "REDIS_SENTINEL_NODES",
+    default: "",
+    allowed: "a comma-separated list of host:port Sentinels",
+    help: "Ask these Redis Sentinels for the primary named by REDIS_SENTINEL_MASTER (and again after \
+           a failover); REDIS_URL then supplies only the user, password, database and TLS.",
+};
+
+/// `REDIS_SENTINEL_MASTER`.
+pub const REDIS_SENTINEL_MASTER: Setting = Setting {
+    name: "REDIS_SENTINEL_MASTER",
+    default: "",
+    allowed: "the master name the Sentinels monitor (set with REDIS_SENTINEL_NODES)",
+    help: "The name of the primary the Sentinels of REDIS_SENTINEL_NODES watch.",
+};
+
 /// The settings in [`Common`].
-pub const COMMON: [Setting; 5] = [REDIS_URL, KEY_PREFIX, REDIS_POOL_SIZE, LOG_FORMAT, REDIS_PASSWORD_FILE];
+pub const COMMON: [Setting; 8] = [
+    REDIS_URL,
+    KEY_PREFIX,
+    REDIS_POOL_SIZE,
+    LOG_FORMAT,
+    REDIS_PASSWORD_FILE,
+    REDIS_CLUSTER_NODES,
+    REDIS_SENTINEL_NODES,
+    REDIS_SENTINEL_MASTER,
+];
 
 /// The typed values of the shared settings. Its `Debug` output hides the Redis password.
 #[derive(Clone)]
@@ -54,6 +90,9 @@ pub struct Common {
     /// Redis URL, with the password of `REDIS_PASSWORD_FILE` when that is set. It may hold
     /// a password: log [`crate::redis::redacted_url`] of it, never the URL itself.
     pub redis_url: String,
+    /// How the Redis nodes are found: one server, a cluster or Sentinels. With a cluster or
+    /// Sentinels, `redis_url` supplies only credentials, database and TLS.
+    pub redis_topology: Topology,
     /// Key schema.
     pub keys: Keys,
     /// Pool size.
@@ -67,6 +106,7 @@ impl Common {
     pub fn from_layered(layered: &Layered) -> Result<Common, ConfigError> {
         Ok(Common {
             redis_url: redis_url(layered)?,
+            redis_topology: topology(layered)?,
             keys: layered.get_with(&KEY_PREFIX, |raw| Keys::new(raw).ok())?,
             redis_pool_size: layered.get_in_range(&REDIS_POOL_SIZE, 1..=1024)?,
             log_format: layered.get(&LOG_FORMAT)?,
@@ -78,6 +118,7 @@ impl std::fmt::Debug for Common {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Common")
             .field("redis_url", &crate::redis::redacted_url(&self.redis_url))
+            .field("redis_topology", &self.redis_topology)
             .field("keys", &self.keys)
             .field("redis_pool_size", &self.redis_pool_size)
             .field("log_format", &self.log_format)
@@ -106,6 +147,55 @@ fn redis_url(layered: &Layered) -> Result<String, ConfigError> {
                 .to_owned(),
         )
     })
+}
+
+/// `REDIS_CLUSTER_NODES`, or `REDIS_SENTINEL_NODES` with `REDIS_SENTINEL_MASTER`, or
+/// neither: one server at `REDIS_URL`.
+fn topology(layered: &Layered) -> Result<Topology, ConfigError> {
+    let nodes = |setting: &Setting| -> Result<Option<Vec<Node>>, ConfigError> {
+        let raw = layered.raw(setting).trim();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        Node::parse_list(raw).map(Some).ok_or_else(|| ConfigError::Invalid {
+            setting: setting.name.to_owned(),
+            value: raw.to_owned(),
+            allowed: setting.allowed.to_owned(),
+        })
+    };
+    let cluster = nodes(&REDIS_CLUSTER_NODES)?;
+    let sentinels = nodes(&REDIS_SENTINEL_NODES)?;
+    let master = layered.raw(&REDIS_SENTINEL_MASTER).trim().to_owned();
+    let conflict = |first: &Setting, second: &Setting, reason: &str| ConfigError::Conflict {
+        first: format!("{}={}", first.name, layered.raw(first).trim()),
+        second: format!("{}={}", second.name, layered.raw(second).trim()),
+        reason: reason.to_owned(),
+    };
+    match (cluster, sentinels) {
+        (Some(_), Some(_)) => Err(conflict(
+            &REDIS_CLUSTER_NODES,
+            &REDIS_SENTINEL_NODES,
+            "Redis is either a cluster or watched by Sentinels; set one of them",
+        )),
+        (Some(_), None) if !master.is_empty() => Err(conflict(
+            &REDIS_CLUSTER_NODES,
+            &REDIS_SENTINEL_MASTER,
+            "a Redis Cluster has no Sentinel master name; unset REDIS_SENTINEL_MASTER",
+        )),
+        (Some(nodes), None) => Ok(Topology::Cluster { nodes }),
+        (None, Some(_)) if master.is_empty() => Err(ConfigError::Invalid {
+            setting: REDIS_SENTINEL_MASTER.name.to_owned(),
+            value: String::new(),
+            allowed: "the master name the Sentinels monitor, required with REDIS_SENTINEL_NODES".to_owned(),
+        }),
+        (None, Some(nodes)) => Ok(Topology::Sentinel { nodes, master }),
+        (None, None) if !master.is_empty() => Err(ConfigError::Invalid {
+            setting: REDIS_SENTINEL_NODES.name.to_owned(),
+            value: String::new(),
+            allowed: "the Sentinels' host:port list, required with REDIS_SENTINEL_MASTER".to_owned(),
+        }),
+        (None, None) => Ok(Topology::Single),
+    }
 }
 
 /// `url` with `password` in it, if it is a TCP URL without a password of its own.
@@ -159,6 +249,50 @@ mod tests {
         let common = load(&[("REDIS_URL", "redis://producer:hunter2@redis:6379")]).unwrap();
         let debug = format!("{common:?}");
         assert!(debug.contains("producer:***@redis") && !debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn cluster_and_sentinel_nodes_are_parsed_and_their_conflicts_named() {
+        let single = load(&[]).unwrap();
+        assert_eq!(single.redis_topology, Topology::Single);
+        let cluster = load(&[("REDIS_CLUSTER_NODES", "10.0.0.1:7000, redis-1:7001")]).unwrap();
+        assert_eq!(
+            cluster.redis_topology,
+            Topology::Cluster { nodes: vec![Node::new("10.0.0.1", 7000), Node::new("redis-1", 7001)] }
+        );
+        let sentinel =
+            load(&[("REDIS_SENTINEL_NODES", "s1:26379,s2:26379"), ("REDIS_SENTINEL_MASTER", "mymaster")])
+                .unwrap();
+        assert_eq!(
+            sentinel.redis_topology,
+            Topology::Sentinel {
+                nodes: vec![Node::new("s1", 26379), Node::new("s2", 26379)],
+                master: "mymaster".to_owned()
+            }
+        );
+        for (pairs, named) in [
+            (&[("REDIS_CLUSTER_NODES", "host")][..], "invalid REDIS_CLUSTER_NODES=\"host\""),
+            (&[("REDIS_CLUSTER_NODES", "host:0")][..], "invalid REDIS_CLUSTER_NODES"),
+            (&[("REDIS_CLUSTER_NODES", "a:1,,b:2")][..], "invalid REDIS_CLUSTER_NODES"),
+            (&[("REDIS_SENTINEL_NODES", "s1:x")][..], "invalid REDIS_SENTINEL_NODES"),
+            (&[("REDIS_SENTINEL_NODES", "s1:26379")][..], "invalid REDIS_SENTINEL_MASTER"),
+            (&[("REDIS_SENTINEL_MASTER", "mymaster")][..], "invalid REDIS_SENTINEL_NODES"),
+            (
+                &[
+                    ("REDIS_CLUSTER_NODES", "a:1"),
+                    ("REDIS_SENTINEL_NODES", "s:2"),
+                    ("REDIS_SENTINEL_MASTER", "m"),
+                ][..],
+                "REDIS_CLUSTER_NODES=a:1 and REDIS_SENTINEL_NODES=s:2 conflict",
+            ),
+            (
+                &[("REDIS_CLUSTER_NODES", "a:1"), ("REDIS_SENTINEL_MASTER", "m")][..],
+                "REDIS_CLUSTER_NODES=a:1 and REDIS_SENTINEL_MASTER=m conflict",
+            ),
+        ] {
+            let error = load(pairs).unwrap_err().to_string();
+            assert!(error.starts_with(named), "{pairs:?}: {error}");
+        }
     }
 
     #[test]

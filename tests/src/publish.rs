@@ -9,7 +9,7 @@ use streamgate::topic::{EventName, Topic};
 
 /// A publisher against `redis_url` under `prefix`, with default retention.
 pub fn publisher(redis_url: &str, prefix: &str) -> Publisher {
-    let pool = streamgate::redis::pool(redis_url, 4).expect("pool");
+    let pool = streamgate::redis::Redis::single(redis_url, 4).expect("redis");
     let config = PublisherConfig {
         history_max_len: Some(10_000),
         history_max_age: None,

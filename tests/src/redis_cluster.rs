@@ -41,6 +41,15 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+fn wait_replicas_in_sync(servers: &[RedisServer]) {
+    wait_until("every replica is in sync with its master", || {
+        servers.iter().filter(|s| query(s, &["PING"]).is_ok()).all(|server| {
+            let info = text(server, &["INFO", "replication"]);
+            !info.contains("role:slave") || info.contains("master_link_status:up")
+        })
+    });
+}
+
 /// Three masters and three replicas, slots spread evenly by `redis-cli --cluster create`.
 pub struct RedisCluster {
     /// Every node, masters first as created (roles change with failovers).
@@ -91,6 +100,12 @@ impl RedisCluster {
                 info.contains("cluster_state:ok") && live("master") == 3 && live("slave") >= 2
             })
         });
+    }
+
+    /// Waits until every running replica has finished its initial sync with its master
+    /// (`master_link_status:up`): before that, a failover promotes a replica without data.
+    pub fn wait_replicas_in_sync(&self) {
+        wait_replicas_in_sync(&self.nodes);
     }
 
     /// Waits until a node other than `from` serves `key` as master (a failover), then until
@@ -208,6 +223,11 @@ impl RedisSentinels {
             })
         });
         set_up
+    }
+
+    /// Waits until both replicas have finished their initial sync with the primary.
+    pub fn wait_replicas_in_sync(&self) {
+        wait_replicas_in_sync(&self.servers);
     }
 
     /// `host:port,…` of the Sentinels, for `REDIS_SENTINEL_NODES`.

@@ -452,7 +452,7 @@ async fn one_history_read_is_bounded_by_bytes_as_well_as_by_count() {
         publish_one(&publisher, "big", &format!("{n} {big}")).await;
     }
     publish_one(&publisher, "big", &"y".repeat(200 * 1024)).await;
-    let pool = streamgate::redis::pool(&world.redis.url(), 2).unwrap();
+    let pool = streamgate::redis::Redis::single(&world.redis.url(), 2).unwrap();
     let t = topic("big");
     let limit = ReadLimit { count: 500, bytes: 64 * 1024 };
     let read = read_after(&pool, &world.keys, &t, HistoryId::ZERO, limit).await.unwrap();

@@ -27,3 +27,4 @@ mod producer_security;
 mod redis_acl;
 mod redis_harness;
 mod redis_topologies;
+mod redis_topology_services;

@@ -143,7 +143,7 @@ pub fn sweeper(redis_url: &str, prefix: &str, settings: &[(&str, &str)]) -> Swee
     let mut all = vec![("REDIS_URL", redis_url), ("KEY_PREFIX", prefix)];
     all.extend_from_slice(settings);
     let config = JanitorConfig::with_overrides(&all).expect("janitor configuration");
-    let pool = streamgate::redis::pool(redis_url, 2).expect("pool");
+    let pool = streamgate::redis::Redis::single(redis_url, 2).expect("redis");
     Sweeper::new(pool, config.common.keys, config.sweep)
 }
 
