@@ -100,7 +100,9 @@ impl Application {
         let membership_pool =
             streamgate::redis::pool(&config.common.redis_url, MEMBERSHIP_POOL_SIZE).map_err(redis_error)?;
         let keys = config.common.keys.clone();
-        let membership = Arc::new(Membership::new(config.instance_id.clone(), keys.clone()));
+        let metrics = Arc::new(crate::metrics::GatewayMetrics::new());
+        let membership =
+            Arc::new(Membership::new(config.instance_id.clone(), keys.clone(), Arc::clone(&metrics)));
         membership.reset_and_claim(&membership_pool, config.liveness_ttl).await.map_err(redis_error)?;
 
         let listener = TcpListener::bind(config.listen_addr)
@@ -123,7 +125,6 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let tasks_stop = CancellationToken::new();
-        let metrics = Arc::new(crate::metrics::GatewayMetrics::new());
         let hubs = Hubs::new(HubContext {
             pool: pool.clone(),
             keys: keys.clone(),
@@ -303,6 +304,7 @@ async fn reconcile(hubs: Arc<Hubs>, interval: std::time::Duration, stop: Cancell
             _ = ticks.tick() => {}
             _ = stop.cancelled() => return,
         }
+        hubs.metrics().reconciliations.inc();
         match hubs.reconcile_idle().await {
             Ok(0) => {}
             Ok(behind) => {

@@ -13,6 +13,7 @@
 //! - [`keys`] — every Redis key name, with hash tags for Redis Cluster.
 //! - [`liveness`] — the liveness protocol: the gateway's and the janitor's claim scripts,
 //!   with typed replies.
+//! - [`metrics`] — the Redis command latency and error metrics every service exports.
 //! - [`topic_pattern`] — the topics a token grants: exact names and `prefix*` patterns.
 //! - [`stream`] — history and routed entries as stored in Redis streams.
 //! - [`redis`] — the connection pool, dedicated blocking connections, backoff, outage logs.
@@ -30,6 +31,7 @@ pub mod cursor;
 pub mod event;
 pub mod keys;
 pub mod liveness;
+pub mod metrics;
 pub mod redis;
 pub mod settings;
 pub mod shutdown;
