@@ -19,6 +19,7 @@ mod janitor_sweep;
 mod js_client;
 mod producer_config;
 mod producer_ingest;
+mod producer_metrics;
 mod producer_outcome;
 mod producer_publish;
 mod producer_security;
