@@ -32,8 +32,11 @@ pub mod command {
     pub const MEMBERSHIP_FLUSH: &str = "membership_flush";
     /// A liveness heartbeat (the claim script alone).
     pub const LIVENESS: &str = "liveness";
-    /// `XINFO STREAM` on the instance stream, after a read that filled its batch.
+    /// The newest id of the instance stream (`XREVRANGE + - COUNT 1`), after a read that
+    /// filled its batch.
     pub const STREAM_INFO: &str = "stream_info";
+    /// Every command name.
+    pub const ALL: [&str; 6] = [XREAD, HISTORY_READ, META_READ, MEMBERSHIP_FLUSH, LIVENESS, STREAM_INFO];
 }
 
 /// Buckets of publish-to-deliver latency: 0.5 ms to ~16 s, doubling.
@@ -185,7 +188,7 @@ impl GatewayMetrics {
             reconciliations: Counter::default(),
             membership_flush_topics: Histogram::new(flush_buckets()),
             instance_stream_lag_seconds: Gauge::default(),
-            redis: RedisCommandMetrics::register(&mut registry),
+            redis: RedisCommandMetrics::register(&mut registry, &command::ALL),
             registry: Registry::default(),
         };
         registry.register("connections_open", "SSE streams open now", metrics.connections_open.clone());
@@ -243,6 +246,19 @@ impl GatewayMetrics {
              (Redis clock; 0 when a read emptied the stream)",
             metrics.instance_stream_lag_seconds.clone(),
         );
+        // Every series of a fixed label set exists from the start, at zero.
+        for reason in [
+            CloseReason::ClientGone,
+            CloseReason::Slow,
+            CloseReason::Drained,
+            CloseReason::Auth,
+            CloseReason::Lifetime,
+        ] {
+            let _ = metrics.connections_closed.get_or_create(&CloseLabels { reason });
+        }
+        for reason in [ResetReason::Trimmed, ResetReason::HistoryLost] {
+            let _ = metrics.resets.get_or_create(&reason.into());
+        }
         GatewayMetrics { registry, ..metrics }
     }
 

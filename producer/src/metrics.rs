@@ -31,10 +31,12 @@ pub mod command {
     /// The `XPENDING` summary of the ingest group (every
     /// [`crate::ingest::BACKLOG_INTERVAL`]).
     pub const INGEST_PENDING: &str = "ingest_pending";
+    /// Every command name.
+    pub const ALL: [&str; 6] = [APPEND, LIVENESS, ROUTE, INGEST_READ, INGEST_ACK, INGEST_PENDING];
 }
 
 /// The HTTP statuses `POST /publish` answers; any other is counted as `other`.
-const STATUSES: [(u16, &str); 11] = [
+const STATUSES: [(u16, &str); 10] = [
     (200, "200"),
     (400, "400"),
     (401, "401"),
@@ -45,7 +47,6 @@ const STATUSES: [(u16, &str); 11] = [
     (500, "500"),
     (503, "503"),
     (504, "504"),
-    (429, "429"),
 ];
 
 /// A publish request's answer, as a label set.
@@ -100,7 +101,7 @@ impl ProducerMetrics {
             dead_letters: Counter::default(),
             ingest_pending: Gauge::default(),
             ingest_oldest_pending_age_seconds: Gauge::default(),
-            redis: RedisCommandMetrics::register(&mut registry),
+            redis: RedisCommandMetrics::register(&mut registry, &command::ALL),
             registry: Registry::default(),
         };
         registry.register(

@@ -35,8 +35,9 @@ pub struct RedisCommandMetrics {
 }
 
 impl RedisCommandMetrics {
-    /// Registers both families in `registry` (under its prefix).
-    pub fn register(registry: &mut Registry) -> RedisCommandMetrics {
+    /// Registers both families in `registry` (under its prefix), with an error count of
+    /// zero for each of `commands` (so a rate of errors exists before the first one).
+    pub fn register(registry: &mut Registry, commands: &[&'static str]) -> RedisCommandMetrics {
         let metrics = RedisCommandMetrics {
             duration: Family::new_with_constructor(command_histogram as fn() -> Histogram),
             errors: Family::default(),
@@ -51,6 +52,9 @@ impl RedisCommandMetrics {
             "Redis commands that failed (no connection, an error reply, no answer), by command",
             metrics.errors.clone(),
         );
+        for command in commands {
+            let _ = metrics.errors.get_or_create(&CommandLabels { command });
+        }
         metrics
     }
 

@@ -142,7 +142,12 @@ async fn latency_is_observed_once_per_event_per_hub_and_gaps_subscriptions_and_r
             format!(r#"streamgate_gateway_redis_command_duration_seconds_count{{command="{command}"}}"#);
         assert!(sample(&text, &series).unwrap_or(0.0) >= 1.0, "{command}: {text}");
     }
-    assert!(!text.contains("redis_command_errors_total{"), "no Redis error: {text}");
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("streamgate_gateway_redis_command_errors_total{"))
+        .collect();
+    assert_eq!(errors.len(), 6, "one series per command, from the start: {text}");
+    assert!(errors.iter().all(|line| line.ends_with(" 0")), "no Redis error: {text}");
 
     drop((only_a, a_and_b));
     wait_until("subscriptions counted as gone", Duration::from_secs(10), || async {

@@ -17,6 +17,7 @@ mod guarantee;
 mod hostile;
 mod janitor_sweep;
 mod js_client;
+mod metrics_catalog;
 mod producer_config;
 mod producer_ingest;
 mod producer_metrics;
