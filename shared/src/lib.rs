@@ -21,8 +21,8 @@
 //! - [`telemetry`] — tracing subscriber and optional OTLP export.
 //! - [`shutdown`] — Ctrl-C / SIGTERM handling.
 //!
-//! Architecture invariant: this crate knows nothing of HTTP or axum, so the janitor never
-//! links an HTTP stack.
+//! Architecture invariant: this crate knows nothing of HTTP or axum (the janitor links an
+//! HTTP client only for its optional Pushgateway push).
 
 pub mod cli;
 pub mod config;
