@@ -28,7 +28,7 @@ use streamgate::topic::Topic;
 use crate::fanout::{self, Lagged};
 use crate::history::{self, HistoryRead, Position};
 use crate::hub::{Delivery, Hub, LiveEvent, ResetNotice, Subscription};
-use crate::metrics::{CloseLabels, CloseReason, GatewayMetrics};
+use crate::metrics::{CloseLabels, CloseReason, GatewayMetrics, command};
 use crate::startup::AppState;
 
 /// What `/admin/connections` shows of a connection.
@@ -493,8 +493,14 @@ async fn replay_step(
 ) -> Result<(continuity::Verdict, HistoryRead), RedisError> {
     let read = {
         let _permit = state.replays.acquire().await.expect("the replay semaphore is never closed");
-        history::read_after(&state.redis, &state.keys, hub.topic(), position.last, state.config.read_limit())
-            .await?
+        let read = history::read_after(
+            &state.redis,
+            &state.keys,
+            hub.topic(),
+            position.last,
+            state.config.read_limit(),
+        );
+        state.metrics.redis.time(command::HISTORY_READ, read).await?
     };
     let mut verdict = continuity::check(position, read.view());
     let same_epoch = verdict.position.epoch.is_some() && verdict.position.epoch == position.epoch;
@@ -503,8 +509,8 @@ async fn replay_step(
         let tail =
             history::surviving_tail(&state.redis, &state.keys, hub.topic(), verdict.position.last, |id| {
                 hub.delivered(&epoch, id)
-            })
-            .await?;
+            });
+        let tail = state.metrics.redis.time(command::HISTORY_READ, tail).await?;
         verdict.position = Position::at(epoch, tail);
         verdict.next = Next::ReadAgain;
     }

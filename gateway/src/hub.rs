@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fanout;
 use crate::history::{self, Position, ReadLimit};
 use crate::membership::Membership;
+use crate::metrics::command;
 
 /// How many routed entries may wait for a hub before the reader stops queueing and lets
 /// the hub catch up from history instead.
@@ -274,6 +275,7 @@ impl Hubs {
         entry.subscribers += 1;
         let subscription = Subscription { hubs: Arc::clone(self), hub: Arc::clone(&entry.hub) };
         self.context.metrics.hubs.set(map.len() as i64);
+        self.context.metrics.subscriptions.inc();
         subscription
     }
 
@@ -300,6 +302,7 @@ impl Hubs {
             })
             .collect();
         self.context.metrics.hubs.set(map.len() as i64);
+        self.context.metrics.subscriptions.inc_by(topics.len() as i64);
         Some(subscriptions)
     }
 
@@ -313,6 +316,7 @@ impl Hubs {
             }
         }
         self.context.metrics.hubs.set(map.len() as i64);
+        self.context.metrics.subscriptions.dec();
         drop(map);
         self.context.membership.remove(topic);
     }
@@ -362,7 +366,15 @@ impl Hubs {
         let mut behind = 0;
         for hubs in idle.chunks(RECONCILE_BATCH) {
             let topics: Vec<Topic> = hubs.iter().map(|hub| hub.topic.clone()).collect();
-            let metas = history::read_metas(&self.context.redis, &self.context.keys, &topics).await?;
+            let metas = self
+                .context
+                .metrics
+                .redis
+                .time(
+                    command::META_READ,
+                    history::read_metas(&self.context.redis, &self.context.keys, &topics),
+                )
+                .await?;
             for (hub, meta) in hubs.iter().zip(metas) {
                 let position = hub.state.lock().expect("hub lock").position.clone();
                 if meta != position {
@@ -429,7 +441,8 @@ impl HubWorker {
         // history's newest id is where this hub starts.
         let mut backoff = Backoff::redis();
         let position = loop {
-            match history::read_meta(&self.context.redis, &self.context.keys, &self.hub.topic).await {
+            let read = history::read_meta(&self.context.redis, &self.context.keys, &self.hub.topic);
+            match self.context.metrics.redis.time(command::HISTORY_READ, read).await {
                 Ok(position) => break position,
                 Err(error) => {
                     tracing::debug!(%error, topic = %self.hub.topic, "Hub start: history unreadable; retrying.");
@@ -497,11 +510,16 @@ impl HubWorker {
             && (same_epoch || position.epoch.is_none());
         if continues {
             self.emit(&routed.epoch, &routed.entry);
+            if let Some(published_at) = routed.published_at_micros {
+                // Once per event per hub, whatever the number of subscribers.
+                self.context.metrics.observe_publish_to_deliver(published_at);
+            }
             return Ok(());
         }
         // A gap (reordered producers, a crashed producer, a trimmed instance stream),
         // another epoch, or an id at or before the position that this hub never delivered
         // (Redis lost the tail, and the new server's clock is behind): the history decides.
+        self.context.metrics.hub_gap_fills.inc();
         self.catch_up().await
     }
 
@@ -518,8 +536,8 @@ impl HubWorker {
                 &self.hub.topic,
                 position.last,
                 self.context.read_limit,
-            )
-            .await?;
+            );
+            let read = self.context.metrics.redis.time(command::HISTORY_READ, read).await?;
             let verdict = continuity::check(&position, read.view());
             if let Some(reason) = verdict.reset {
                 let same_epoch = verdict.position.epoch.is_some() && verdict.position.epoch == position.epoch;
@@ -534,8 +552,8 @@ impl HubWorker {
                         &self.hub.topic,
                         verdict.position.last,
                         recent,
-                    )
-                    .await?;
+                    );
+                    let tail = self.context.metrics.redis.time(command::HISTORY_READ, tail).await?;
                     self.reset(reason, Position::at(epoch, tail));
                     continue;
                 }

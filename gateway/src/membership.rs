@@ -42,6 +42,8 @@ use streamgate::topic::{InstanceId, Topic};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{GatewayMetrics, command};
+
 #[derive(Debug, Default)]
 struct State {
     /// Local subscribers per topic.
@@ -76,11 +78,13 @@ pub struct Membership {
     deregistered: AtomicBool,
     /// Serializes flushes with deregistration, so no flush lands after it.
     writes: tokio::sync::Mutex<()>,
+    /// Flush sizes and Redis timings.
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Membership {
-    /// A registry for `instance`.
-    pub fn new(instance: InstanceId, keys: Keys) -> Membership {
+    /// A registry for `instance`, reporting to `metrics`.
+    pub fn new(instance: InstanceId, keys: Keys, metrics: Arc<GatewayMetrics>) -> Membership {
         Membership {
             instance,
             keys,
@@ -92,6 +96,7 @@ impl Membership {
             resynced: watch::channel(0).0,
             deregistered: AtomicBool::new(false),
             writes: tokio::sync::Mutex::new(()),
+            metrics,
         }
     }
 
@@ -251,7 +256,9 @@ impl Membership {
         }
         let resync_pending = self.state.lock().expect("membership lock").resync;
         if beat || resync_pending {
-            let (claim,): (Claim,) = self.claim(liveness_ttl).query_async(&mut conn).await?;
+            let heartbeat = self.claim(liveness_ttl);
+            let (claim,): (Claim,) =
+                self.metrics.redis.time(command::LIVENESS, heartbeat.query_async(&mut conn)).await?;
             if !self.on_claim(claim) {
                 return Ok(());
             }
@@ -396,7 +403,9 @@ impl Membership {
             pipe.add_command(command.clone());
         }
         pipe.ignore(); // the ZADD
-        let (claim,): (Claim,) = pipe.query_async(conn).await?;
+        self.metrics.membership_flush_topics.observe(changes.len() as f64);
+        let (claim,): (Claim,) =
+            self.metrics.redis.time(command::MEMBERSHIP_FLUSH, pipe.query_async(conn)).await?;
         if claim != Claim::Sweeping {
             self.state.lock().expect("membership lock").liveness_generation = expected + 1;
         }

@@ -2,16 +2,52 @@
 //!
 //! One registry per gateway instance (no global recorder, so tests can run several gateways
 //! in one process). Labels are bounded enumerations — never a topic or a client — so the
-//! number of series does not grow with traffic. Hot paths only add to atomics.
+//! number of series does not grow with traffic. Hot paths only add to atomics; the one
+//! histogram on the delivery path (publish-to-deliver latency) is observed once per event
+//! per hub, never per subscriber.
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use streamgate::continuity::ResetReason;
+use streamgate::metrics::RedisCommandMetrics;
+
+/// The `command` label values of the gateway's Redis metrics: a fixed set.
+pub mod command {
+    /// The instance stream's `XREAD BLOCK` (errors only: its duration is its wait).
+    pub const XREAD: &str = "xread";
+    /// A history read: the read script of a replay or a hub catch-up, a hub's first meta
+    /// read, the walk back after a lost tail.
+    pub const HISTORY_READ: &str = "history_read";
+    /// The reconciliation's pipelined read of idle hubs' metas.
+    pub const META_READ: &str = "meta_read";
+    /// A membership flush: the pipeline of group-hash changes and the liveness claim.
+    pub const MEMBERSHIP_FLUSH: &str = "membership_flush";
+    /// A liveness heartbeat (the claim script alone).
+    pub const LIVENESS: &str = "liveness";
+    /// The newest id of the instance stream (`XREVRANGE + - COUNT 1`), after a read that
+    /// filled its batch.
+    pub const STREAM_INFO: &str = "stream_info";
+    /// Every command name.
+    pub const ALL: [&str; 6] = [XREAD, HISTORY_READ, META_READ, MEMBERSHIP_FLUSH, LIVENESS, STREAM_INFO];
+}
+
+/// Buckets of publish-to-deliver latency: 0.5 ms to ~16 s, doubling.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0005, 2.0, 16)
+}
+
+/// Buckets of topics per membership flush: 1 to 16,384, by fours.
+fn flush_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(1.0, 4.0, 8)
+}
 
 /// Why a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,6 +147,22 @@ pub struct GatewayMetrics {
     pub hub_catch_ups: Counter,
     /// Idle hubs a reconciliation round found behind their histories.
     pub reconcile_behind: Counter,
+    /// Subscriptions (a connection's hold on one topic) open now.
+    pub subscriptions: Gauge,
+    /// Seconds from the producer routing an event to a hub handing it to its subscribers.
+    publish_to_deliver: Histogram,
+    /// Catch-ups from history started by a routed entry that did not follow the hub's
+    /// position (a gap: reordered or crashed producers, a trimmed instance stream).
+    pub hub_gap_fills: Counter,
+    /// Reconciliation rounds run.
+    pub reconciliations: Counter,
+    /// Topics written per membership flush.
+    pub membership_flush_topics: Histogram,
+    /// How far, by the Redis server's clock, the reader's last read is behind the newest
+    /// entry of the instance stream.
+    pub instance_stream_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Redis command latency and errors.
+    pub redis: RedisCommandMetrics,
 }
 
 impl GatewayMetrics {
@@ -130,6 +182,13 @@ impl GatewayMetrics {
             resets: Family::default(),
             hub_catch_ups: Counter::default(),
             reconcile_behind: Counter::default(),
+            subscriptions: Gauge::default(),
+            publish_to_deliver: Histogram::new(latency_buckets()),
+            hub_gap_fills: Counter::default(),
+            reconciliations: Counter::default(),
+            membership_flush_topics: Histogram::new(flush_buckets()),
+            instance_stream_lag_seconds: Gauge::default(),
+            redis: RedisCommandMetrics::register(&mut registry, &command::ALL),
             registry: Registry::default(),
         };
         registry.register("connections_open", "SSE streams open now", metrics.connections_open.clone());
@@ -159,7 +218,57 @@ impl GatewayMetrics {
             "Idle hubs found behind their histories by reconciliation",
             metrics.reconcile_behind.clone(),
         );
+        registry.register(
+            "subscriptions",
+            "Subscriptions open now (one per topic of each SSE stream)",
+            metrics.subscriptions.clone(),
+        );
+        registry.register(
+            "publish_to_deliver_seconds",
+            "Seconds from the producer routing an event to a hub handing it to its subscribers \
+             (producer and gateway clocks)",
+            metrics.publish_to_deliver.clone(),
+        );
+        registry.register(
+            "hub_gap_fills",
+            "Hub catch-ups started by a routed event that did not follow the hub's position",
+            metrics.hub_gap_fills.clone(),
+        );
+        registry.register("reconciliations", "Reconciliation rounds run", metrics.reconciliations.clone());
+        registry.register(
+            "membership_flush_topics",
+            "Topics written per membership flush",
+            metrics.membership_flush_topics.clone(),
+        );
+        registry.register(
+            "instance_stream_lag_seconds",
+            "How far the instance stream reader's last read is behind the stream's newest entry \
+             (Redis clock; 0 when a read emptied the stream)",
+            metrics.instance_stream_lag_seconds.clone(),
+        );
+        // Every series of a fixed label set exists from the start, at zero.
+        for reason in [
+            CloseReason::ClientGone,
+            CloseReason::Slow,
+            CloseReason::Drained,
+            CloseReason::Auth,
+            CloseReason::Lifetime,
+        ] {
+            let _ = metrics.connections_closed.get_or_create(&CloseLabels { reason });
+        }
+        for reason in [ResetReason::Trimmed, ResetReason::HistoryLost] {
+            let _ = metrics.resets.get_or_create(&reason.into());
+        }
         GatewayMetrics { registry, ..metrics }
+    }
+
+    /// Observes the latency of an event the producer routed at `published_at_micros` (by
+    /// its clock), delivered now (by this gateway's). A producer clock ahead of this one
+    /// would make it negative: it counts as zero.
+    pub fn observe_publish_to_deliver(&self, published_at_micros: u64) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let published_at = Duration::from_micros(published_at_micros);
+        self.publish_to_deliver.observe(now.saturating_sub(published_at).as_secs_f64());
     }
 
     /// Brings `events_delivered` up to `total` (the connections' own counts).

@@ -121,7 +121,9 @@ impl Application {
         // main pool busy must not delay the heartbeat past the liveness TTL.
         let membership_pool = connect(MEMBERSHIP_POOL_SIZE).map_err(redis_error)?;
         let keys = config.common.keys.clone();
-        let membership = Arc::new(Membership::new(config.instance_id.clone(), keys.clone()));
+        let metrics = Arc::new(crate::metrics::GatewayMetrics::new());
+        let membership =
+            Arc::new(Membership::new(config.instance_id.clone(), keys.clone(), Arc::clone(&metrics)));
         membership.reset_and_claim(&membership_pool, config.liveness_ttl).await.map_err(redis_error)?;
 
         let listener = TcpListener::bind(config.listen_addr)
@@ -143,7 +145,6 @@ impl Application {
         warn_about_exposure(&config);
 
         let shutdown = CancellationToken::new();
-        let metrics = Arc::new(crate::metrics::GatewayMetrics::new());
         let hubs = Hubs::new(HubContext {
             redis: redis.clone(),
             keys: keys.clone(),
@@ -325,6 +326,7 @@ async fn reconcile(hubs: Arc<Hubs>, interval: std::time::Duration, stop: Cancell
             _ = ticks.tick() => {}
             _ = stop.cancelled() => return,
         }
+        hubs.metrics().reconciliations.inc();
         match hubs.reconcile_idle().await {
             Ok(0) => {}
             Ok(behind) => {

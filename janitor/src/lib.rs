@@ -10,14 +10,18 @@
 //! - `topics` — histories: trimming and deletion of idle ones.
 //! - `keyspace` — the full pass's SCAN, resumable across sweeps.
 //! - `scripts` — the Lua scripts, each on one hash slot.
+//! - [`metrics`] — a sweep's figures as Prometheus gauges, and the atomic textfile.
+//! - [`push`] — the push of those figures to a Pushgateway.
 //!
 //! Architecture invariant: the janitor depends on the shared library only, never on the
-//! gateway or producer (and so never links an HTTP stack); every key name comes from
-//! `streamgate::keys`.
+//! gateway or producer; its one HTTP client is hyper's, in [`push`], for
+//! `--pushgateway-url`. Every key name comes from `streamgate::keys`.
 
 mod groups;
 pub mod instances;
 mod keyspace;
+pub mod metrics;
+pub mod push;
 pub mod run;
 mod scripts;
 pub mod settings;

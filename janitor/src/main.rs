@@ -4,10 +4,12 @@
 //! Exit codes: 0 success; 1 Redis unreachable or the sweep failed; 2 bad configuration.
 //! Each failure is one line on stderr.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use janitor::run::MetricsOutput;
 use janitor::{JanitorConfig, RunOptions};
 use streamgate::config::{EXIT_BAD_CONFIG, parse_duration};
 use streamgate::settings::or_exit;
@@ -26,6 +28,14 @@ struct Cli {
     /// Report what a sweep would do; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// After each sweep, write its figures to this file (Prometheus text, for node_exporter's
+    /// textfile collector), replacing it atomically.
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
+    /// After each sweep, push its figures to this Prometheus Pushgateway (PUT
+    /// <URL>/metrics/job/streamgate_janitor).
+    #[arg(long, value_name = "URL", value_parser = janitor::push::parse_url)]
+    pushgateway_url: Option<url::Url>,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -49,7 +59,8 @@ async fn main() -> ExitCode {
     if cli.interval.is_some() {
         streamgate::shutdown::cancel_on_signal(shutdown.clone());
     }
-    let options = RunOptions { dry_run: cli.dry_run, interval: cli.interval };
+    let metrics = MetricsOutput { file: cli.metrics_file, pushgateway: cli.pushgateway_url };
+    let options = RunOptions { dry_run: cli.dry_run, interval: cli.interval, metrics };
     let code = match janitor::run(&config, options, &mut std::io::stdout(), shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

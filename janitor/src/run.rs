@@ -5,9 +5,14 @@
 //! reached or the sweep fails. A loop never exits on a failed sweep: it logs the error and
 //! tries again at the next interval, until the shutdown token fires (SIGTERM, Ctrl-C); a
 //! sweep in progress is finished first, so its claims are released.
+//!
+//! After each successful sweep its figures go to the metrics textfile and the Pushgateway
+//! when asked ([`MetricsOutput`]). A single run whose figures cannot be written or pushed
+//! exits non-zero after printing its report (the sweep itself stays done); a loop logs it.
 
 use std::io::Write;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use streamgate::redis::Redis;
 use streamgate::redis::{RedisError, redacted_url};
@@ -17,12 +22,60 @@ use crate::settings::JanitorConfig;
 use crate::sweep::{SweepError, SweepReport, Sweeper};
 
 /// How the janitor runs, from its command line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// Report what a sweep would do and change nothing.
     pub dry_run: bool,
     /// Sweep every interval until stopped; `None` for one sweep.
     pub interval: Option<Duration>,
+    /// Where each sweep's figures go, besides the JSON line.
+    pub metrics: MetricsOutput,
+}
+
+/// Where a sweep's figures go as Prometheus metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsOutput {
+    /// `--metrics-file`: a textfile for node_exporter's textfile collector.
+    pub file: Option<PathBuf>,
+    /// `--pushgateway-url`: a Pushgateway to push to.
+    pub pushgateway: Option<url::Url>,
+}
+
+impl MetricsOutput {
+    /// Writes and pushes the figures of `report`, as asked; both are tried even if the
+    /// first fails.
+    pub async fn export(&self, report: &SweepReport) -> Result<(), MetricsError> {
+        if self.file.is_none() && self.pushgateway.is_none() {
+            return Ok(());
+        }
+        let text = crate::metrics::render(report, SystemTime::now());
+        let written = match &self.file {
+            Some(path) => crate::metrics::write_file(path, &text)
+                .map_err(|source| MetricsError::File { path: path.clone(), source }),
+            None => Ok(()),
+        };
+        let pushed = match &self.pushgateway {
+            Some(url) => crate::push::push(url, text).await.map_err(MetricsError::Push),
+            None => Ok(()),
+        };
+        written.and(pushed)
+    }
+}
+
+/// Why a sweep's figures could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The textfile could not be written.
+    #[error("cannot write the metrics file {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The push failed.
+    #[error(transparent)]
+    Push(#[from] crate::push::PushError),
 }
 
 /// Why a run failed.
@@ -42,6 +95,9 @@ pub enum RunError {
     /// The report could not be written to stdout.
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),
+    /// The sweep's figures could not be written or pushed (the sweep is done).
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// Runs one sweep, or sweeps every `options.interval` until `shutdown` fires, writing each
@@ -65,7 +121,8 @@ pub async fn run(
     let Some(interval) = options.interval else {
         streamgate::redis::check_ready(&pool).await.map_err(unreachable)?;
         let report = sweeper.sweep(options.dry_run).await?;
-        return Ok(write_report(out, &report)?);
+        write_report(out, &report)?;
+        return Ok(options.metrics.export(&report).await?);
     };
 
     let mut checked = false;
@@ -77,6 +134,9 @@ pub async fn run(
             // The sweep's span already logs its error.
             if let Ok(report) = sweeper.sweep(options.dry_run).await {
                 write_report(out, &report)?;
+                if let Err(error) = options.metrics.export(&report).await {
+                    tracing::error!(%error, "Could not export the sweep's metrics; trying again after the next sweep.");
+                }
             }
         }
         tokio::select! {

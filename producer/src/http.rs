@@ -1,4 +1,5 @@
-//! The HTTP API: `POST /publish`, `GET /healthz`, `GET /readyz`.
+//! The HTTP API: `POST /publish`, `GET /healthz`, `GET /readyz`; and, on the admin
+//! listener, `GET /metrics`.
 //!
 //! Handlers return `Result<_, AppError>`; [`AppError`] is the one place that maps failures
 //! to a status and a JSON body `{"error": "..."}` (plus `"index"` when one event of a batch
@@ -29,6 +30,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
 use crate::input::{BodyRejection, Limits, Rejection, parse_body};
+use crate::metrics::{ProducerMetrics, StatusLabels};
 use crate::publisher::{Publish, PublishError, Published, Publisher};
 
 /// Seconds a client is asked to wait before retrying while Redis is unavailable.
@@ -97,12 +99,33 @@ impl PublishTasks {
 
 /// The router, apart from serving it, so tests can drive it with `oneshot` too.
 pub fn router(state: AppState) -> Router {
+    let count_status = axum::middleware::map_response_with_state(
+        Arc::clone(state.publisher.metrics()),
+        count_publish_status,
+    );
     Router::new()
-        .route("/publish", post(publish))
+        .route("/publish", post(publish).layer(count_status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The admin listener's router: `GET /metrics` only.
+pub fn admin_router(metrics: Arc<ProducerMetrics>) -> Router {
+    Router::new().route("/metrics", get(serve_metrics)).layer(TraceLayer::new_for_http()).with_state(metrics)
+}
+
+/// `GET /metrics`: the Prometheus (OpenMetrics text) exposition of the producer's metrics.
+async fn serve_metrics(State(metrics): State<Arc<ProducerMetrics>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+        .into_response()
+}
+
+/// Counts every answer of `POST /publish` by its status.
+async fn count_publish_status(State(metrics): State<Arc<ProducerMetrics>>, response: Response) -> Response {
+    metrics.publish_requests.get_or_create(&StatusLabels::of(response.status().as_u16())).inc();
+    response
 }
 
 /// One event's result, as `POST /publish` and `producer publish` print it.

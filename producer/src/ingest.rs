@@ -33,6 +33,10 @@
 //! entries to this consumer: after any failure the consumer first reads its own pending
 //! entries (`XREADGROUP ... 0`) until none is left, so they are not left waiting for a
 //! claim round.
+//!
+//! The group's backlog (entries read and not yet acknowledged, and the age of the oldest)
+//! is read for the metrics every [`BACKLOG_INTERVAL`] by [`watch_backlog`], one `XPENDING`
+//! summary and the server's `TIME` in one round trip — never per entry.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +47,12 @@ use streamgate::topic::InstanceId;
 use tokio_util::sync::CancellationToken;
 
 use crate::input::{Limits, parse_event};
+use crate::metrics::command;
 use crate::publisher::{Publish, PublishError, Publisher};
+
+/// How often the ingest backlog gauges are refreshed: a fraction of a usual scrape
+/// interval (15 s), and one cheap round trip each time.
+pub const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long an idle consumer waits before reading again: the most an entry added to an
 /// idle stream waits (a read cannot block inside the page script). 20 reads a second per
@@ -208,6 +217,11 @@ impl IngestConsumer {
         &self.consumer
     }
 
+    /// Its settings.
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
     /// Runs until `shutdown` is cancelled, finishing the batch in hand unless Redis is down.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(
@@ -343,8 +357,13 @@ impl IngestConsumer {
             .arg(self.limits.max_event_bytes)
             .arg(MAX_SMALL_FIELD_BYTES)
             .arg(MAX_FIELDS);
-        let mut conn = self.publisher.redis().get().await?;
-        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        let metrics = &self.publisher.metrics().redis;
+        let reply: Value = metrics
+            .time(command::INGEST_READ, async {
+                let mut conn = self.publisher.redis().get().await?;
+                Ok::<_, IngestError>(invocation.invoke_async(&mut conn).await?)
+            })
+            .await?;
         decode_page(reply).ok_or_else(|| {
             IngestError::Redis(RedisError::Pool("unexpected reply from the ingest page script".to_owned()))
         })
@@ -455,9 +474,82 @@ impl IngestConsumer {
         }
         pipe.cmd("XACK").arg(&self.config.stream).arg(&self.config.group).arg(&ids).ignore();
         pipe.cmd("XDEL").arg(&self.config.stream).arg(&ids).ignore();
-        let () = pipe.query_async(&mut conn).await?;
+        let metrics = self.publisher.metrics();
+        metrics
+            .redis
+            .time(command::INGEST_ACK, async {
+                let () = pipe.query_async(&mut conn).await?;
+                Ok::<_, IngestError>(())
+            })
+            .await?;
+        metrics.dead_letters.inc_by(dead.len() as u64);
         Ok(())
     }
+}
+
+/// Refreshes the ingest backlog gauges (`ingest_pending`, `ingest_oldest_pending_age_seconds`)
+/// every [`BACKLOG_INTERVAL`] until `shutdown`. A failed read leaves them as they were (the
+/// error is counted; the consumer logs outages).
+pub async fn watch_backlog(publisher: Arc<Publisher>, config: IngestConfig, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(BACKLOG_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let metrics = publisher.metrics();
+        let read = async {
+            let mut conn = publisher.redis().get().await?;
+            let (summary, time): (Value, Value) = redis::pipe()
+                .cmd("XPENDING")
+                .arg(&config.stream)
+                .arg(&config.group)
+                .cmd("TIME")
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, IngestError>((summary, time))
+        };
+        let Ok((summary, time)) = metrics.redis.time(command::INGEST_PENDING, read).await else {
+            continue;
+        };
+        match backlog(summary, time) {
+            Some(Backlog { pending, oldest_age_seconds }) => {
+                metrics.ingest_pending.set(pending);
+                metrics.ingest_oldest_pending_age_seconds.set(oldest_age_seconds);
+            }
+            None => tracing::debug!("Unexpected reply to XPENDING or TIME; ingest backlog not updated."),
+        }
+    }
+}
+
+/// The ingest group's backlog at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Backlog {
+    /// Entries read and not acknowledged.
+    pending: i64,
+    /// Age of the oldest of them by the server's clock (its id's milliseconds), 0 if none.
+    oldest_age_seconds: f64,
+}
+
+/// Reads an `XPENDING` summary (`[count, smallest id, largest id, consumers]`) against the
+/// server's `TIME` (`[seconds, microseconds]`).
+fn backlog(summary: Value, time: Value) -> Option<Backlog> {
+    let Value::Array(summary) = summary else { return None };
+    let mut summary = summary.into_iter();
+    let Some(Value::Int(pending)) = summary.next() else { return None };
+    let Value::Array(time) = time else { return None };
+    let mut time = time.into_iter().map(|part| text_of(part)?.parse::<u64>().ok());
+    let (Some(Some(seconds)), Some(Some(micros))) = (time.next(), time.next()) else { return None };
+    let now_ms = seconds * 1000 + micros / 1000;
+    let oldest_age_seconds = match summary.next().and_then(text_of) {
+        Some(oldest) => {
+            let oldest_ms: u64 = oldest.split_once('-')?.0.parse().ok()?;
+            now_ms.saturating_sub(oldest_ms) as f64 / 1000.0
+        }
+        None => 0.0,
+    };
+    Some(Backlog { pending, oldest_age_seconds })
 }
 
 /// Which page [`IngestConsumer::read`] reads.
@@ -562,6 +654,22 @@ fn parse_entry(limits: &Limits, entry: &IngestEntry) -> Result<Publish, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backlog_is_the_pending_count_and_the_oldest_ids_age_by_the_servers_clock() {
+        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let time = || Value::Array(vec![bulk("1700000010"), bulk("250000")]);
+        let summary = Value::Array(vec![
+            Value::Int(3),
+            bulk("1700000000000-0"),
+            bulk("1700000009000-4"),
+            Value::Array(vec![Value::Array(vec![bulk("p-1"), bulk("3")])]),
+        ]);
+        assert_eq!(backlog(summary, time()), Some(Backlog { pending: 3, oldest_age_seconds: 10.25 }));
+        let empty = Value::Array(vec![Value::Int(0), Value::Nil, Value::Nil, Value::Nil]);
+        assert_eq!(backlog(empty, time()), Some(Backlog { pending: 0, oldest_age_seconds: 0.0 }));
+        assert_eq!(backlog(Value::Nil, time()), None);
+    }
 
     const LIMITS: Limits =
         Limits { max_event_bytes: 8, max_request_bytes: 100, max_batch_events: 10, max_topic_bytes: 16 };

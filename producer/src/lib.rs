@@ -9,7 +9,10 @@
 //! - [`publisher`]: the routing core — one atomic append script per batch, liveness, one
 //!   routing pipeline. Its semantics are the gateway's contract.
 //! - [`http`]: the axum router (`POST /publish`, `/healthz`, `/readyz`) and [`http::AppError`].
-//! - [`ingest`]: the consumer-group loop over the ingest stream, with dead letters.
+//! - [`ingest`]: the consumer-group loop over the ingest stream, with dead letters, and
+//!   the timer that reads its backlog for the metrics.
+//! - [`metrics`]: [`metrics::ProducerMetrics`], served at `GET /metrics` on the admin
+//!   listener (`ADMIN_LISTEN_ADDR`).
 //! - [`startup`]: [`startup::Application`], which binds, serves and runs the ingest consumer.
 //! - [`serve`]: the accept loop, with a header-read timeout.
 //! - [`cli`]: the command line (`serve`, `publish`).
@@ -22,6 +25,7 @@ pub mod cli;
 pub mod http;
 pub mod ingest;
 pub mod input;
+pub mod metrics;
 pub mod publisher;
 pub mod serve;
 pub mod settings;

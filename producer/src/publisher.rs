@@ -23,7 +23,7 @@
 //! names a predecessor it never saw (docs/DELIVERY.md, mechanism 3: hubs reconcile idle topics).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Script, Value};
@@ -33,6 +33,8 @@ use streamgate::keys::Keys;
 use streamgate::redis::{Conn, Redis, RedisError};
 use streamgate::stream::{HistoryEntry, RoutedEntry};
 use streamgate::topic::{InstanceId, Topic};
+
+use crate::metrics::{ProducerMetrics, command};
 
 /// The batch append script; see its header for the KEYS/ARGV/reply layout.
 const APPEND_SCRIPT: &str = include_str!("append.lua");
@@ -188,17 +190,31 @@ pub struct Publisher {
     /// dead is checked again on its next use, so a gateway restarting under the same id
     /// (a StatefulSet pod) is never skipped once its liveness key is back.
     seen_alive: Mutex<HashMap<InstanceId, Instant>>,
+    /// What it counts: appends, duplicates, fan-out, Redis timings.
+    metrics: Arc<ProducerMetrics>,
 }
 
 impl Publisher {
-    /// A publisher writing under `keys` through `redis`.
+    /// A publisher writing under `keys` through `redis`, with metrics of its own.
     pub fn new(redis: Redis, keys: Keys, config: PublisherConfig) -> Publisher {
-        Publisher { redis, keys, config, append: Script::new(APPEND_SCRIPT), seen_alive: Mutex::default() }
+        Publisher {
+            redis,
+            keys,
+            config,
+            append: Script::new(APPEND_SCRIPT),
+            seen_alive: Mutex::default(),
+            metrics: Arc::new(ProducerMetrics::new()),
+        }
     }
 
     /// The Redis connections it writes through.
     pub fn redis(&self) -> &Redis {
         &self.redis
+    }
+
+    /// The producer's metrics (this publisher's and everything built on it).
+    pub fn metrics(&self) -> &Arc<ProducerMetrics> {
+        &self.metrics
     }
 
     /// Publishes a batch: one result per event, in order. On error nothing of the batch is
@@ -219,8 +235,14 @@ impl Publisher {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.redis.get().await.map_err(PublishError::no_connection)?;
-        let appended = self.append(&mut conn, scope, batch).await?;
+        let mut conn = self.redis.get().await.map_err(|error| {
+            self.metrics.redis.error(command::APPEND);
+            PublishError::no_connection(error)
+        })?;
+        let appended = self.metrics.redis.time(command::APPEND, self.append(&mut conn, scope, batch)).await?;
+        let duplicates = appended.iter().filter(|appended| appended.duplicate).count() as u64;
+        self.metrics.duplicates.inc_by(duplicates);
+        self.metrics.events_appended.inc_by(appended.len() as u64 - duplicates);
         if let Err(error) = self.route(&mut conn, batch, &appended).await {
             tracing::warn!(
                 %error,
@@ -321,10 +343,14 @@ impl Publisher {
             appended.iter().map(|a| subscribed_instances(&a.members)).collect();
         let wanted: BTreeSet<&InstanceId> = targets.iter().flatten().collect();
         let live = self.live_instances(conn, wanted).await?;
+        // The producer's clock when routing: the gateways measure publish-to-deliver from it.
+        let published_at_micros =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64);
 
         let mut pipe = redis::pipe();
         for ((publish, appended), targets) in batch.iter().zip(appended).zip(&targets) {
             let instances: Vec<&InstanceId> = targets.iter().filter(|i| live.contains(*i)).collect();
+            self.metrics.route_fanout.observe(instances.len() as f64);
             if instances.is_empty() {
                 continue;
             }
@@ -335,7 +361,12 @@ impl Publisher {
                 }
             };
             let entry = HistoryEntry { id: appended.id, prev: appended.prev, name, data };
-            let fields = RoutedEntry::fields(publish.event.topic.as_str(), &entry, &appended.epoch);
+            let fields = RoutedEntry::fields(
+                publish.event.topic.as_str(),
+                &entry,
+                &appended.epoch,
+                Some(published_at_micros),
+            );
             for instance in instances {
                 pipe.cmd("XADD")
                     .arg(self.keys.instance_stream(instance))
@@ -356,7 +387,7 @@ impl Publisher {
             index.arg(now_ms).arg(topic);
         }
         index.ignore();
-        let () = pipe.query_async(conn).await?;
+        let () = self.metrics.redis.time(command::ROUTE, pipe.query_async(conn)).await?;
         Ok(())
     }
 
@@ -388,7 +419,7 @@ impl Publisher {
         for instance in &unknown {
             pipe.exists(self.keys.instance_alive(instance));
         }
-        let alive: Vec<bool> = pipe.query_async(conn).await?;
+        let alive: Vec<bool> = self.metrics.redis.time(command::LIVENESS, pipe.query_async(conn)).await?;
         let mut seen_alive = self.seen_alive.lock().unwrap_or_else(PoisonError::into_inner);
         for (instance, alive) in unknown.into_iter().zip(alive) {
             if alive {

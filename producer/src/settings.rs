@@ -28,6 +28,15 @@ pub const LISTEN_ADDR: Setting = Setting {
     help: "Where the HTTP API (POST /publish, /healthz, /readyz) listens.",
 };
 
+/// `ADMIN_LISTEN_ADDR`.
+pub const ADMIN_LISTEN_ADDR: Setting = Setting {
+    name: "ADMIN_LISTEN_ADDR",
+    default: "off",
+    allowed: "a socket address such as 127.0.0.1:9091 (port 0 picks a free port), or off",
+    help: "Where GET /metrics (Prometheus) is served, apart from LISTEN_ADDR and without \
+           authentication; off (or empty) serves no metrics.",
+};
+
 /// `PUBLISH_TOKEN`.
 pub const PUBLISH_TOKEN: Setting = Setting {
     name: "PUBLISH_TOKEN",
@@ -239,6 +248,7 @@ pub const SETTINGS: &[Setting] = &[
     REDIS_SENTINEL_NODES,
     REDIS_SENTINEL_MASTER,
     LISTEN_ADDR,
+    ADMIN_LISTEN_ADDR,
     PUBLISH_TOKEN,
     PUBLISH_TOKEN_FILE,
     PUBLISH_JWT_SECRET,
@@ -272,6 +282,8 @@ pub struct ProducerConfig {
     pub common: Common,
     /// Where the HTTP API listens.
     pub listen_addr: SocketAddr,
+    /// Where `GET /metrics` is served; `None` for nowhere.
+    pub admin_listen_addr: Option<SocketAddr>,
     /// How publishers authenticate.
     pub auth: AuthConfig,
     /// How long a client may take to send a request's headers.
@@ -340,6 +352,11 @@ impl ProducerConfig {
         Ok(ProducerConfig {
             common: Common::from_layered(layered)?,
             listen_addr: layered.get(&LISTEN_ADDR)?,
+            admin_listen_addr: layered.get_with(&ADMIN_LISTEN_ADDR, |raw| match raw {
+                "" => Some(None),
+                off if off.eq_ignore_ascii_case("off") => Some(None),
+                addr => addr.parse().ok().map(Some),
+            })?,
             auth: auth_config(layered)?,
             header_read_timeout: layered
                 .get_duration(&HEADER_READ_TIMEOUT, Duration::from_millis(100)..=Duration::from_secs(300))?,
@@ -488,6 +505,7 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let config = load(&[]).unwrap();
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8090");
+        assert_eq!(config.admin_listen_addr, None);
         assert!(config.auth.tokens.is_empty() && config.auth.jwt_secret.is_none());
         assert!(!config.auth.allow_anonymous);
         assert_eq!(config.header_read_timeout, Duration::from_secs(10));
@@ -518,6 +536,15 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_listener_is_an_address_or_off() {
+        let config = load(&[("ADMIN_LISTEN_ADDR", "127.0.0.1:9091")]).unwrap();
+        assert_eq!(config.admin_listen_addr, Some("127.0.0.1:9091".parse().unwrap()));
+        for off in ["off", "OFF", ""] {
+            assert_eq!(load(&[("ADMIN_LISTEN_ADDR", off)]).unwrap().admin_listen_addr, None, "{off:?}");
+        }
+    }
+
+    #[test]
     fn zero_means_unlimited_retention() {
         let config = load(&[("HISTORY_MAX_LEN", "0"), ("HISTORY_MAX_AGE", "0s")]).unwrap();
         assert_eq!(config.publisher.history_max_len, None);
@@ -528,6 +555,7 @@ mod tests {
     fn invalid_values_name_the_setting() {
         for (name, value) in [
             ("LISTEN_ADDR", "nowhere"),
+            ("ADMIN_LISTEN_ADDR", "9091"),
             ("MAX_EVENT_BYTES", "lots"),
             ("DEDUP_WINDOW", "0s"),
             ("INGEST_ENABLED", "perhaps"),

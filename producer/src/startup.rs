@@ -58,6 +58,8 @@ pub async fn build_publisher(config: &ProducerConfig) -> Result<Arc<Publisher>, 
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    admin_listener: Option<TcpListener>,
+    admin_addr: Option<SocketAddr>,
     state: AppState,
     ingest: Option<IngestConsumer>,
     header_read_timeout: Duration,
@@ -86,6 +88,15 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr: config.listen_addr, source })?;
+        let (admin_listener, admin_addr) = match config.admin_listen_addr {
+            None => (None, None),
+            Some(addr) => {
+                let bind_error = |source| StartupError::Bind { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                (Some(listener), Some(bound))
+            }
+        };
         let ingest = config
             .ingest
             .enabled
@@ -100,6 +111,8 @@ impl Application {
         Ok(Application {
             listener,
             local_addr,
+            admin_listener,
+            admin_addr,
             state,
             ingest,
             header_read_timeout: config.header_read_timeout,
@@ -116,22 +129,47 @@ impl Application {
         self.local_addr
     }
 
+    /// The admin listener's bound address (`None` with `ADMIN_LISTEN_ADDR=off`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The metrics `GET /metrics` serves.
+    pub fn metrics(&self) -> &Arc<crate::metrics::ProducerMetrics> {
+        self.state.publisher.metrics()
+    }
+
     /// Serves until `shutdown` is cancelled: in-flight requests and publishes (also those
     /// whose client left) finish, and the ingest consumer finishes its batch in hand, before
     /// this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let backlog = self.ingest.as_ref().map(|consumer| {
+            tokio::spawn(crate::ingest::watch_backlog(
+                Arc::clone(&self.state.publisher),
+                consumer.config().clone(),
+                shutdown.clone(),
+            ))
+        });
         let ingest = self.ingest.map(|consumer| tokio::spawn(consumer.run(shutdown.clone())));
         tracing::info!(
             addr = %self.local_addr,
+            admin_addr = self.admin_addr.map(|addr| addr.to_string()),
             authentication = self.state.auth.is_required(),
             "Producer listening."
         );
         let tasks = self.state.tasks.clone();
+        let admin = self.admin_listener.map(|listener| {
+            let router = crate::http::admin_router(Arc::clone(self.state.publisher.metrics()));
+            tokio::spawn(crate::serve::serve(listener, router, self.header_read_timeout, shutdown.clone()))
+        });
         crate::serve::serve(self.listener, router(self.state), self.header_read_timeout, shutdown.clone())
             .await;
         // Publishes whose clients left before the answer are not waited for by the server.
         tasks.wait(PUBLISH_DRAIN_TIMEOUT).await;
         shutdown.cancel();
+        for task in [admin, backlog].into_iter().flatten() {
+            let _ = task.await;
+        }
         if let Some(ingest) = ingest
             && let Err(error) = ingest.await
         {

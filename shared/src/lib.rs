@@ -13,6 +13,7 @@
 //! - [`keys`] — every Redis key name, with hash tags for Redis Cluster.
 //! - [`liveness`] — the liveness protocol: the gateway's and the janitor's claim scripts,
 //!   with typed replies.
+//! - [`metrics`] — the Redis command latency and error metrics every service exports.
 //! - [`topic_pattern`] — the topics a token grants: exact names and `prefix*` patterns.
 //! - [`stream`] — history and routed entries as stored in Redis streams.
 //! - [`redis`] — the connection pool, dedicated blocking connections, backoff, outage logs.
@@ -20,8 +21,8 @@
 //! - [`telemetry`] — tracing subscriber and optional OTLP export.
 //! - [`shutdown`] — Ctrl-C / SIGTERM handling.
 //!
-//! Architecture invariant: this crate knows nothing of HTTP or axum, so the janitor never
-//! links an HTTP stack.
+//! Architecture invariant: this crate knows nothing of HTTP or axum (the janitor links an
+//! HTTP client only for its optional Pushgateway push).
 
 pub mod cli;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod cursor;
 pub mod event;
 pub mod keys;
 pub mod liveness;
+pub mod metrics;
 pub mod redis;
 pub mod settings;
 pub mod shutdown;

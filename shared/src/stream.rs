@@ -3,7 +3,10 @@
 //! A **history entry** (in `P:h:{D}:T`) has fields `d` (data), `p` (the id of the topic's
 //! previous event, `0-0` for the first of an epoch) and, when named, `n` (event name).
 //! A **routed entry** (in an instance stream `P:i:{I}:s`) repeats the event for the live
-//! path: `t` topic, `i` history id, `p` previous id, `e` epoch, `d`, and `n` when named.
+//! path: `t` topic, `i` history id, `p` previous id, `e` epoch, `d`, `n` when named, and
+//! `ts`, the producer's wall clock when it routed the event (microseconds since the Unix
+//! epoch), from which a gateway measures publish-to-deliver latency. Entries without `ts`
+//! (from a producer older than the field) are delivered all the same.
 //! `p` is what lets a gateway see a gap (a predecessor newer than what it delivered) and
 //! fill it from the history; anything at or below what it delivered is a duplicate.
 
@@ -26,6 +29,9 @@ pub mod field {
     pub const ID: &str = "i";
     /// Routed entry field: the history's epoch.
     pub const EPOCH: &str = "e";
+    /// Routed entry field: when the producer routed the event, in microseconds since the
+    /// Unix epoch by its clock.
+    pub const PUBLISHED_AT: &str = "ts";
     /// Meta hash field: the history's epoch.
     pub const META_EPOCH: &str = "epoch";
     /// Meta hash field: the id of the newest event appended.
@@ -56,6 +62,9 @@ pub struct RoutedEntry {
     pub entry: HistoryEntry,
     /// The history's epoch.
     pub epoch: Epoch,
+    /// When the producer routed it, in microseconds since the Unix epoch by the producer's
+    /// clock; `None` from a producer that does not say.
+    pub published_at_micros: Option<u64>,
 }
 
 /// Why a stream entry could not be decoded.
@@ -128,11 +137,18 @@ impl RoutedEntry {
                 name: text_field(entry, field::NAME),
                 data: text_field(entry, field::DATA).ok_or_else(|| error("no data"))?,
             },
+            published_at_micros: text_field(entry, field::PUBLISHED_AT).and_then(|ts| ts.parse().ok()),
         })
     }
 
-    /// The field/value pairs to `XADD` to an instance stream.
-    pub fn fields(topic: &str, entry: &HistoryEntry, epoch: &Epoch) -> Vec<(&'static str, String)> {
+    /// The field/value pairs to `XADD` to an instance stream; `published_at_micros` is the
+    /// producer's clock when it routes the event (see [`field::PUBLISHED_AT`]).
+    pub fn fields(
+        topic: &str,
+        entry: &HistoryEntry,
+        epoch: &Epoch,
+        published_at_micros: Option<u64>,
+    ) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             (field::TOPIC, topic.to_owned()),
             (field::ID, entry.id.to_string()),
@@ -142,6 +158,9 @@ impl RoutedEntry {
         ];
         if let Some(name) = &entry.name {
             fields.push((field::NAME, name.clone()));
+        }
+        if let Some(micros) = published_at_micros {
+            fields.push((field::PUBLISHED_AT, micros.to_string()));
         }
         fields
     }
@@ -172,10 +191,18 @@ mod tests {
             data: "{\"a\":1}".into(),
         };
         let epoch = Epoch::parse("abc").unwrap();
-        let fields = RoutedEntry::fields("order:1", &entry, &epoch);
-        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let decoded = RoutedEntry::decode(&stream_id("9-0", &pairs)).unwrap();
-        assert_eq!(decoded, RoutedEntry { topic: "order:1".into(), entry, epoch });
+        for published_at_micros in [Some(1_732_350_000_123_456), None] {
+            let fields = RoutedEntry::fields("order:1", &entry, &epoch, published_at_micros);
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let decoded = RoutedEntry::decode(&stream_id("9-0", &pairs)).unwrap();
+            let expected = RoutedEntry {
+                topic: "order:1".into(),
+                entry: entry.clone(),
+                epoch: epoch.clone(),
+                published_at_micros,
+            };
+            assert_eq!(decoded, expected);
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct TestProducer {
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Its admin listener's port (`GET /metrics`), when `ADMIN_LISTEN_ADDR` is set.
+    pub admin_port: Option<u16>,
     /// Its key schema.
     pub keys: Keys,
     /// Its configuration.
@@ -49,10 +51,12 @@ pub async fn spawn_producer(redis_url: &str, prefix: &str, overrides: &[(&str, &
     let config = ProducerConfig::with_overrides(&settings).expect("test producer configuration");
     let application = Application::build(config.clone()).await.expect("producer starts");
     let port = application.port();
+    let admin_port = application.admin_addr().map(|addr| addr.port());
     let stop = CancellationToken::new();
     let task = tokio::spawn(application.run_until_stopped(stop.clone()));
     TestProducer {
         port,
+        admin_port,
         keys: config.common.keys.clone(),
         config,
         http: reqwest::Client::new(),
@@ -65,6 +69,11 @@ impl TestProducer {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://127.0.0.1:ADMIN_PORT{path}`; panics without an admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port.expect("ADMIN_LISTEN_ADDR is set"))
     }
 
     /// `POST /publish` with a JSON body.

@@ -8,8 +8,8 @@
 //! - host names: a compose service name (`redis`, `gateway`) becomes 127.0.0.1;
 //! - listen ports: each becomes a free port on 127.0.0.1 (two replicas cannot share one),
 //!   after checking that it is the port the file publishes or exposes for the service;
-//!   the gateway's admin listener (`ADMIN_LISTEN_ADDR`, on each container's own loopback)
-//!   gets a free port too;
+//!   the admin listeners (`ADMIN_LISTEN_ADDR`: the gateway's, and the producer's when set)
+//!   get a free port too;
 //! - secrets: `/run/secrets/NAME` becomes the file the top-level `secrets:` names, in a
 //!   temp dir filled by `deploy/make-secrets.sh` (as a user would run it), after checking
 //!   that the service mounts that secret;
@@ -592,7 +592,7 @@ impl Container {
         }
         let port = free_port();
         environment.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
-        if self.binary == "gateway" {
+        if self.binary == "gateway" || environment.contains_key("ADMIN_LISTEN_ADDR") {
             environment.insert("ADMIN_LISTEN_ADDR".into(), format!("127.0.0.1:{}", free_port()));
         }
         ServiceProcess::spawn(name, &self.binary, &self.command, environment, port, logs)

@@ -1,21 +1,27 @@
 //! `GET /metrics` on the gateway's admin listener: Prometheus text that follows what
 //! happens — streams opened and closed, events delivered and replayed, resets by reason,
-//! hubs — with no topic or client label.
+//! hubs, subscriptions, publish-to-deliver latency, gap fills, Redis timings — with no
+//! topic or client label.
 
 use std::time::Duration;
 
+use redis::AsyncCommands as _;
+use streamgate::keys::Keys;
+use streamgate::stream::{HistoryEntry, field};
+use streamgate::topic::Topic;
 use streamgate_tests::gateway_app::spawn_gateway;
 use streamgate_tests::publish::{publish_one, publisher};
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::sse_client::connect;
+use streamgate_tests::wait::wait_until;
 
 /// The value of the sample named exactly `series` (with its labels), if exposed.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
 }
 
-async fn scrape(url: &str) -> String {
+pub async fn scrape(url: &str) -> String {
     let response = reqwest::get(url).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().contains("openmetrics-text"));
@@ -73,4 +79,79 @@ async fn metrics_follow_streams_deliveries_replays_and_resets() {
         assert!(tokio::time::Instant::now() < until, "streams never counted as closed: {text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Appends an event to `topic`'s history as the producer's script would, without routing
+/// it anywhere (a producer that crashed between its two steps).
+async fn append_unrouted(redis_url: &str, keys: &Keys, topic: &str, data: &str) {
+    let topic = Topic::parse(topic, 256).unwrap();
+    let mut conn = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let prev: String = conn.hget(keys.meta(&topic), field::META_LAST).await.unwrap();
+    let entry =
+        HistoryEntry { id: Default::default(), prev: prev.parse().unwrap(), name: None, data: data.into() };
+    let added: String = conn.xadd(keys.history(&topic), "*", &entry.fields()).await.unwrap();
+    let _: () = conn.hset(keys.meta(&topic), field::META_LAST, &added).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_is_observed_once_per_event_per_hub_and_gaps_subscriptions_and_redis_are_counted() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("metrics-latency");
+    // No reconciliation round but the first (at start): the unrouted event below must be
+    // found by the gap the next routed event reveals, not by a round.
+    let gateway = spawn_gateway(&redis.url(), &prefix, &[("RECONCILE_INTERVAL", "1m")]).await;
+    let publisher = publisher(&redis.url(), &prefix);
+    let metrics_url = gateway.admin_url("/metrics");
+
+    // Two subscribers of `a` (one also of `b`): three subscriptions, two hubs.
+    let mut only_a = connect(&gateway.url("/events?topic=a"), None).await;
+    let mut a_and_b = connect(&gateway.url("/events?topic=a&topic=b"), None).await;
+    for data in ["one", "two", "three"] {
+        publish_one(&publisher, "a", data).await;
+    }
+    only_a.take(3, Duration::from_secs(10)).await;
+    a_and_b.take(3, Duration::from_secs(10)).await;
+    let count = "streamgate_gateway_publish_to_deliver_seconds_count";
+    wait_until("three latencies observed", Duration::from_secs(10), || async {
+        sample(&scrape(&metrics_url).await, count) == Some(3.0)
+    })
+    .await;
+
+    // An event in history that was never routed, then one that is: its predecessor is not
+    // the hub's position, so the hub fills the gap from history.
+    append_unrouted(&redis.url(), &Keys::new(&prefix).unwrap(), "a", "unrouted").await;
+    publish_one(&publisher, "a", "after the gap").await;
+    let gap = only_a.take(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        gap.iter().map(|event| event.data.as_str()).collect::<Vec<_>>(),
+        ["unrouted", "after the gap"]
+    );
+
+    let text = scrape(&metrics_url).await;
+    // Once per event per hub — not per subscriber, and not for what a gap fill delivered.
+    assert_eq!(sample(&text, count), Some(3.0), "{text}");
+    assert!(sample(&text, "streamgate_gateway_publish_to_deliver_seconds_sum").unwrap() >= 0.0, "{text}");
+    assert_eq!(sample(&text, "streamgate_gateway_hub_gap_fills_total"), Some(1.0), "{text}");
+    assert!(sample(&text, "streamgate_gateway_reconciliations_total").unwrap() >= 1.0, "{text}");
+    assert_eq!(sample(&text, "streamgate_gateway_subscriptions"), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "streamgate_gateway_hubs"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "streamgate_gateway_instance_stream_lag_seconds"), Some(0.0), "{text}");
+    assert!(sample(&text, "streamgate_gateway_membership_flush_topics_count").unwrap() >= 1.0, "{text}");
+    for command in ["history_read", "membership_flush"] {
+        let series =
+            format!(r#"streamgate_gateway_redis_command_duration_seconds_count{{command="{command}"}}"#);
+        assert!(sample(&text, &series).unwrap_or(0.0) >= 1.0, "{command}: {text}");
+    }
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("streamgate_gateway_redis_command_errors_total{"))
+        .collect();
+    assert_eq!(errors.len(), 6, "one series per command, from the start: {text}");
+    assert!(errors.iter().all(|line| line.ends_with(" 0")), "no Redis error: {text}");
+
+    drop((only_a, a_and_b));
+    wait_until("subscriptions counted as gone", Duration::from_secs(10), || async {
+        sample(&scrape(&metrics_url).await, "streamgate_gateway_subscriptions") == Some(0.0)
+    })
+    .await;
 }

@@ -4,6 +4,7 @@
 //! codes and the JSON report.
 
 mod fence;
+mod metrics;
 mod support;
 
 use janitor::instances::Claim;
