@@ -26,6 +26,8 @@ pub enum CloseReason {
     Auth,
     /// `MAX_STREAM_LIFETIME` passed.
     Lifetime,
+    /// An operator closed it (`DELETE /admin/connections/{id}`).
+    Admin,
 }
 
 impl EncodeLabelValue for CloseReason {
@@ -36,6 +38,7 @@ impl EncodeLabelValue for CloseReason {
             CloseReason::Drained => "drained",
             CloseReason::Auth => "auth",
             CloseReason::Lifetime => "lifetime",
+            CloseReason::Admin => "admin",
         })
     }
 }
