@@ -205,6 +205,7 @@ impl Application {
                 .map(|(addr, port)| SocketAddr::new(addr.ip(), port).to_string()),
             started_at_ms: crate::summary::unix_ms(std::time::SystemTime::now()),
         };
+        crate::summary::write(&state, &identity).await;
         tasks.push(tokio::spawn(crate::summary::run(state.clone(), identity, tasks_stop.clone())));
         Ok(Application { listener, port, admin_listener, admin_port, state, tasks, tasks_stop })
     }

@@ -2,13 +2,13 @@
 //! any gateway): its addresses, connections, topics, events delivered, version, start and
 //! last heartbeat, as JSON in `P:i:{I}:summary`.
 //!
-//! It is written at start-up and then every third of `LIVENESS_TTL` (the liveness
-//! heartbeat's period), with `LIVENESS_TTL` as its TTL: a gateway that dies stops writing
-//! it and it expires with its liveness key, so neither the janitor nor anybody else has to
-//! clean it. A gateway that shuts down deletes it with its other keys ([`Membership::
-//! deregister`](crate::membership::Membership::deregister)). Writes go through
-//! [`Membership::write_summary`](crate::membership::Membership::write_summary), which never
-//! writes after deregistration.
+//! It is written at start-up, before the gateway serves, then every third of
+//! `LIVENESS_TTL` (the liveness heartbeat's period), with `LIVENESS_TTL` as its TTL: a
+//! gateway that dies stops writing it and it expires with its liveness key, so neither the
+//! janitor nor anybody else has to clean it. A gateway that shuts down deletes it with its
+//! other keys ([`Membership::deregister`](crate::membership::Membership::deregister)).
+//! Writes go through [`Membership::write_summary`](crate::membership::Membership::write_summary),
+//! which never writes after deregistration.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -72,21 +72,29 @@ pub fn current(state: &AppState, identity: &Identity) -> Summary {
     }
 }
 
-/// Writes the summary at once and then every third of `LIVENESS_TTL`, until `stop`.
-pub async fn run(state: AppState, identity: Identity, stop: CancellationToken) {
+/// Writes the summary once (start-up does, before it serves, so a gateway is in the
+/// cluster view as soon as it is up).
+pub async fn write(state: &AppState, identity: &Identity) {
     let ttl = state.config.liveness_ttl;
-    let mut ticks = tokio::time::interval(ttl / 3);
+    let summary = serde_json::to_string(&current(state, identity)).expect("a summary serializes");
+    let write = state.membership.write_summary(&state.pool, &summary, ttl);
+    // The membership task logs Redis outages; a missed summary is rewritten next time.
+    if let Err(error) = tokio::time::timeout(ttl / 3, write).await.unwrap_or(Ok(())) {
+        tracing::debug!(%error, "Could not write the instance summary.");
+    }
+}
+
+/// Writes the summary every third of `LIVENESS_TTL` (the liveness heartbeat's period),
+/// until `stop`.
+pub async fn run(state: AppState, identity: Identity, stop: CancellationToken) {
+    let period = state.config.liveness_ttl / 3;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let summary = serde_json::to_string(&current(&state, &identity)).expect("a summary serializes");
-        let write = state.membership.write_summary(&state.pool, &summary, ttl);
-        // The membership task logs Redis outages; a missed summary is rewritten next tick.
-        if let Err(error) = tokio::time::timeout(ttl / 3, write).await.unwrap_or(Ok(())) {
-            tracing::debug!(%error, "Could not write the instance summary.");
-        }
+        write(&state, &identity).await;
     }
 }
