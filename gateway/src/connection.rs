@@ -24,6 +24,7 @@ use streamgate::event::{CURSOR_EVENT, Frame, comment, id_line, reset_body, retry
 use streamgate::redis::{Backoff, RedisError};
 use streamgate::stream::HistoryEntry;
 use streamgate::topic::Topic;
+use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{self, Lagged};
 use crate::history::{self, HistoryRead, Position};
@@ -46,6 +47,9 @@ pub struct ConnectionInfo {
     pub events_sent: AtomicU64,
     /// Per-topic positions.
     pub positions: Mutex<Vec<Position>>,
+    /// Fired by an operator (`DELETE /admin/connections/{id}`): the stream ends with its
+    /// cursor block, and the client resumes from it.
+    closed: CancellationToken,
 }
 
 /// Every open SSE connection of this instance, and counters.
@@ -105,6 +109,7 @@ impl Connections {
             connected_at: SystemTime::now(),
             events_sent: AtomicU64::new(0),
             positions,
+            closed: CancellationToken::new(),
         });
         self.map.lock().expect("connections lock").insert(id, Arc::clone(&info));
         Some(ConnectionGuard { connections: Arc::clone(self), info })
@@ -122,6 +127,19 @@ impl Connections {
         let map = self.map.lock().expect("connections lock");
         let open: u64 = map.values().map(|info| info.events_sent.load(Ordering::Relaxed)).sum();
         open + self.closed_events_sent.load(Ordering::Relaxed)
+    }
+
+    /// Ends connection `id`'s stream, as an operator asked; false when no such connection
+    /// is open. The stream sends its cursor block first, so the client resumes exactly.
+    pub fn close(&self, id: u64) -> bool {
+        let map = self.map.lock().expect("connections lock");
+        match map.get(&id) {
+            Some(info) => {
+                info.closed.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// A snapshot of every open connection.
@@ -356,6 +374,7 @@ pub fn event_stream(
         tokio::pin!(deadline_passes);
         let Joined { subscriptions, mut subscribed } = joined;
         let shutdown = state.shutdown.clone();
+        let closed = guard.info.closed.clone();
         let mut heartbeat = tokio::time::interval(state.config.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.reset();
@@ -370,6 +389,7 @@ pub fn event_stream(
                         break;
                     }
                     _ = heartbeat.tick() => yield Ok(comment("")),
+                    _ = closed.cancelled() => { gauge.reason = CloseReason::Admin; return; }
                 }
             }
         }
@@ -407,6 +427,9 @@ pub fn event_stream(
                 let step = tokio::select! {
                     step = replay_step(&state, hub, &position) => step,
                     _ = shutdown.cancelled() => return,
+                    // Every event replayed so far carried its cursor: the client resumes
+                    // after the last one.
+                    _ = closed.cancelled() => { gauge.reason = CloseReason::Admin; return; }
                 };
                 let (verdict, read) = match step {
                     Ok(step) => { backoff.reset(); step }
@@ -416,6 +439,7 @@ pub fn event_stream(
                             _ = tokio::time::sleep(backoff.next_delay()) => {}
                             _ = heartbeat.tick() => yield Ok(comment("")),
                             _ = shutdown.cancelled() => return,
+                            _ = closed.cancelled() => { gauge.reason = CloseReason::Admin; return; }
                         }
                         continue;
                     }
@@ -446,6 +470,8 @@ pub fn event_stream(
         // lock, shared by every connection, twice per delivery.
         let ended = shutdown.cancelled();
         tokio::pin!(ended);
+        let closed_by_operator = closed.cancelled();
+        tokio::pin!(closed_by_operator);
         loop {
             tokio::select! {
                 item = live.next() => match item {
@@ -466,6 +492,12 @@ pub fn event_stream(
                 _ = heartbeat.tick() => yield Ok(comment("")),
                 _ = &mut ended => {
                     gauge.reason = CloseReason::Drained;
+                    return;
+                }
+                _ = &mut closed_by_operator => {
+                    // The cursor again, so the client resumes exactly where this ends.
+                    yield Ok(lanes.cursor_block(false));
+                    gauge.reason = CloseReason::Admin;
                     return;
                 }
                 _ = &mut deadline_passes => {

@@ -19,6 +19,9 @@ pub enum AppError {
     /// The request is wrong (400).
     #[error("{0}")]
     BadRequest(String),
+    /// What the request names does not exist (404; the admin API).
+    #[error("{0}")]
+    NotFound(String),
     /// No credentials or bad ones (401 + `WWW-Authenticate: Bearer`).
     #[error("{0}")]
     Unauthorized(String),
@@ -77,6 +80,7 @@ impl AppError {
     fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AppError::TooManyStreams(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -3,7 +3,8 @@
 //! - [`settings`] — configuration.
 //! - [`startup`] — `Application::build` / `run_until_stopped`, the shared `AppState`.
 //! - [`http`] — public routes (`/events`, `/healthz`, `/readyz`, `/` with `DEMO_PAGE`).
-//! - [`admin`] — `/admin/connections` on the admin listener.
+//! - [`admin`] — the admin listener: connections, topics, the cluster view, the dashboard.
+//! - [`summary`] — this gateway's summary in Redis, for the cluster view.
 //! - [`access`] — who may subscribe to what (`SUBSCRIBE_AUTH`: none, jwt, hook).
 //! - [`limits`] — client addresses behind proxies, per-client caps and rates.
 //! - [`server`] — the HTTP/1.1 connection loop: header-read timeout, head size cap.
@@ -33,6 +34,7 @@ pub mod reader;
 pub mod server;
 pub mod settings;
 pub mod startup;
+pub mod summary;
 pub mod tls;
 
 pub use http::router;

@@ -412,6 +412,26 @@ impl Membership {
         Ok(Some(claim))
     }
 
+    /// Writes this instance's summary for the admin views (`P:i:{I}:summary`), to expire
+    /// after `ttl` unless written again. Under the same lock as the flushes, and never
+    /// after deregistration or while a janitor sweeps this instance: a summary outliving
+    /// its instance would show a dead gateway as live.
+    pub async fn write_summary(&self, redis: &Redis, summary: &str, ttl: Duration) -> Result<(), RedisError> {
+        let _writing = self.writes.lock().await;
+        if self.deregistered.load(Ordering::Acquire) || !self.is_live() {
+            return Ok(());
+        }
+        let mut conn = redis.get().await?;
+        redis::cmd("SET")
+            .arg(self.keys.instance_summary(&self.instance))
+            .arg(summary)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Shutdown: removes every membership, the liveness key and the instance stream, so
     /// producers stop routing here at once.
     pub async fn deregister(&self, redis: &Redis) -> Result<(), RedisError> {
@@ -430,6 +450,7 @@ impl Membership {
         pipe.cmd("DEL").arg(self.keys.instance_topics(&self.instance)).ignore();
         pipe.cmd("DEL").arg(self.keys.instance_alive(&self.instance)).ignore();
         pipe.cmd("DEL").arg(self.keys.instance_stream(&self.instance)).ignore();
+        pipe.cmd("DEL").arg(self.keys.instance_summary(&self.instance)).ignore();
         pipe.cmd("ZREM").arg(self.keys.instances()).arg(self.instance.as_str()).ignore();
         pipe.query_async::<()>(&mut conn).await?;
         tracing::info!(instance = %self.instance, topics = topics.len(), "Deregistered.");

@@ -62,6 +62,8 @@ pub enum CloseReason {
     Auth,
     /// `MAX_STREAM_LIFETIME` passed.
     Lifetime,
+    /// An operator closed it (`DELETE /admin/connections/{id}`).
+    Admin,
 }
 
 impl EncodeLabelValue for CloseReason {
@@ -72,6 +74,7 @@ impl EncodeLabelValue for CloseReason {
             CloseReason::Drained => "drained",
             CloseReason::Auth => "auth",
             CloseReason::Lifetime => "lifetime",
+            CloseReason::Admin => "admin",
         })
     }
 }

@@ -138,6 +138,27 @@ pub const ADMIN_TOKEN: Setting = Setting {
     allowed: "any text of 16 or more characters (empty: no token)",
     help: "Bearer token required by /admin/* when set.",
 };
+/// `INGEST_STREAM` (as the producers have it: `/admin/cluster` reports its lag).
+pub const INGEST_STREAM: Setting = Setting {
+    name: "INGEST_STREAM",
+    default: "streamgate:ingest",
+    allowed: "a Redis key name without control characters (not under KEY_PREFIX)",
+    help: "The producers' ingest stream, whose consumer group's lag /admin/cluster reports.",
+};
+/// `INGEST_GROUP` (as the producers have it).
+pub const INGEST_GROUP: Setting = Setting {
+    name: "INGEST_GROUP",
+    default: "streamgate-producers",
+    allowed: "a consumer group name without control characters",
+    help: "The producers' consumer group on the ingest stream, for /admin/cluster.",
+};
+/// `INGEST_DEAD_LETTER` (as the producers have it).
+pub const INGEST_DEAD_LETTER: Setting = Setting {
+    name: "INGEST_DEAD_LETTER",
+    default: "streamgate:ingest:dead",
+    allowed: "a Redis key name without control characters",
+    help: "The producers' dead-letter stream, whose length /admin/cluster reports.",
+};
 /// `DEMO_PAGE`.
 pub const DEMO_PAGE: Setting = Setting {
     name: "DEMO_PAGE",
@@ -358,6 +379,9 @@ pub const SETTINGS: &[Setting] = &[
     CORS_ORIGINS,
     ADMIN_LISTEN_ADDR,
     ADMIN_TOKEN,
+    INGEST_STREAM,
+    INGEST_GROUP,
+    INGEST_DEAD_LETTER,
     DEMO_PAGE,
     SUBSCRIBE_AUTH,
     JWT_SECRET,
@@ -439,6 +463,8 @@ pub struct GatewayConfig {
     pub admin_listen_addr: Option<SocketAddr>,
     /// Bearer token `/admin/*` requires.
     pub admin_token: Option<SecretString>,
+    /// The producers' ingest stream names, for `/admin/cluster`.
+    pub ingest: IngestNames,
     /// Whether `/` serves the demo page.
     pub demo_page: bool,
     /// Subscriber authorization.
@@ -447,6 +473,30 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// TLS on the public listener (`None`: clear text).
     pub tls: Option<crate::tls::TlsFiles>,
+}
+
+/// The producers' ingest stream, consumer group and dead-letter stream (the gateway only
+/// reads their sizes, for `/admin/cluster`; keep them equal to the producers' settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestNames {
+    /// `INGEST_STREAM`.
+    pub stream: String,
+    /// `INGEST_GROUP`.
+    pub group: String,
+    /// `INGEST_DEAD_LETTER`.
+    pub dead_letter: String,
+}
+
+impl IngestNames {
+    fn from_layered(layered: &Layered) -> Result<IngestNames, ConfigError> {
+        let name =
+            |raw: &str| (!raw.is_empty() && !raw.chars().any(char::is_control)).then(|| raw.to_owned());
+        Ok(IngestNames {
+            stream: layered.get_with(&INGEST_STREAM, name)?,
+            group: layered.get_with(&INGEST_GROUP, name)?,
+            dead_letter: layered.get_with(&INGEST_DEAD_LETTER, name)?,
+        })
+    }
 }
 
 /// Limits against abuse (each `0` or `None` where it can be off).
@@ -581,6 +631,7 @@ impl GatewayConfig {
                     });
                 }
             },
+            ingest: IngestNames::from_layered(&layered)?,
             demo_page: layered.get_with(&DEMO_PAGE, parse_bool)?,
             access: AccessConfig::from_layered(&layered)?,
             limits: Limits::from_layered(&layered)?,
@@ -697,6 +748,18 @@ mod tests {
         assert_eq!(config.limits.subscribe_rate_per_ip, 0.5);
         assert!(GatewayConfig::with_overrides(&[("MAX_HEADER_BYTES", "4KiB")]).is_err());
         assert!(GatewayConfig::with_overrides(&[("TRUSTED_PROXIES", "not-an-ip")]).is_err());
+    }
+
+    #[test]
+    fn ingest_names_default_to_the_producers_and_refuse_control_characters() {
+        let config = GatewayConfig::with_overrides(&[]).unwrap();
+        assert_eq!(config.ingest.stream, "streamgate:ingest");
+        assert_eq!(config.ingest.group, "streamgate-producers");
+        assert_eq!(config.ingest.dead_letter, "streamgate:ingest:dead");
+        let error = GatewayConfig::with_overrides(&[("INGEST_GROUP", "a\nb")]).unwrap_err();
+        assert!(error.to_string().starts_with("invalid INGEST_GROUP="), "{error}");
+        let error = GatewayConfig::with_overrides(&[("INGEST_STREAM", "")]).unwrap_err();
+        assert!(error.to_string().starts_with("invalid INGEST_STREAM="), "{error}");
     }
 
     #[test]

@@ -218,6 +218,17 @@ impl Application {
                 config_limits.subscribe_burst_per_ip,
             )),
         };
+        let identity = crate::summary::Identity {
+            listen_addr: SocketAddr::new(state.config.listen_addr.ip(), port).to_string(),
+            admin_addr: state
+                .config
+                .admin_listen_addr
+                .zip(admin_port)
+                .map(|(addr, port)| SocketAddr::new(addr.ip(), port).to_string()),
+            started_at_ms: crate::summary::unix_ms(std::time::SystemTime::now()),
+        };
+        crate::summary::write(&state, &identity).await;
+        tasks.push(tokio::spawn(crate::summary::run(state.clone(), identity, tasks_stop.clone())));
         Ok(Application { listener, port, admin_listener, admin_port, tls, state, tasks, tasks_stop })
     }
 

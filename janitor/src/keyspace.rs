@@ -210,6 +210,11 @@ mod tests {
             classify(&keys, "sg:i:{gw-1}:alive", 256),
             Ok(Scanned::Instance(InstanceKeyKind::Alive, InstanceId::parse("gw-1").unwrap()))
         );
+        // A gateway's summary expires with it; the scan knows it, so it is never malformed.
+        assert_eq!(
+            classify(&keys, "sg:i:{gw-1}:summary", 256),
+            Ok(Scanned::Instance(InstanceKeyKind::Summary, InstanceId::parse("gw-1").unwrap()))
+        );
         assert_eq!(classify(&keys, &keys.history(&topic), 3), Err("names no valid topic"));
         let digest = streamgate::keys::topic_digest("a\nb");
         assert_eq!(classify(&keys, &format!("sg:h:{{{digest}}}:a\nb"), 256), Err("names no valid topic"));

@@ -22,6 +22,7 @@
 //! | `P:i:{I}:alive` | string | instance I's liveness, with a TTL |
 //! | `P:i:{I}:topics` | set | the topics instance I has registered in |
 //! | `P:i:{I}:sweep` | string | a janitor's claim while it removes dead instance I |
+//! | `P:i:{I}:summary` | string | instance I's summary for `/admin/cluster` (JSON, TTL `LIVENESS_TTL`) |
 //! | `P:instances` | sorted set | known instances by last heartbeat (unix ms) |
 //! | `P:topics` | sorted set | topics by last publish (unix ms) |
 //! | `P:janitor:scan` | string | where the janitor's next full pass resumes its SCAN |
@@ -76,6 +77,8 @@ pub enum InstanceKeyKind {
     Topics,
     /// `P:i:{I}:sweep`, a janitor's claim.
     Sweep,
+    /// `P:i:{I}:summary`, the instance's summary for the admin views.
+    Summary,
 }
 
 impl InstanceKeyKind {
@@ -83,7 +86,7 @@ impl InstanceKeyKind {
     pub fn redis_type(self) -> &'static str {
         match self {
             InstanceKeyKind::Stream => "stream",
-            InstanceKeyKind::Alive | InstanceKeyKind::Sweep => "string",
+            InstanceKeyKind::Alive | InstanceKeyKind::Sweep | InstanceKeyKind::Summary => "string",
             InstanceKeyKind::Topics => "set",
         }
     }
@@ -186,6 +189,13 @@ impl Keys {
         self.instance_key(instance, "sweep")
     }
 
+    /// An instance's summary (JSON: addresses, connections, topics, version, ...), written
+    /// with every heartbeat with a TTL of `LIVENESS_TTL`, so it expires with the instance
+    /// and needs no cleaning.
+    pub fn instance_summary(&self, instance: &InstanceId) -> String {
+        self.instance_key(instance, "summary")
+    }
+
     /// Registry of instances by last heartbeat.
     pub fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
@@ -204,6 +214,11 @@ impl Keys {
     /// The pattern matching every instance key (for a SCAN).
     pub fn instance_pattern(&self) -> String {
         format!("{}:i:{{*", self.prefix)
+    }
+
+    /// The pattern matching every topic's group hash (for the admin view's bounded SCAN).
+    pub fn group_pattern(&self) -> String {
+        format!("{}:g:{{*", self.prefix)
     }
 
     /// Where the janitor's next full pass resumes its SCAN of the keyspace.
@@ -244,6 +259,7 @@ impl Keys {
             "alive" => InstanceKeyKind::Alive,
             "topics" => InstanceKeyKind::Topics,
             "sweep" => InstanceKeyKind::Sweep,
+            "summary" => InstanceKeyKind::Summary,
             _ => return None,
         };
         Some((instance, kind))
@@ -324,6 +340,7 @@ mod tests {
         assert_eq!(hash_tag(&k.instance_stream(&id)), "gw-1");
         assert_eq!(hash_tag(&k.instance_sweep(&id)), "gw-1");
         assert_eq!(hash_tag(&k.instance_topics(&id)), "gw-1");
+        assert_eq!(hash_tag(&k.instance_summary(&id)), "gw-1");
     }
 
     #[test]
@@ -354,9 +371,11 @@ mod tests {
         assert_eq!(k.instance_key_of(&k.instance_alive(&id)), Some(("gw-1", InstanceKeyKind::Alive)));
         assert_eq!(k.instance_key_of(&k.instance_topics(&id)), Some(("gw-1", InstanceKeyKind::Topics)));
         assert_eq!(k.instance_key_of(&k.instance_sweep(&id)), Some(("gw-1", InstanceKeyKind::Sweep)));
+        assert_eq!(k.instance_key_of(&k.instance_summary(&id)), Some(("gw-1", InstanceKeyKind::Summary)));
         assert_eq!(k.instance_key_of("sg:i:{gw-1}:other"), None);
         assert_eq!(k.sweep_pattern(), "sg:[ghim]:{*");
         assert_eq!(k.janitor_scan_cursor(), "sg:janitor:scan");
+        assert_eq!(k.group_pattern(), "sg:g:{*");
         for key in [k.history(&topic), k.meta(&topic), k.group(&topic), k.instance_stream(&id)] {
             assert!(glob_match(&k.sweep_pattern(), &key), "{key}");
         }

@@ -1,6 +1,9 @@
 //! Streamgate's integration tests, in one binary so they compile once. Each module tests
 //! one area against real processes (redis-server, the services on port 0).
 
+mod admin_api;
+mod admin_browser;
+mod admin_cluster;
 mod browser;
 mod config_layers;
 mod deploy_compose;

@@ -4,7 +4,7 @@
 //! the ACL file; a real redis-server loads it; the real `gateway`, `producer` and `janitor`
 //! binaries each run as their own user, with the password from a file
 //! (`REDIS_PASSWORD_FILE`), through a round of publish (HTTP and the ingest stream) →
-//! delivery over SSE → a dead gateway swept by the janitor. Redis' `ACL LOG` must then hold
+//! delivery over SSE → the gateway's admin views → a dead gateway swept by the janitor. Redis' `ACL LOG` must then hold
 //! no denial of theirs. The `ingest` and `default` users are probed command by command.
 
 use std::path::Path;
@@ -88,6 +88,7 @@ async fn each_service_runs_as_its_own_redis_user_and_ingest_may_only_xadd() {
     let port = free_port();
     let mut gateway_env_1 = gateway_env("gw-acl-1");
     gateway_env_1.push(("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")));
+    gateway_env_1.push(("ADMIN_LISTEN_ADDR".to_owned(), format!("127.0.0.1:{}", free_port())));
     let mut gateway = Service::spawn("gateway", "gateway", &[], port, gateway_env_1);
     let producer_port = free_port();
     let mut producer_env = redis_as(&redis, secrets.path(), "producer");
@@ -129,6 +130,18 @@ async fn each_service_runs_as_its_own_redis_user_and_ingest_may_only_xadd() {
     let events = stream.take(2, WAIT).await;
     let data: Vec<&str> = events.iter().map(|event| event.data.as_str()).collect();
     assert_eq!(data, ["over http", "through ingest"]);
+
+    // The admin views read what they show as the gateway's user.
+    for path in ["/admin/cluster", "/admin/topics/acl", "/admin/topics/acl/history"] {
+        let response = reqwest::get(gateway.admin_url(path)).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}: {}", response.text().await.unwrap());
+    }
+    let cluster: Value =
+        reqwest::get(gateway.admin_url("/admin/cluster")).await.unwrap().json().await.unwrap();
+    assert_eq!(cluster["gateways"][0]["instance"], "gw-acl-1", "{cluster}");
+    assert_eq!(cluster["topTopics"][0]["topic"], "acl", "{cluster}");
+    assert_eq!(cluster["ingest"]["groupExists"], true, "{cluster}");
+    assert_eq!(cluster["ingest"]["deadLetters"], 1, "{cluster}");
 
     // A gateway that dies is swept by the janitor as its own user.
     gateway.kill();
