@@ -267,3 +267,80 @@ async fn deploy_6_one_http2_connection_over_tls_carries_fifty_event_streams_in_o
     let tally = streamgate_tests::http2::tally(&streams, &expected);
     report("6 one HTTP/2 connection over TLS, 50 streams", tally);
 }
+
+// --- The Redis Cluster deployment (deploy/docker-compose.cluster.yml) ---------------------
+
+/// The cluster stack's Redis nodes (compose services).
+const CLUSTER_NODES: [&str; 6] = ["redis-1", "redis-2", "redis-3", "redis-4", "redis-5", "redis-6"];
+/// The cluster stack's gateway replicas (scripts/test-deploy's `--scale gateway=2`).
+const CLUSTER_REPLICAS: usize = 2;
+/// How long a coordinated failover may take to show in `ROLE`.
+const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Two healthy gateways on the cluster stack, and topics named after the scenario.
+async fn start_cluster(scenario: &str) -> (Stack, Vec<String>) {
+    let stack = Stack::from_env();
+    stack.scale_gateways(CLUSTER_REPLICAS).await;
+    (stack, topic_names(scenario, 12))
+}
+
+/// The cluster nodes that are replicas now.
+async fn replicas(stack: &Stack) -> Vec<&'static str> {
+    let mut replicas = Vec::new();
+    for node in CLUSTER_NODES {
+        if stack.redis_on(node, &["ROLE"]).await.lines().next() == Some("slave") {
+            replicas.push(node);
+        }
+    }
+    replicas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_1_steady_state_on_a_redis_cluster() {
+    let (stack, topics) = start_cluster("cluster-steady").await;
+    let info = stack.redis_on("redis-1", &["CLUSTER", "INFO"]).await;
+    assert!(info.contains("cluster_state:ok") && info.contains("cluster_size:3"), "{info}");
+    let subscribers = subscribe_all(&stack, &topics, 36);
+    wait_connected(&subscribers, CONNECT_DEADLINE).await;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
+    for _ in 0..100 {
+        publisher.publish_round(&names).await;
+    }
+    finish("cluster 1 steady state on three masters", &subscribers, &publisher.published).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_2_every_master_fails_over_mid_stream() {
+    let (stack, topics) = start_cluster("cluster-failover").await;
+    let subscribers = subscribe_all(&stack, &topics, 36);
+    wait_connected(&subscribers, CONNECT_DEADLINE).await;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut publisher = Publisher::new(vec![stack.producer_url.clone()]).with_token(&stack.publish_token);
+    for _ in 0..40 {
+        publisher.publish_round(&names).await;
+    }
+    // `CLUSTER FAILOVER` on every replica: each master hands its slots over once its
+    // replica has caught up, while publishing goes on.
+    let promoted = replicas(&stack).await;
+    assert_eq!(promoted.len(), 3, "three replicas before the failover");
+    for node in &promoted {
+        assert_eq!(stack.redis_on(node, &["CLUSTER", "FAILOVER"]).await.trim(), "OK");
+    }
+    for _ in 0..40 {
+        publisher.publish_round(&names).await;
+    }
+    let deadline = Instant::now() + FAILOVER_DEADLINE;
+    loop {
+        let now = replicas(&stack).await;
+        if now.iter().all(|node| !promoted.contains(node)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas {now:?} after the failover of {promoted:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for _ in 0..40 {
+        publisher.publish_round(&names).await;
+    }
+    finish("cluster 2 every master failed over mid-stream", &subscribers, &publisher.published).await;
+}

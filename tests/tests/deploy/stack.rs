@@ -9,7 +9,7 @@ use streamgate::keys::{DEFAULT_PREFIX, Keys};
 use streamgate::topic::{InstanceId, Topic};
 
 /// The settings scripts/test-deploy passes, and what each holds.
-const ENVIRONMENT: [(&str, &str); 7] = [
+const ENVIRONMENT: [(&str, &str); 8] = [
     ("STREAMGATE_DEPLOY_URL", "the load balancer's published URL"),
     ("STREAMGATE_DEPLOY_PRODUCER_URL", "the producer's published URL"),
     ("STREAMGATE_DEPLOY_COMPOSE", "a docker-compose command for the stack (file, override, project)"),
@@ -17,6 +17,10 @@ const ENVIRONMENT: [(&str, &str); 7] = [
     ("STREAMGATE_DEPLOY_TLS_ADDRESS", "the load balancer's published HTTPS address (host:port)"),
     ("STREAMGATE_DEPLOY_TLS_CA", "the certificate (PEM) the load balancer's HTTPS port presents"),
     ("STREAMGATE_DEPLOY_SECRETS", "the stack's secrets (deploy/make-secrets.sh DIR)"),
+    (
+        "STREAMGATE_DEPLOY_REDIS_SERVICE",
+        "the compose service redis-cli runs in (a cluster node for the cluster stack)",
+    ),
 ];
 
 /// The compose file's `KEY_PREFIX` (the default).
@@ -43,6 +47,7 @@ pub struct Stack {
     pub publish_token: String,
     /// The Redis ACL user `admin`'s password: the default user may only PING.
     redis_admin_password: String,
+    redis_service: String,
     compose: PathBuf,
     docker: PathBuf,
     /// Key names, with the compose file's prefix.
@@ -82,6 +87,7 @@ impl Stack {
             tls_ca: value(ENVIRONMENT[5].0).into(),
             publish_token: secret(&value(ENVIRONMENT[6].0), "publish-token"),
             redis_admin_password: secret(&value(ENVIRONMENT[6].0), "redis-admin-password"),
+            redis_service: value(ENVIRONMENT[7].0),
             keys: Keys::new(KEY_PREFIX).expect("the default prefix"),
         }
     }
@@ -97,10 +103,16 @@ impl Stack {
     }
 
     /// `redis-cli ARGS` inside the Redis container (Redis is not published), as the ACL
-    /// user `admin`. Its output is raw (no terminal): one line per value.
+    /// user `admin`, following cluster redirections. Its output is raw (no terminal): one
+    /// line per value.
     pub async fn redis(&self, args: &[&str]) -> String {
+        self.redis_on(&self.redis_service, args).await
+    }
+
+    /// `redis-cli ARGS` on the Redis node that is the compose service `service`.
+    pub async fn redis_on(&self, service: &str, args: &[&str]) -> String {
         let mut command =
-            vec!["exec", "-T", "redis", "redis-cli", "--no-auth-warning", "--user", "admin", "--pass"];
+            vec!["exec", "-T", service, "redis-cli", "-c", "--no-auth-warning", "--user", "admin", "--pass"];
         command.push(&self.redis_admin_password);
         command.extend_from_slice(args);
         self.compose(&command).await
