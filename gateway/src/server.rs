@@ -33,12 +33,11 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::either::Either;
 use tower::ServiceExt as _;
 
 /// Per-connection limits.
@@ -127,49 +126,133 @@ pub async fn serve(
     all_closed.closed().await;
 }
 
-/// One connection, from the handshake to its close.
+/// HTTP/2's connection preface: a clear-text client that starts with it speaks HTTP/2
+/// with prior knowledge (h2c).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long to wait between looks at a clear-text connection's first bytes while they
+/// could still be the HTTP/2 preface (only a client that sends `PRI` slowly waits).
+const PREFACE_POLL: Duration = Duration::from_millis(1);
+
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The protocol a clear-text client speaks, from its first bytes (left unread), or `None`
+/// when it closes or sends too little within `wait`.
+async fn sniff(stream: &TcpStream, wait: Duration) -> Option<Protocol> {
+    let look = async {
+        let mut first = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if first[..n] != H2_PREFACE[..n] {
+                return Some(Protocol::Http1);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(Protocol::Http2);
+            }
+            tokio::time::sleep(PREFACE_POLL).await;
+        }
+    };
+    tokio::time::timeout(wait, look).await.ok().flatten()
+}
+
+/// One connection, from the handshake to its close. HTTP/1.1 in clear text, by far the
+/// most connections, runs in this task's own future; HTTP/2 and TLS, whose state is
+/// larger, in boxes of their own, so an idle HTTP/1.1 stream does not pay for them.
 async fn serve_connection(
     stream: TcpStream,
     remote: std::net::SocketAddr,
     router: Router,
     limits: ConnectionLimits,
     tls: Option<TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let wait = limits.header_read_timeout;
-    let (io, h2) = match tls {
-        Some(acceptor) => match tokio::time::timeout(wait, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => {
-                let h2 = crate::tls::negotiated_h2(stream.get_ref().1.alpn_protocol());
-                (Either::Right(stream), h2)
+    let requests = Arc::new(Requests::default());
+    let service = TowerToHyperService::new(counted_service(router, remote, Arc::clone(&requests)));
+    let Some(acceptor) = tls else {
+        match sniff(&stream, wait).await {
+            Some(Protocol::Http1) => {
+                let connection = http1_builder(limits).serve_connection(TokioIo::new(stream), service);
+                drive(connection, remote, wait, &requests, shutdown).await;
             }
-            Ok(Err(error)) => {
-                tracing::debug!(%error, %remote, "TLS handshake failed.");
-                return;
+            Some(Protocol::Http2) => {
+                let connection = http2_builder(limits).serve_connection(TokioIo::new(stream), service);
+                Box::pin(drive(connection, remote, wait, &requests, shutdown)).await;
             }
-            Err(_) => {
-                tracing::debug!(%remote, "TLS handshake not finished in time.");
-                return;
-            }
-        },
-        None => {
-            // The protocol is told by the first bytes: a client that sends none is closed.
-            match tokio::time::timeout(wait, stream.peek(&mut [0u8; 1])).await {
-                Ok(Ok(1..)) => (Either::Left(stream), None),
-                _ => return,
-            }
+            None => {}
+        }
+        return;
+    };
+    let handshake = Box::pin(tokio::time::timeout(wait, acceptor.accept(stream)));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => Box::new(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, %remote, "TLS handshake failed.");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake not finished in time.");
+            return;
         }
     };
+    // ALPN decides; a client that offered none speaks HTTP/1.1.
+    if crate::tls::negotiated_h2(stream.get_ref().1.alpn_protocol()) == Some(true) {
+        let connection = http2_builder(limits).serve_connection(TokioIo::new(stream), service);
+        Box::pin(drive(connection, remote, wait, &requests, shutdown)).await;
+    } else {
+        let connection = http1_builder(limits).serve_connection(TokioIo::new(stream), service);
+        Box::pin(drive(connection, remote, wait, &requests, shutdown)).await;
+    }
+}
 
-    let requests = Arc::new(Requests::default());
-    let counted = Arc::clone(&requests);
-    let service = tower::service_fn(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+fn http1_builder(limits: ConnectionLimits) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+}
+
+fn http2_builder(limits: ConnectionLimits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
+    builder
+}
+
+/// The router as a per-connection service: the peer's address in each request, and each
+/// request counted in progress until its response body is dropped (an SSE stream: until
+/// it ends).
+fn counted_service(
+    router: Router,
+    remote: std::net::SocketAddr,
+    requests: Arc<Requests>,
+) -> impl tower::Service<
+    axum::extract::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send,
+> + Clone
++ Send {
+    tower::service_fn(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));
-        let guard = RequestGuard::enter(&counted);
+        let guard = RequestGuard::enter(&requests);
         let router = router.clone();
         async move {
             let response = router.oneshot(request).await?;
-            // The request is in progress until its body is done (an SSE stream: for ever).
             Ok::<_, Infallible>(response.map(|body| {
                 Body::new(body.map_frame(move |frame| {
                     let _in_progress = &guard;
@@ -177,31 +260,23 @@ async fn serve_connection(
                 }))
             }))
         }
-    });
-    let service = TowerToHyperService::new(service);
+    })
+}
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
-    let builder = match h2 {
-        Some(true) => builder.http2_only(),
-        Some(false) => builder.http1_only(),
-        None => builder,
-    };
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+/// Runs `connection` to its end: a graceful shutdown when the server stops, or when no
+/// request has been in progress for a whole `idle` period.
+async fn drive<C>(
+    connection: C,
+    remote: std::net::SocketAddr,
+    idle: Duration,
+    requests: &Requests,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
     tokio::pin!(connection);
-
-    let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + wait, wait);
+    let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
     let mut started_at_last_check = 0;
     let mut closing = false;
     loop {
