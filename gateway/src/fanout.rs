@@ -172,6 +172,11 @@ impl<T: Clone + Weight> Sender<T> {
         self.shared.sent.notify_waiters();
     }
 
+    /// How many receivers a delivery sent now would be held for.
+    pub fn receivers(&self) -> usize {
+        self.shared.lock().receivers
+    }
+
     /// A receiver that gets every delivery sent from now on.
     pub fn subscribe(&self) -> Receiver<T> {
         let mut ring = self.shared.lock();
