@@ -1,7 +1,7 @@
-//! Traces across processes: a published event yields linked producer and gateway spans at
-//! a real OTLP/gRPC collector (in clear text and over TLS), the trace context travelling in
-//! the routed entry's `tp`; an unsampled publish, or a producer without an OTLP endpoint,
-//! writes no `tp`.
+//! Traces across processes: a published event — from `POST /publish` or the ingest stream —
+//! yields linked producer and gateway spans at a real OTLP/gRPC collector (in clear text and
+//! over TLS), the trace context travelling in the routed entry's `tp`; an unsampled
+//! publish, or a producer without an OTLP endpoint, writes no `tp`.
 //!
 //! The services run as binaries: telemetry is process-global.
 
@@ -179,4 +179,43 @@ async fn unsampled_publishes_and_producers_without_an_endpoint_write_no_tracepar
     assert_eq!(entries[1].1, None, "no endpoint: {entries:?}");
     let traceparent = entries[2].1.as_deref().expect("the sampled publish carries its trace");
     assert!(traceparent.starts_with("00-") && traceparent.ends_with("-01"), "{traceparent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingested_event_is_one_trace_from_the_ingest_read_to_the_gateway() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("traces-ingest");
+    let collector = Collector::start().await;
+    let otel = otel_env(&collector.endpoint(), "1");
+    let gateway = spawn_gateway(&redis, &prefix, otel.clone());
+    let mut producer_env = otel;
+    producer_env.push(("INGEST_ENABLED".to_owned(), "true".to_owned()));
+    let producer = spawn_producer("producer", &redis, &prefix, producer_env);
+    gateway.wait_ready().await;
+    producer.wait_ready().await;
+    let mut subscriber = connect(&gateway.url("/events?topic=ingested"), None).await;
+
+    let mut conn = redis.client().await;
+    let _: String = redis::AsyncCommands::xadd(
+        &mut conn,
+        format!("{prefix}:ingest"),
+        "*",
+        &[("topic", "ingested"), ("data", "from upstream")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(subscriber.take(1, WAIT).await[0].data, "from upstream");
+
+    wait_until("the gateway's deliver span at the collector", WAIT, || async {
+        !collector.named("gateway", "deliver").is_empty()
+    })
+    .await;
+    let ingest = only(collector.named("producer", "ingest"), "ingest");
+    let publish = only(collector.named("producer", "publish"), "publish");
+    let route = only(collector.named("producer", "route"), "route");
+    let deliver = only(collector.named("gateway", "deliver"), "deliver");
+    assert!(ingest.parent_span_id.is_empty(), "ingest is the root: {ingest:#?}");
+    assert_eq!((&publish.trace_id, &publish.parent_span_id), (&ingest.trace_id, &ingest.span_id));
+    assert_eq!((&route.trace_id, &route.parent_span_id), (&ingest.trace_id, &publish.span_id));
+    assert_eq!((&deliver.trace_id, &deliver.parent_span_id), (&ingest.trace_id, &route.span_id));
 }
