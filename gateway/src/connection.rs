@@ -246,6 +246,9 @@ impl Lanes {
             Some(_) => {}
         }
         position.last = event.id;
+        if let Some(trace) = &event.trace {
+            trace.sent(self.info.id);
+        }
         let bytes = if self.single() { event.frame.full() } else { self.with_id(event.frame.body()) };
         Some(self.sent(bytes))
     }

@@ -116,8 +116,10 @@ struct Shared<T> {
 
 impl<T> Shared<T> {
     /// Nothing under this lock can leave the ring half-updated (the only code of `T` that
-    /// runs while it is held is `Clone` and `Drop` of held values), so a poisoned lock is
-    /// still usable; this also keeps `Receiver::drop` from panicking during an unwind.
+    /// runs while it is held is `Clone` and `Drop` of held values — for a traced event, the
+    /// end of its `deliver` span, a non-blocking hand-off to the span exporter), so a
+    /// poisoned lock is still usable; this also keeps `Receiver::drop` from panicking during
+    /// an unwind.
     fn lock(&self) -> MutexGuard<'_, Ring<T>> {
         self.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -170,6 +172,11 @@ impl<T: Clone + Weight> Sender<T> {
         ring.enforce_bounds();
         drop(ring);
         self.shared.sent.notify_waiters();
+    }
+
+    /// How many receivers a delivery sent now would be held for.
+    pub fn receivers(&self) -> usize {
+        self.shared.lock().receivers
     }
 
     /// A receiver that gets every delivery sent from now on.

@@ -12,6 +12,10 @@
 //! crashed between the two steps, a route that failed after the publish answered) reaches
 //! subscribers within a bound even when its topic stays quiet ([`Hubs::reconcile_idle`]).
 //!
+//! A routed entry that carries a trace context (`tp`, a sampled publish) gets a `deliver`
+//! span on a gateway that exports spans, which travels with the shared event until every
+//! subscriber has taken it ([`crate::delivery_trace`]); other entries cost nothing extra.
+//!
 //! Events are encoded once here and shared as `Bytes` through a broadcast ring bounded by
 //! `QUEUE_SIZE` events and `QUEUE_BYTES` bytes, which frees what every subscriber has
 //! read: a subscriber that falls further behind is closed and resumes from its cursor
@@ -34,6 +38,7 @@ use streamgate::topic::Topic;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery_trace::{self, DeliveryTrace};
 use crate::fanout;
 use crate::history::{self, Position, ReadLimit};
 use crate::membership::Membership;
@@ -58,6 +63,8 @@ pub struct LiveEvent {
     pub id: HistoryId,
     /// The encoded event (`id:` is the one-topic cursor).
     pub frame: Frame,
+    /// Its delivery span, when its publish was sampled (boxed: most events have none).
+    pub trace: Option<Box<DeliveryTrace>>,
 }
 
 /// A reset a hub went through: delivery resumes after `after`.
@@ -224,6 +231,9 @@ pub struct HubContext {
     pub membership: Arc<Membership>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::GatewayMetrics>,
+    /// Whether spans are exported: only then do routed entries' trace contexts get a
+    /// delivery span.
+    pub traces: bool,
     /// Stops every hub.
     pub shutdown: CancellationToken,
 }
@@ -467,10 +477,10 @@ impl HubWorker {
             let Some(message) = message else { return };
             let result = match message {
                 HubMessage::Routed(routed) => self.on_routed(*routed).await,
-                HubMessage::CatchUp => self.catch_up().await,
+                HubMessage::CatchUp => self.catch_up(None).await,
             };
             let result = match result {
-                Ok(()) if self.hub.overflowed.swap(false, Ordering::Relaxed) => self.catch_up().await,
+                Ok(()) if self.hub.overflowed.swap(false, Ordering::Relaxed) => self.catch_up(None).await,
                 other => other,
             };
             if let Err(error) = result {
@@ -492,7 +502,18 @@ impl HubWorker {
         self.hub.state.lock().expect("hub lock").position.clone()
     }
 
+    /// The delivery span of a routed entry that carries a trace context, on a gateway
+    /// that exports spans.
+    fn trace(&self, routed: &RoutedEntry) -> Option<Box<DeliveryTrace>> {
+        if !self.context.traces {
+            return None;
+        }
+        let trace_parent = routed.trace_parent.as_deref()?;
+        DeliveryTrace::start(&self.hub.topic, routed.entry.id, trace_parent).map(Box::new)
+    }
+
     async fn on_routed(&self, routed: RoutedEntry) -> Result<(), RedisError> {
+        let trace = self.trace(&routed);
         let (position, duplicate) = {
             let state = self.hub.state.lock().expect("hub lock");
             let same_epoch = state.position.epoch.as_ref() == Some(&routed.epoch);
@@ -502,6 +523,9 @@ impl HubWorker {
             (state.position.clone(), duplicate)
         };
         if duplicate {
+            if let Some(trace) = trace {
+                trace.path(delivery_trace::Path::Duplicate);
+            }
             return Ok(()); // Already delivered (history and live path both carried it).
         }
         let same_epoch = position.epoch.as_ref() == Some(&routed.epoch);
@@ -509,7 +533,10 @@ impl HubWorker {
             && routed.entry.id > position.last
             && (same_epoch || position.epoch.is_none());
         if continues {
-            self.emit(&routed.epoch, &routed.entry);
+            if let Some(trace) = &trace {
+                trace.path(delivery_trace::Path::Direct);
+            }
+            self.emit(&routed.epoch, &routed.entry, trace);
             if let Some(published_at) = routed.published_at_micros {
                 // Once per event per hub, whatever the number of subscribers.
                 self.context.metrics.observe_publish_to_deliver(published_at);
@@ -520,13 +547,17 @@ impl HubWorker {
         // another epoch, or an id at or before the position that this hub never delivered
         // (Redis lost the tail, and the new server's clock is behind): the history decides.
         self.context.metrics.hub_gap_fills.inc();
-        self.catch_up().await
+        if let Some(trace) = &trace {
+            trace.path(delivery_trace::Path::CatchUp);
+        }
+        self.catch_up(trace.map(|trace| (routed.entry.id, trace))).await
     }
 
     /// Reads the history after the hub's position until it is exhausted, delivering every
     /// entry in order and announcing resets where events were lost. The continuity rule is
-    /// checked on every batch.
-    async fn catch_up(&self) -> Result<(), RedisError> {
+    /// checked on every batch. `traced`: the delivery span of the routed entry that started
+    /// the catch-up, handed to that event if the catch-up delivers it.
+    async fn catch_up(&self, mut traced: Option<(HistoryId, Box<DeliveryTrace>)>) -> Result<(), RedisError> {
         self.context.metrics.hub_catch_ups.inc();
         loop {
             let position = self.position();
@@ -571,7 +602,11 @@ impl HubWorker {
             }
             let epoch = verdict.position.epoch.clone().expect("a history to deliver from has an epoch");
             for entry in &read.entries {
-                self.emit(&epoch, entry);
+                let trace = match &traced {
+                    Some((id, _)) if *id == entry.id => traced.take().map(|(_, trace)| trace),
+                    _ => None,
+                };
+                self.emit(&epoch, entry, trace);
             }
             if !read.truncated {
                 return Ok(());
@@ -579,7 +614,7 @@ impl HubWorker {
         }
     }
 
-    fn emit(&self, epoch: &Epoch, entry: &HistoryEntry) {
+    fn emit(&self, epoch: &Epoch, entry: &HistoryEntry, trace: Option<Box<DeliveryTrace>>) {
         let cursor = streamgate::cursor::TopicCursor::at(epoch.clone(), entry.id);
         let frame = match Frame::encode(&cursor.to_string(), entry.name.as_deref(), &entry.data) {
             Ok(frame) => frame,
@@ -588,8 +623,11 @@ impl HubWorker {
                 return;
             }
         };
-        let event = Arc::new(LiveEvent { epoch: epoch.clone(), id: entry.id, frame });
         let mut state = self.hub.state.lock().expect("hub lock");
+        if let Some(trace) = &trace {
+            trace.subscribers(state.sender.receivers());
+        }
+        let event = Arc::new(LiveEvent { epoch: epoch.clone(), id: entry.id, frame, trace });
         state.position = Position { epoch: Some(epoch.clone()), last: entry.id };
         state.recent.push(entry.id);
         state.sender.send(Delivery::Event(event));

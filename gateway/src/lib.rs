@@ -10,6 +10,7 @@
 //! - [`server`] — the HTTP/1.1 connection loop: header-read timeout, head size cap.
 //! - [`connection`] — one SSE connection: join, replay, live delivery.
 //! - [`hub`] — per-topic sequencing and the encode-once broadcast.
+//! - [`delivery_trace`] — the `deliver` span of a sampled event, one per hub.
 //! - [`fanout`] — the broadcast ring that allocates only what it holds.
 //! - [`membership`] — liveness and group-hash registration, batched.
 //! - [`reader`] — the instance stream reader.
@@ -22,6 +23,7 @@
 pub mod access;
 pub mod admin;
 pub mod connection;
+pub mod delivery_trace;
 pub mod error;
 pub mod fanout;
 pub mod history;

@@ -34,13 +34,14 @@ async fn main() -> anyhow::Result<()> {
         .config
         .sources(&[("LISTEN_ADDR", cli.listen_addr.as_ref()), ("INSTANCE_ID", cli.instance_id.as_ref())]);
     let config = or_exit(GatewayConfig::load(&sources));
-    let telemetry = match streamgate::telemetry::init("gateway", config.common.log_format) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::exit(streamgate::config::EXIT_BAD_CONFIG);
-        }
-    };
+    let telemetry =
+        match streamgate::telemetry::init("gateway", config.common.log_format, &config.common.traces) {
+            Ok(guard) => guard,
+            Err(error) => {
+                eprintln!("error: {error}");
+                std::process::exit(streamgate::config::EXIT_BAD_CONFIG);
+            }
+        };
     let application = match Application::build(config).await {
         Ok(application) => application,
         Err(error) => {

@@ -153,6 +153,7 @@ impl Application {
             read_limit: config.read_limit(),
             membership: Arc::clone(&membership),
             metrics: Arc::clone(&metrics),
+            traces: config.common.traces.exporting(),
             shutdown: tasks_stop.clone(),
         });
         let mut tasks = Vec::new();

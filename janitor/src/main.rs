@@ -48,13 +48,14 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = or_exit(JanitorConfig::load(&cli.config.sources(&[])));
-    let telemetry = match streamgate::telemetry::init("janitor", config.common.log_format) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
-    };
+    let telemetry =
+        match streamgate::telemetry::init("janitor", config.common.log_format, &config.common.traces) {
+            Ok(guard) => guard,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_BAD_CONFIG as u8);
+            }
+        };
     let shutdown = CancellationToken::new();
     if cli.interval.is_some() {
         streamgate::shutdown::cancel_on_signal(shutdown.clone());

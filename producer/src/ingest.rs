@@ -403,6 +403,9 @@ impl IngestConsumer {
     /// Publishes the valid entries, dead-letters the others, then acknowledges them all in
     /// one pipeline. Fails only when Redis is unavailable or silent (the outcome unknown);
     /// the caller retries the batch, with the same idempotency keys.
+    ///
+    /// Its span is the root of the batch's trace, as a `POST /publish` is of a request's.
+    #[tracing::instrument(name = "ingest", skip_all, fields(n_entries = entries.len()))]
     async fn handle(&self, entries: &[IngestEntry]) -> Result<(), IngestError> {
         let mut valid = Vec::with_capacity(entries.len());
         let mut dead: Vec<(&IngestEntry, String)> = Vec::new();

@@ -21,13 +21,14 @@ async fn main() -> ExitCode {
         eprintln!("error: {refusal}");
         return ExitCode::from(EXIT_BAD_CONFIG as u8);
     }
-    let telemetry = match streamgate::telemetry::init("producer", config.common.log_format) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
-    };
+    let telemetry =
+        match streamgate::telemetry::init("producer", config.common.log_format, &config.common.traces) {
+            Ok(guard) => guard,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_BAD_CONFIG as u8);
+            }
+        };
     let code = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Publish(args) => {

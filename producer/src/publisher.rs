@@ -18,6 +18,11 @@
 //! Step 3's pipeline spans instance streams of several slots; the connection splits it
 //! into one pipeline per slot, sent at once (`streamgate::redis::Conn`).
 //!
+//! Each publish is one trace: a `publish` span with `append` (step 1) and `route` (steps 2
+//! and 3) under it, at `info`. When the trace is sampled, every routed entry carries the
+//! route span's `traceparent` (`tp`), so each gateway's delivery joins the trace; computed
+//! once per batch, and not at all when unsampled ([`streamgate::traces`]).
+//!
 //! When step 2 or 3 fails after step 1 succeeded, the publish still succeeds: the events
 //! are in history, and a gateway fills the gap from history when the next routed event
 //! names a predecessor it never saw (docs/DELIVERY.md, mechanism 3: hubs reconcile idle topics).
@@ -263,6 +268,7 @@ impl Publisher {
 
     /// Step 1: the atomic append of the whole batch (of each slot's part of it, on a
     /// cluster).
+    #[tracing::instrument(name = "append", skip_all, fields(n_events = batch.len()))]
     async fn append(
         &self,
         conn: &mut Conn,
@@ -333,6 +339,7 @@ impl Publisher {
     }
 
     /// Steps 2 and 3: liveness, then one pipeline of routed entries and the topic index.
+    #[tracing::instrument(name = "route", skip_all, fields(n_events = batch.len(), n_routed = tracing::field::Empty))]
     async fn route(
         &self,
         conn: &mut Conn,
@@ -346,6 +353,11 @@ impl Publisher {
         // The producer's clock when routing: the gateways measure publish-to-deliver from it.
         let published_at_micros =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64);
+        // One per batch, only when this trace is sampled: the gateways' deliveries become
+        // children of this span.
+        let route_span = tracing::Span::current();
+        let trace_parent = streamgate::traces::traceparent(&route_span);
+        let mut n_routed = 0;
 
         let mut pipe = redis::pipe();
         for ((publish, appended), targets) in batch.iter().zip(appended).zip(&targets) {
@@ -366,7 +378,9 @@ impl Publisher {
                 &entry,
                 &appended.epoch,
                 Some(published_at_micros),
+                trace_parent.as_deref(),
             );
+            n_routed += instances.len();
             for instance in instances {
                 pipe.cmd("XADD")
                     .arg(self.keys.instance_stream(instance))
@@ -387,6 +401,7 @@ impl Publisher {
             index.arg(now_ms).arg(topic);
         }
         index.ignore();
+        route_span.record("n_routed", n_routed);
         let () = self.metrics.redis.time(command::ROUTE, pipe.query_async(conn)).await?;
         Ok(())
     }

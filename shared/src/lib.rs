@@ -19,6 +19,8 @@
 //! - [`redis`] — the connection pool, dedicated blocking connections, backoff, outage logs.
 //! - [`settings`] — settings every service shares (Redis URL, key prefix, log format).
 //! - [`telemetry`] — tracing subscriber and optional OTLP export.
+//! - [`traces`] — sampling settings and the W3C `traceparent` carried from producer to
+//!   gateways in routed entries.
 //! - [`shutdown`] — Ctrl-C / SIGTERM handling.
 //!
 //! Architecture invariant: this crate knows nothing of HTTP or axum (the janitor links an
@@ -39,3 +41,4 @@ pub mod stream;
 pub mod telemetry;
 pub mod topic;
 pub mod topic_pattern;
+pub mod traces;

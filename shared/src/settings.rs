@@ -4,6 +4,7 @@ use crate::config::{ConfigError, EXIT_BAD_CONFIG, Layered, Secret, Setting};
 use crate::keys::{DEFAULT_PREFIX, Keys};
 use crate::redis::{Node, Topology};
 use crate::telemetry::LogFormat;
+use crate::traces::{OtlpCertificate, TracesConfig, parse_ratio};
 
 /// `REDIS_URL`.
 pub const REDIS_URL: Setting = Setting {
@@ -72,8 +73,43 @@ pub const REDIS_SENTINEL_MASTER: Setting = Setting {
     help: "The name of the primary the Sentinels of REDIS_SENTINEL_NODES watch.",
 };
 
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (the OpenTelemetry SDK's own name).
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: Setting = Setting {
+    name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+    default: "",
+    allowed: "an http:// or https:// URL of an OTLP/gRPC collector, such as http://otel-collector:4317",
+    help: "Export spans over OTLP/gRPC to this collector (https:// for TLS); empty: no export, and \
+           no trace context in routed entries.",
+};
+
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` (the OpenTelemetry SDK's own name).
+pub const OTEL_EXPORTER_OTLP_CERTIFICATE: Setting = Setting {
+    name: "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    default: "",
+    allowed: "the path of a readable PEM file of CA certificates",
+    help: "The CA certificates an https:// collector is verified with, instead of the system's \
+           trust store.",
+};
+
+/// `OTEL_TRACES_SAMPLER` (the OpenTelemetry SDK's own name and values).
+pub const OTEL_TRACES_SAMPLER: Setting = Setting {
+    name: "OTEL_TRACES_SAMPLER",
+    default: "parentbased_traceidratio",
+    allowed: "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or \
+              parentbased_traceidratio",
+    help: "Which traces are kept (with OTEL_EXPORTER_OTLP_ENDPOINT set).",
+};
+
+/// `OTEL_TRACES_SAMPLER_ARG` (the OpenTelemetry SDK's own name).
+pub const OTEL_TRACES_SAMPLER_ARG: Setting = Setting {
+    name: "OTEL_TRACES_SAMPLER_ARG",
+    default: "0.01",
+    allowed: "a ratio from 0 to 1, such as 0.01",
+    help: "The fraction of traces the ratio samplers keep.",
+};
+
 /// The settings in [`Common`].
-pub const COMMON: [Setting; 8] = [
+pub const COMMON: [Setting; 12] = [
     REDIS_URL,
     KEY_PREFIX,
     REDIS_POOL_SIZE,
@@ -82,6 +118,10 @@ pub const COMMON: [Setting; 8] = [
     REDIS_CLUSTER_NODES,
     REDIS_SENTINEL_NODES,
     REDIS_SENTINEL_MASTER,
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_CERTIFICATE,
+    OTEL_TRACES_SAMPLER,
+    OTEL_TRACES_SAMPLER_ARG,
 ];
 
 /// The typed values of the shared settings. Its `Debug` output hides the Redis password.
@@ -99,6 +139,8 @@ pub struct Common {
     pub redis_pool_size: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Span export and sampling (`OTEL_*`).
+    pub traces: TracesConfig,
 }
 
 impl Common {
@@ -110,6 +152,7 @@ impl Common {
             keys: layered.get_with(&KEY_PREFIX, |raw| Keys::new(raw).ok())?,
             redis_pool_size: layered.get_in_range(&REDIS_POOL_SIZE, 1..=1024)?,
             log_format: layered.get(&LOG_FORMAT)?,
+            traces: traces(layered)?,
         })
     }
 }
@@ -122,6 +165,7 @@ impl std::fmt::Debug for Common {
             .field("keys", &self.keys)
             .field("redis_pool_size", &self.redis_pool_size)
             .field("log_format", &self.log_format)
+            .field("traces", &self.traces)
             .finish()
     }
 }
@@ -197,6 +241,51 @@ fn topology(layered: &Layered) -> Result<Topology, ConfigError> {
         (None, None) => Ok(Topology::Single),
     }
 }
+
+/// The `OTEL_*` settings. A certificate without an `https://` endpoint would be silently
+/// unused, so it is refused.
+fn traces(layered: &Layered) -> Result<TracesConfig, ConfigError> {
+    let otlp_endpoint = layered.get_with(&OTEL_EXPORTER_OTLP_ENDPOINT, |raw| {
+        if raw.is_empty() {
+            return Some(None);
+        }
+        let url = url::Url::parse(raw).ok()?;
+        let usable =
+            matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty());
+        usable.then(|| Some(raw.to_owned()))
+    })?;
+    let certificate_path = layered.raw(&OTEL_EXPORTER_OTLP_CERTIFICATE).trim();
+    let otlp_certificate = if certificate_path.is_empty() {
+        None
+    } else {
+        let invalid = |why: String| ConfigError::Invalid {
+            setting: OTEL_EXPORTER_OTLP_CERTIFICATE.name.to_owned(),
+            value: certificate_path.to_owned(),
+            allowed: format!("{} ({why})", OTEL_EXPORTER_OTLP_CERTIFICATE.allowed),
+        };
+        let pem = std::fs::read(certificate_path).map_err(|error| invalid(error.to_string()))?;
+        if !pem.windows(PEM_CERTIFICATE.len()).any(|window| window == PEM_CERTIFICATE) {
+            return Err(invalid("no PEM certificate in it".to_owned()));
+        }
+        if !otlp_endpoint.as_deref().is_some_and(|endpoint| endpoint.starts_with("https://")) {
+            return Err(ConfigError::Conflict {
+                first: format!("{}={certificate_path}", OTEL_EXPORTER_OTLP_CERTIFICATE.name),
+                second: format!("{}={}", OTEL_EXPORTER_OTLP_ENDPOINT.name, otlp_endpoint.unwrap_or_default()),
+                reason: "a CA certificate is only used with an https:// endpoint".to_owned(),
+            });
+        }
+        Some(OtlpCertificate { path: certificate_path.to_owned(), pem })
+    };
+    Ok(TracesConfig {
+        otlp_endpoint,
+        otlp_certificate,
+        sampler: layered.get(&OTEL_TRACES_SAMPLER)?,
+        ratio: layered.get_with(&OTEL_TRACES_SAMPLER_ARG, parse_ratio)?,
+    })
+}
+
+/// What every PEM certificate starts with.
+const PEM_CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 /// `url` with `password` in it, if it is a TCP URL without a password of its own.
 fn with_password(url: &str, password: &Secret) -> Option<String> {
@@ -291,6 +380,55 @@ mod tests {
             ),
         ] {
             let error = load(pairs).unwrap_err().to_string();
+            assert!(error.starts_with(named), "{pairs:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn traces_default_to_no_export_and_a_one_percent_parent_based_ratio() {
+        let traces = load(&[]).unwrap().traces;
+        assert_eq!(traces, TracesConfig::default());
+        assert!(!traces.exporting());
+        assert_eq!(traces.sampler, crate::traces::SamplerKind::ParentBasedTraceIdRatio);
+        assert_eq!(traces.ratio, 0.01);
+    }
+
+    #[test]
+    fn traces_settings_are_validated_naming_the_setting() {
+        let mut ca = tempfile::NamedTempFile::new().unwrap();
+        writeln!(ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----").unwrap();
+        let ca = ca.path().to_str().unwrap().to_owned();
+        let not_pem = tempfile::NamedTempFile::new().unwrap();
+        let not_pem = not_pem.path().to_str().unwrap().to_owned();
+        let https = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317");
+        let ok = load(&[https, ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca), ("OTEL_TRACES_SAMPLER_ARG", "1")])
+            .unwrap()
+            .traces;
+        assert_eq!(ok.otlp_endpoint.as_deref(), Some("https://collector:4317"));
+        assert_eq!(ok.otlp_certificate.unwrap().path, ca);
+        assert_eq!(ok.ratio, 1.0);
+        for (pairs, named) in [
+            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")], "invalid OTEL_EXPORTER_OTLP_ENDPOINT"),
+            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://c:4317")], "invalid OTEL_EXPORTER_OTLP_ENDPOINT"),
+            (vec![("OTEL_TRACES_SAMPLER", "sometimes")], "invalid OTEL_TRACES_SAMPLER=\"sometimes\""),
+            (vec![("OTEL_TRACES_SAMPLER_ARG", "2")], "invalid OTEL_TRACES_SAMPLER_ARG=\"2\""),
+            (
+                vec![https, ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/no/such.pem")],
+                "invalid OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ),
+            (
+                vec![https, ("OTEL_EXPORTER_OTLP_CERTIFICATE", &not_pem)],
+                "invalid OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                    ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca),
+                ],
+                "OTEL_EXPORTER_OTLP_CERTIFICATE=",
+            ),
+        ] {
+            let error = load(&pairs).unwrap_err().to_string();
             assert!(error.starts_with(named), "{pairs:?}: {error}");
         }
     }

@@ -5,8 +5,11 @@
 //! A **routed entry** (in an instance stream `P:i:{I}:s`) repeats the event for the live
 //! path: `t` topic, `i` history id, `p` previous id, `e` epoch, `d`, `n` when named, and
 //! `ts`, the producer's wall clock when it routed the event (microseconds since the Unix
-//! epoch), from which a gateway measures publish-to-deliver latency. Entries without `ts`
-//! (from a producer older than the field) are delivered all the same.
+//! epoch), from which a gateway measures publish-to-deliver latency; and `tp`, only when
+//! the publish was traced and sampled: the W3C `traceparent` of the producer's route span,
+//! which a gateway's hub makes the parent of its delivery span ([`crate::traces`]).
+//! Entries without `ts` or `tp` (from a producer older than the fields, or not sampled) are
+//! delivered all the same.
 //! `p` is what lets a gateway see a gap (a predecessor newer than what it delivered) and
 //! fill it from the history; anything at or below what it delivered is a duplicate.
 
@@ -32,6 +35,9 @@ pub mod field {
     /// Routed entry field: when the producer routed the event, in microseconds since the
     /// Unix epoch by its clock.
     pub const PUBLISHED_AT: &str = "ts";
+    /// Routed entry field, only on sampled publishes: the W3C `traceparent` of the
+    /// producer's route span.
+    pub const TRACE_PARENT: &str = "tp";
     /// Meta hash field: the history's epoch.
     pub const META_EPOCH: &str = "epoch";
     /// Meta hash field: the id of the newest event appended.
@@ -65,6 +71,8 @@ pub struct RoutedEntry {
     /// When the producer routed it, in microseconds since the Unix epoch by the producer's
     /// clock; `None` from a producer that does not say.
     pub published_at_micros: Option<u64>,
+    /// The W3C `traceparent` of the producer's route span, when the publish was sampled.
+    pub trace_parent: Option<String>,
 }
 
 /// Why a stream entry could not be decoded.
@@ -138,16 +146,19 @@ impl RoutedEntry {
                 data: text_field(entry, field::DATA).ok_or_else(|| error("no data"))?,
             },
             published_at_micros: text_field(entry, field::PUBLISHED_AT).and_then(|ts| ts.parse().ok()),
+            trace_parent: text_field(entry, field::TRACE_PARENT),
         })
     }
 
     /// The field/value pairs to `XADD` to an instance stream; `published_at_micros` is the
-    /// producer's clock when it routes the event (see [`field::PUBLISHED_AT`]).
+    /// producer's clock when it routes the event (see [`field::PUBLISHED_AT`]), and
+    /// `trace_parent` the route span's `traceparent` when sampled ([`field::TRACE_PARENT`]).
     pub fn fields(
         topic: &str,
         entry: &HistoryEntry,
         epoch: &Epoch,
         published_at_micros: Option<u64>,
+        trace_parent: Option<&str>,
     ) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             (field::TOPIC, topic.to_owned()),
@@ -161,6 +172,9 @@ impl RoutedEntry {
         }
         if let Some(micros) = published_at_micros {
             fields.push((field::PUBLISHED_AT, micros.to_string()));
+        }
+        if let Some(trace_parent) = trace_parent {
+            fields.push((field::TRACE_PARENT, trace_parent.to_owned()));
         }
         fields
     }
@@ -191,15 +205,20 @@ mod tests {
             data: "{\"a\":1}".into(),
         };
         let epoch = Epoch::parse("abc").unwrap();
-        for published_at_micros in [Some(1_732_350_000_123_456), None] {
-            let fields = RoutedEntry::fields("order:1", &entry, &epoch, published_at_micros);
+        let trace_parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for (published_at_micros, trace_parent) in
+            [(Some(1_732_350_000_123_456), Some(trace_parent)), (None, None)]
+        {
+            let fields = RoutedEntry::fields("order:1", &entry, &epoch, published_at_micros, trace_parent);
             let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(pairs.iter().any(|(name, _)| *name == field::TRACE_PARENT), trace_parent.is_some());
             let decoded = RoutedEntry::decode(&stream_id("9-0", &pairs)).unwrap();
             let expected = RoutedEntry {
                 topic: "order:1".into(),
                 entry: entry.clone(),
                 epoch: epoch.clone(),
                 published_at_micros,
+                trace_parent: trace_parent.map(str::to_owned),
             };
             assert_eq!(decoded, expected);
         }

@@ -4,7 +4,10 @@
 //! until it exits. The subscriber is an `EnvFilter` (from `RUST_LOG`, default `info`), a fmt
 //! layer writing text or JSON to **stderr** — stdout is reserved for program output such as
 //! the janitor's JSON report — and, only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an
-//! OpenTelemetry layer exporting spans over OTLP/gRPC (tonic).
+//! OpenTelemetry layer exporting spans over OTLP/gRPC (tonic), sampled as
+//! `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG` say ([`crate::traces`]). An `https://`
+//! endpoint is reached over TLS (rustls on ring), verified against the system's trust
+//! store, or against `OTEL_EXPORTER_OTLP_CERTIFICATE` alone when that is set.
 //!
 //! Spans are batched by the SDK's batch span processor and handed to the tonic exporter,
 //! whose gRPC channel runs on the Tokio runtime that was current when [`init`] was called.
@@ -17,7 +20,8 @@ use std::io::IsTerminal;
 use std::str::FromStr;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Metadata, Subscriber};
@@ -27,12 +31,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
 
+use crate::traces::TracesConfig;
+
 /// Environment variable holding the log filter directives (`tracing_subscriber` syntax).
 pub const LOG_FILTER_ENV: &str = "RUST_LOG";
-
-/// Environment variable that, when set and non-empty, turns on OTLP span export to that
-/// endpoint (for example `http://otel-collector:4317`).
-pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// Filter used when `RUST_LOG` is unset or blank.
 pub const DEFAULT_LOG_FILTER: &str = "info";
@@ -176,31 +178,32 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber configured from the environment: `RUST_LOG` (default
-/// `info`) and `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP export off when unset or empty).
+/// Installs the global subscriber: the log filter from `RUST_LOG` (default `info`), and
+/// OTLP export as `traces` says (off without an endpoint).
 ///
 /// When OTLP export is on this must be called from inside a Tokio runtime, which then
 /// carries the gRPC channel; otherwise it returns [`TelemetryError::NoTokioRuntime`].
 /// Call it once per process; a second call returns [`TelemetryError::AlreadyInitialised`].
-pub fn init(service_name: &'static str, format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    service_name: &'static str,
+    format: LogFormat,
+    traces: &TracesConfig,
+) -> Result<TelemetryGuard, TelemetryError> {
     let filter = read_env(LOG_FILTER_ENV)?.unwrap_or_default();
-    let otlp_endpoint = read_env(OTLP_ENDPOINT_ENV)?;
-    init_with(service_name, format, otlp_endpoint, &filter)
+    init_with(service_name, format, traces, &filter)
 }
 
-/// [`init`] with its inputs given explicitly instead of read from the environment.
-///
-/// `otlp_endpoint`: `None` or a blank string turns OTLP export off. `filter`: directives in
-/// `RUST_LOG` syntax; blank means `info`.
+/// [`init`] with the log filter given explicitly instead of read from the environment:
+/// directives in `RUST_LOG` syntax; blank means `info`.
 pub fn init_with(
     service_name: &'static str,
     format: LogFormat,
-    otlp_endpoint: Option<String>,
+    traces: &TracesConfig,
     filter: &str,
 ) -> Result<TelemetryGuard, TelemetryError> {
     let filter = build_filter(filter)?;
-    let tracer_provider = match otlp_endpoint.filter(|endpoint| !endpoint.trim().is_empty()) {
-        Some(endpoint) => Some(build_tracer_provider(service_name, endpoint.trim())?),
+    let tracer_provider = match &traces.otlp_endpoint {
+        Some(_) => Some(build_tracer_provider(service_name, traces)?),
         None => None,
     };
 
@@ -263,23 +266,41 @@ fn is_export_machinery(target: &str) -> bool {
     })
 }
 
-/// An SDK tracer provider that batches spans and exports them over OTLP/gRPC to `endpoint`.
+/// An SDK tracer provider that samples as `traces` says, batches spans and exports them
+/// over OTLP/gRPC to its endpoint (over TLS for `https://`).
 fn build_tracer_provider(
     service_name: &'static str,
-    endpoint: &str,
+    traces: &TracesConfig,
 ) -> Result<SdkTracerProvider, TelemetryError> {
     // tonic spawns its channel worker with `tokio::spawn`, which would panic here.
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(TelemetryError::NoTokioRuntime);
     }
-    let exporter =
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .map_err(|source| TelemetryError::OtlpExporter { endpoint: endpoint.to_owned(), source })?;
+    let endpoint = traces.otlp_endpoint.as_deref().unwrap_or_default();
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint);
+    if endpoint.starts_with("https://") {
+        builder = builder.with_tls_config(tls_config(traces));
+    }
+    let exporter = builder
+        .build()
+        .map_err(|source| TelemetryError::OtlpExporter { endpoint: endpoint.to_owned(), source })?;
     let resource = Resource::builder().with_service_name(service_name).build();
-    Ok(SdkTracerProvider::builder().with_resource(resource).with_batch_exporter(exporter).build())
+    Ok(SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(traces.sampler())
+        .with_batch_exporter(exporter)
+        .build())
+}
+
+/// The TLS of an `https://` endpoint: the CA of `OTEL_EXPORTER_OTLP_CERTIFICATE` alone when
+/// set (a private collector), else the system's trust store. (The exporter's own default
+/// trusts nothing, and tonic refuses to start without system roots even when a CA is
+/// given: hence one or the other, never both.)
+fn tls_config(traces: &TracesConfig) -> ClientTlsConfig {
+    match &traces.otlp_certificate {
+        Some(certificate) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&certificate.pem)),
+        None => ClientTlsConfig::new().with_native_roots(),
+    }
 }
 
 #[cfg(test)]
@@ -344,16 +365,33 @@ mod tests {
         assert!(!is_export_machinery("h2o"));
     }
 
+    fn export_to(endpoint: &str) -> TracesConfig {
+        TracesConfig { otlp_endpoint: Some(endpoint.to_owned()), ..TracesConfig::default() }
+    }
+
+    #[tokio::test]
+    async fn an_https_endpoint_builds_with_the_system_roots_or_a_given_ca() {
+        assert!(build_tracer_provider("test", &export_to("https://127.0.0.1:4317")).is_ok());
+        let with_ca = TracesConfig {
+            otlp_certificate: Some(crate::traces::OtlpCertificate {
+                path: "ca.pem".to_owned(),
+                pem: b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_vec(),
+            }),
+            ..export_to("https://127.0.0.1:4317")
+        };
+        assert!(build_tracer_provider("test", &with_ca).is_ok());
+    }
+
     #[test]
     fn otlp_export_outside_a_tokio_runtime_is_an_error_not_a_panic() {
-        let error = build_tracer_provider("test", "http://127.0.0.1:4317").unwrap_err();
+        let error = build_tracer_provider("test", &export_to("http://127.0.0.1:4317")).unwrap_err();
 
         assert!(matches!(error, TelemetryError::NoTokioRuntime));
     }
 
     #[tokio::test]
     async fn otlp_export_with_an_invalid_endpoint_is_an_error() {
-        let error = build_tracer_provider("test", "not a uri").unwrap_err();
+        let error = build_tracer_provider("test", &export_to("not a uri")).unwrap_err();
 
         assert!(matches!(error, TelemetryError::OtlpExporter { .. }), "{error:?}");
     }
@@ -361,7 +399,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn otlp_tracer_provider_shuts_down_promptly_without_a_collector() {
         // Nothing listens on this port; the export fails, and that is fine.
-        let tracer_provider = build_tracer_provider("test", "http://127.0.0.1:4317").unwrap();
+        let tracer_provider = build_tracer_provider("test", &export_to("http://127.0.0.1:4317")).unwrap();
         tracer_provider.tracer("test").in_span("span-with-nowhere-to-go", |_context| {});
         let guard = TelemetryGuard { tracer_provider: Some(tracer_provider) };
 

@@ -39,6 +39,58 @@ impl Certificate {
         certificate
     }
 
+    /// A certificate for `localhost` and 127.0.0.1 issued by a CA of its own (not a CA
+    /// itself, as webpki-based verifiers such as rustls require of a server certificate),
+    /// written to `dir` as `NAME.crt` and `NAME.key`; returns it and the CA's certificate
+    /// (`NAME-ca.crt`), which clients trust.
+    pub fn issued_by_own_ca(dir: &Path, name: &str) -> (Certificate, PathBuf) {
+        let ca = Certificate::self_signed(dir, &format!("{name}-ca"));
+        let certificate =
+            Certificate { cert: dir.join(format!("{name}.crt")), key: dir.join(format!("{name}.key")) };
+        let request = dir.join(format!("{name}.csr"));
+        let extensions = dir.join(format!("{name}.ext"));
+        std::fs::write(&extensions, "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+            .expect("write the extensions file");
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .stderr(Stdio::null())
+                .status()
+                .expect("the openssl CLI runs");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        openssl(&[
+            "req".as_ref(),
+            "-newkey".as_ref(),
+            "rsa:2048".as_ref(),
+            "-nodes".as_ref(),
+            "-subj".as_ref(),
+            "/CN=localhost".as_ref(),
+            "-keyout".as_ref(),
+            certificate.key.as_os_str(),
+            "-out".as_ref(),
+            request.as_os_str(),
+        ]);
+        openssl(&[
+            "x509".as_ref(),
+            "-req".as_ref(),
+            "-days".as_ref(),
+            "1".as_ref(),
+            "-in".as_ref(),
+            request.as_os_str(),
+            "-CA".as_ref(),
+            ca.cert.as_os_str(),
+            "-CAkey".as_ref(),
+            ca.key.as_os_str(),
+            "-CAcreateserial".as_ref(),
+            "-extfile".as_ref(),
+            extensions.as_os_str(),
+            "-out".as_ref(),
+            certificate.cert.as_os_str(),
+        ]);
+        (certificate, ca.cert)
+    }
+
     fn self_signed_with(dir: &Path, name: &str, key_options: &[&str]) -> Certificate {
         let certificate =
             Certificate { cert: dir.join(format!("{name}.crt")), key: dir.join(format!("{name}.key")) };

@@ -9,6 +9,7 @@
 //! - [`gateway_app`]: a real gateway in-process on port 0.
 //! - [`keys`]: topic key names for tests that touch Redis directly.
 //! - [`last_event_id`]: the `lastEventId` a browser keeps, from a stream's raw bytes.
+//! - [`otlp_collector`]: an OTLP/gRPC trace collector in-process, clear text or TLS.
 //! - [`publish`]: the producer's routing core in-process.
 //! - [`producer_app`]: a real producer in-process on port 0, and the producer binary.
 //! - [`redis_cluster`]: a real Redis Cluster (3 masters, 3 replicas) and a real Sentinel
@@ -27,6 +28,7 @@ pub mod gateway_app;
 pub mod http2;
 pub mod keys;
 pub mod last_event_id;
+pub mod otlp_collector;
 pub mod producer_app;
 pub mod publish;
 pub mod redis_cluster;

@@ -185,7 +185,11 @@ async fn new_events_behind_a_lost_tail_are_delivered_after_a_reset_not_taken_for
     let epoch = epoch_of(&mut conn, &world.keys, &t).await;
     let instance = InstanceId::parse(gateway.instance.as_str()).unwrap();
     let _: String = conn
-        .xadd(world.keys.instance_stream(&instance), "*", &RoutedEntry::fields("t", &entry, &epoch, None))
+        .xadd(
+            world.keys.instance_stream(&instance),
+            "*",
+            &RoutedEntry::fields("t", &entry, &epoch, None, None),
+        )
         .await
         .unwrap();
 

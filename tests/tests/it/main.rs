@@ -33,3 +33,4 @@ mod redis_acl;
 mod redis_harness;
 mod redis_topologies;
 mod redis_topology_services;
+mod traces;
