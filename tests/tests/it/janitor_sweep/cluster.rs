@@ -7,8 +7,9 @@
 //! under its own key prefix (the janitor only ever touches its prefix).
 
 use streamgate_tests::redis_cluster::RedisCluster;
+use streamgate_tests::redis_server::unique_prefix;
 
-use super::support::Target;
+use super::support::{Target, instance, keys};
 
 /// Makes approximate trimming exact on every node, as `redis_with_exact_trimming` does
 /// for one server: one entry per stream macro node.
@@ -40,4 +41,11 @@ async fn every_sweep_scenario_passes_against_a_redis_cluster() {
     super::an_idle_topic_is_deleted_unless_someone_subscribes_to_it_on(&target).await;
     super::malformed_keys_and_values_are_skipped_and_counted_on(&target).await;
     super::the_budget_bounds_each_sweep_and_the_next_resumes_the_scan_on(&target).await;
+
+    // The fence: the janitor's SSCAN of the instance's topic record runs on the master of
+    // the instance's slot, its removals on the masters of the topics' slots.
+    let prefix = unique_prefix("janitor-fence");
+    let topic_record = keys(&prefix).instance_topics(&instance(super::fence::INSTANCE));
+    let watch = cluster.nodes[cluster.master_of(&topic_record)].client().await;
+    super::fence::a_janitor_stopped_past_its_claim_removes_nothing_on(&target, &prefix, watch).await;
 }
