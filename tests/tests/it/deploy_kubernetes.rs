@@ -178,6 +178,50 @@ fn the_cluster_overlay_points_every_workload_at_the_cluster_nodes_and_drops_the_
         let topology = topology.unwrap_or_else(|error| panic!("{name}'s settings do not load: {error}"));
         assert_eq!(topology, Topology::Cluster { nodes }, "{name}");
     }
+
+    validate_rendered(&overlay);
+}
+
+/// The oldest and the newest Kubernetes `scripts/test` validates the manifests for.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
+
+/// Validates rendered `documents` with kubernetes-validate, as `scripts/test` validates the
+/// files: the tool from the virtualenv `scripts/test` installs (`$STREAMGATE_TOOLS_VENV`, by
+/// default `.venv-tools` at the repository root). Without it (tests run by hand before
+/// `scripts/test` ever ran) this says so on stderr and checks nothing.
+fn validate_rendered(documents: &[Value]) {
+    let venv = std::env::var_os("STREAMGATE_TOOLS_VENV").map_or_else(|| repo_file(".venv-tools"), Into::into);
+    let tool = venv.join("bin/kubernetes-validate");
+    if !tool.exists() {
+        eprintln!(
+            "{} is not installed (scripts/test installs it): rendered objects not validated",
+            tool.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<std::path::PathBuf> = documents
+        .iter()
+        .enumerate()
+        .map(|(n, document)| {
+            let file = dir.path().join(format!("{n}.yaml"));
+            fs::write(&file, serde_yaml_ng::to_string(document).unwrap()).unwrap();
+            file
+        })
+        .collect();
+    for version in KUBERNETES_VERSIONS {
+        let output = Command::new(&tool)
+            .args(["--strict", "--quiet", "--kubernetes-version", version])
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "the rendered objects do not validate for Kubernetes {version}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 /// `redis://USER@redis:6379…` (the `redis` Service, the service's own ACL user) with the
