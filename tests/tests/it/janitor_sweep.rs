@@ -1,7 +1,8 @@
 //! The janitor against real Redis, real gateway processes and the real `janitor` binary:
 //! dead instances removed while live ones keep their registrations, a gateway restarting
 //! mid-sweep, two janitors at once, dry runs, retention, malformed keys, the budget, exit
-//! codes and the JSON report.
+//! codes and the JSON report. Each scenario that depends on where keys live is a function
+//! of its [`Target`] (`…_on`), run here on one server and by [`cluster`] on a Redis Cluster.
 
 mod cluster;
 mod fence;
