@@ -8,6 +8,7 @@
 
 mod procs;
 mod publish;
+mod redis_setup;
 mod scenario;
 mod sse;
 
@@ -67,7 +68,8 @@ enum Command {
         /// Scale the connection counts (1.0 = the figures).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
-        /// The system under test for s3 and s4: `streamgate` or `nchan`.
+        /// The system under test: `streamgate`, `nchan` (s3, s4) or `cluster` (s3, s4, s5:
+        /// Streamgate on a Redis Cluster of three masters).
         #[arg(long, default_value = "streamgate")]
         system: String,
     },

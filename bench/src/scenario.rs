@@ -15,56 +15,41 @@ use streamgate::topic::{InstanceId, Topic};
 
 use crate::procs::{Proc, SubscriberProc, free_port, release_dir, wait_http_ok};
 use crate::publish::{self, Api};
+use crate::redis_setup::{RedisKind, RedisSetup};
 use crate::sse::{self, SubscriberReport, merge};
+
+/// How rows name Streamgate on a Redis Cluster (`scripts/bench` keys its rows apart by
+/// "Redis Cluster").
+const CLUSTER_SYSTEM_NAME: &str = "Streamgate on a 3-master Redis Cluster";
 
 /// Connections per subscriber process: a process may hold 20,000 files here.
 const PER_PROCESS: usize = 9_500;
 
-/// Streamgate started from release binaries with a private Redis.
+/// Streamgate started from release binaries with a private Redis (one server or a Redis
+/// Cluster).
 struct Streamgate {
     dir: tempfile::TempDir,
     redis_url: String,
-    redis: Proc,
+    redis: RedisSetup,
     gateways: Vec<(Proc, u16)>,
     producer: (Proc, u16),
 }
 
 impl Streamgate {
     async fn start(gateways: usize, gateway_env: &[(&str, &str)]) -> Streamgate {
+        Streamgate::start_on(RedisKind::Single, gateways, gateway_env).await
+    }
+
+    async fn start_on(redis_kind: RedisKind, gateways: usize, gateway_env: &[(&str, &str)]) -> Streamgate {
         let dir = tempfile::tempdir().expect("temp dir");
-        let redis_port = free_port();
-        let redis = Proc::spawn(
-            "redis",
-            std::path::Path::new("redis-server"),
-            &[
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &dir.path().display().to_string(),
-                "--maxmemory-policy",
-                "noeviction",
-            ],
-            &[],
-            dir.path(),
-        );
-        let redis_url = format!("redis://127.0.0.1:{redis_port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await.is_err() {
-            assert!(Instant::now() < deadline, "redis did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let redis = RedisSetup::start(redis_kind, dir.path()).await;
+        let redis_url = redis.url.clone();
         let bin = release_dir();
         let mut started = Vec::new();
         for index in 0..gateways {
             let port = free_port();
-            let mut env: Vec<(&str, String)> = vec![
-                ("REDIS_URL", redis_url.clone()),
+            let mut env = redis.env();
+            env.extend([
                 ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
                 ("INSTANCE_ID", format!("bench-gw-{index}")),
                 ("MAX_CONNECTIONS", "1000000".into()),
@@ -73,7 +58,7 @@ impl Streamgate {
                 ("MAX_CONNECTIONS_PER_IP", "0".into()),
                 ("SUBSCRIBE_RATE_PER_IP", "0".into()),
                 ("ADMIN_LISTEN_ADDR", "off".into()),
-            ];
+            ]);
             env.extend(gateway_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
             started.push((
                 Proc::spawn(&format!("gateway-{index}"), &bin.join("gateway"), &[], &env, dir.path()),
@@ -81,22 +66,22 @@ impl Streamgate {
             ));
         }
         let producer_port = free_port();
-        let producer = Proc::spawn(
-            "producer",
-            &bin.join("producer"),
-            &["serve"],
-            &[
-                ("REDIS_URL", redis_url.clone()),
-                ("LISTEN_ADDR", format!("127.0.0.1:{producer_port}")),
-                ("INGEST_ENABLED", "false".into()),
-            ],
-            dir.path(),
-        );
+        let mut producer_env = redis.env();
+        producer_env.extend([
+            ("LISTEN_ADDR", format!("127.0.0.1:{producer_port}")),
+            ("INGEST_ENABLED", "false".into()),
+        ]);
+        let producer = Proc::spawn("producer", &bin.join("producer"), &["serve"], &producer_env, dir.path());
         for (_, port) in &started {
             wait_http_ok(&format!("http://127.0.0.1:{port}/readyz")).await;
         }
         wait_http_ok(&format!("http://127.0.0.1:{producer_port}/readyz")).await;
         Streamgate { dir, redis_url, redis, gateways: started, producer: (producer, producer_port) }
+    }
+
+    /// How rows and results name it.
+    fn name(&self) -> &'static str {
+        if self.redis.is_cluster() { CLUSTER_SYSTEM_NAME } else { "Streamgate" }
     }
 
     fn servers(&self) -> String {
@@ -170,13 +155,14 @@ impl System {
     async fn start(kind: &str) -> System {
         match kind {
             "nchan" => System::Nchan(Nchan::start().await),
+            "cluster" => System::Streamgate(Streamgate::start_on(RedisKind::Cluster, 1, &[]).await),
             _ => System::Streamgate(Streamgate::start(1, &[]).await),
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
-            System::Streamgate(_) => "Streamgate",
+            System::Streamgate(s) => s.name(),
             System::Nchan(_) => "Nchan",
         }
     }
@@ -303,6 +289,9 @@ fn scaled(n: usize, scale: f64) -> usize {
 
 /// Runs scenario `name`.
 pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> anyhow::Result<()> {
+    if system == "cluster" && !matches!(name, "s3" | "s4" | "s5") {
+        anyhow::bail!("{name} has no Redis Cluster variant: use s3, s4 or s5 with --system cluster");
+    }
     let (result, row) = match name {
         "s1" => s1_idle_connections(scale, 0).await,
         "s1h2" => s1_idle_connections(scale, H2_STREAMS_PER_CONNECTION).await,
@@ -331,7 +320,10 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
             )
             .await
         }
-        "s5" => s5_ingest(duration).await,
+        "s5" => {
+            let redis = if system == "cluster" { RedisKind::Cluster } else { RedisKind::Single };
+            s5_ingest(duration, redis).await
+        }
         "s6" => s6_replay().await,
         "s7" => s7_janitor(scale).await,
         "s8" => s8_max_rate(scale).await,
@@ -461,8 +453,8 @@ async fn fan_out(
     (result, row)
 }
 
-async fn s5_ingest(duration: Duration) -> (Value, String) {
-    let system = Streamgate::start(2, &[]).await;
+async fn s5_ingest(duration: Duration, redis: RedisKind) -> (Value, String) {
+    let system = Streamgate::start_on(redis, 2, &[]).await;
     let topics = 1_000;
     let mut processes = subscribe(&system.servers(), topics, topics, None);
     let connected = connect_all(&mut processes);
@@ -509,9 +501,12 @@ async fn s5_ingest(duration: Duration) -> (Value, String) {
         "accepted": accepted, "seconds": elapsed, "events_per_s": rate,
         "delivered": merged.sum(|r| r.events), "gaps": merged.sum(|r| r.gaps), "duplicates": merged.sum(|r| r.duplicates),
         "producer_cpu_s": system.producer.0.cpu_seconds(),
+        "system": system.name(),
     });
+    // The one-server row keeps its old text; the cluster's names its system.
+    let on = if system.redis.is_cluster() { format!("{}: ", system.name()) } else { String::new() };
     let row = format!(
-        "| S5 | HTTP batches of 100, 16 concurrent, into 2 gateways ({connected} subscribers on {topics} topics) | ≥ 50,000 events/s | {rate:.0} events/s accepted over {elapsed:.0} s; {} delivered, gaps {}, dups {} |",
+        "| S5 | {on}HTTP batches of 100, 16 concurrent, into 2 gateways ({connected} subscribers on {topics} topics) | ≥ 50,000 events/s | {rate:.0} events/s accepted over {elapsed:.0} s; {} delivered, gaps {}, dups {} |",
         merged.sum(|r| r.events),
         merged.sum(|r| r.gaps),
         merged.sum(|r| r.duplicates)

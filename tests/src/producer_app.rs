@@ -165,7 +165,7 @@ impl Drop for ProducerProcess {
 
 /// Every entry of a stream, oldest first.
 pub async fn stream_entries(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut (impl redis::aio::ConnectionLike + Send),
     key: &str,
 ) -> Vec<redis::streams::StreamId> {
     let reply: redis::streams::StreamRangeReply =
@@ -175,7 +175,7 @@ pub async fn stream_entries(
 
 /// A topic's history, decoded, oldest first.
 pub async fn history(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut (impl redis::aio::ConnectionLike + Send),
     keys: &Keys,
     topic: &str,
 ) -> Vec<streamgate::stream::HistoryEntry> {

@@ -9,7 +9,11 @@ use streamgate::topic::{EventName, Topic};
 
 /// A publisher against `redis_url` under `prefix`, with default retention.
 pub fn publisher(redis_url: &str, prefix: &str) -> Publisher {
-    let pool = streamgate::redis::Redis::single(redis_url, 4).expect("redis");
+    publisher_on(streamgate::redis::Redis::single(redis_url, 4).expect("redis"), prefix)
+}
+
+/// A publisher on `pool` (any topology) under `prefix`, configured as [`publisher`].
+pub fn publisher_on(pool: streamgate::redis::Redis, prefix: &str) -> Publisher {
     let config = PublisherConfig {
         history_max_len: Some(10_000),
         history_max_age: None,

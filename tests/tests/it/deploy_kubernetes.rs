@@ -9,14 +9,23 @@
 //! the Redis host (the `redis` Service) becomes the test's Redis, started with the
 //! StatefulSet's own arguments, and LISTEN_ADDR's port a free one after checking that it is
 //! the container port the probes and the Service name.
+//!
+//! The Redis Cluster overlay (`deploy/k8s-cluster`: the base as a resource, a ConfigMap
+//! merged in, the development Redis deleted) is rendered the same way, its patches applied
+//! as kustomize's strategic merge applies them, and every workload of it checked to read
+//! the cluster's seed nodes.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
+use gateway::GatewayConfig;
+use janitor::JanitorConfig;
+use producer::settings::ProducerConfig;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
+use streamgate::redis::{Node, Topology};
 use streamgate_tests::binaries::workspace_binary;
 use streamgate_tests::redis_server::RedisServer;
 use streamgate_tests::rig::free_port;
@@ -28,13 +37,15 @@ use crate::deploy_compose::{
 };
 
 const K8S_DIR: &str = "deploy/k8s";
+/// The overlay that points the services at a Redis Cluster instead of the base's Redis.
+const K8S_CLUSTER_DIR: &str = "deploy/k8s-cluster";
 const DOCKERFILE: &str = "deploy/Dockerfile";
 /// What the pod name of a Deployment's pod looks like (`fieldRef: metadata.name`).
 const POD_NAME_SUFFIX: &str = "-5d8c7b9f4-x2x7q";
 
 #[tokio::test]
 async fn kubernetes_workloads_answer_their_probes_on_the_ports_their_services_name() {
-    let documents = rendered_manifests();
+    let documents = rendered_manifests(K8S_DIR);
     let logs = tempfile::tempdir().unwrap();
     let secrets = SecretValues::make();
 
@@ -111,6 +122,106 @@ async fn kubernetes_workloads_answer_their_probes_on_the_ports_their_services_na
     assert!(output.status.success(), "the janitor job fails: {}", String::from_utf8_lossy(&output.stderr));
     let sweep: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
     assert!(sweep["dead_instances"].is_u64(), "{sweep}");
+}
+
+#[test]
+fn the_cluster_overlay_points_every_workload_at_the_cluster_nodes_and_drops_the_development_redis() {
+    let base = rendered_manifests(K8S_DIR);
+    let overlay = rendered_manifests(K8S_CLUSTER_DIR);
+    let secrets = SecretValues::make();
+
+    let development_redis = |d: &&Value| {
+        d["metadata"]["name"] == "redis" && (d["kind"] == "StatefulSet" || d["kind"] == "Service")
+    };
+    assert_eq!(base.iter().filter(development_redis).count(), 2, "the base runs a development Redis");
+    assert_eq!(overlay.iter().filter(development_redis).count(), 0, "the overlay removes it");
+    assert_eq!(overlay.len(), base.len() - 2, "the overlay keeps everything else of the base");
+
+    for (kind, name) in [("Deployment", "gateway"), ("Deployment", "producer"), ("CronJob", "janitor")] {
+        let workload = workload(&overlay, kind, name);
+        let files = PodFiles::materialize(&overlay, &workload, &secrets);
+        let run = workload.run(&overlay, &files);
+        let seeds = run
+            .environment
+            .get("REDIS_CLUSTER_NODES")
+            .unwrap_or_else(|| panic!("{name} has no REDIS_CLUSTER_NODES: {:?}", run.environment));
+        let nodes = Node::parse_list(seeds).unwrap_or_else(|| panic!("{name}: REDIS_CLUSTER_NODES={seeds}"));
+        let pods: Vec<String> = nodes.iter().map(|node| format!("{}:{}", node.host, node.port)).collect();
+        assert_eq!(
+            pods,
+            (0..3)
+                .map(|n| format!("redis-cluster-{n}.redis-cluster:{REDIS_DEFAULT_PORT}"))
+                .collect::<Vec<_>>(),
+            "{name}: the pods of the redis-cluster StatefulSet, through its headless Service"
+        );
+
+        // The binary reads that environment as a Redis Cluster (of the shared ConfigMap, the
+        // settings it declares: it ignores the others, as it ignores the pod's other variables).
+        let declared = match name {
+            "gateway" => gateway::settings::SETTINGS,
+            "producer" => producer::settings::SETTINGS,
+            _ => janitor::settings::SETTINGS,
+        };
+        let settings: Vec<(&str, &str)> = run
+            .environment
+            .iter()
+            .filter(|(key, _)| declared.iter().any(|setting| setting.name == key.as_str()))
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        let topology = match name {
+            "gateway" => GatewayConfig::with_overrides(&settings).map(|config| config.common.redis_topology),
+            "producer" => {
+                ProducerConfig::with_overrides(&settings).map(|config| config.common.redis_topology)
+            }
+            _ => JanitorConfig::with_overrides(&settings).map(|config| config.common.redis_topology),
+        };
+        let topology = topology.unwrap_or_else(|error| panic!("{name}'s settings do not load: {error}"));
+        assert_eq!(topology, Topology::Cluster { nodes }, "{name}");
+    }
+
+    validate_rendered(&overlay);
+}
+
+/// The oldest and the newest Kubernetes `scripts/test` validates the manifests for.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
+
+/// Validates rendered `documents` with kubernetes-validate, as `scripts/test` validates the
+/// files: the tool from the virtualenv `scripts/test` installs (`$STREAMGATE_TOOLS_VENV`, by
+/// default `.venv-tools` at the repository root). Without it (tests run by hand before
+/// `scripts/test` ever ran) this says so on stderr and checks nothing.
+fn validate_rendered(documents: &[Value]) {
+    let venv = std::env::var_os("STREAMGATE_TOOLS_VENV").map_or_else(|| repo_file(".venv-tools"), Into::into);
+    let tool = venv.join("bin/kubernetes-validate");
+    if !tool.exists() {
+        eprintln!(
+            "{} is not installed (scripts/test installs it): rendered objects not validated",
+            tool.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<std::path::PathBuf> = documents
+        .iter()
+        .enumerate()
+        .map(|(n, document)| {
+            let file = dir.path().join(format!("{n}.yaml"));
+            fs::write(&file, serde_yaml_ng::to_string(document).unwrap()).unwrap();
+            file
+        })
+        .collect();
+    for version in KUBERNETES_VERSIONS {
+        let output = Command::new(&tool)
+            .args(["--strict", "--quiet", "--kubernetes-version", version])
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "the rendered objects do not validate for Kubernetes {version}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 /// `redis://USER@redis:6379…` (the `redis` Service, the service's own ACL user) with the
@@ -239,7 +350,7 @@ impl PodFiles {
 // --- Rendering ---------------------------------------------------------------------------
 
 /// The parts of `kustomization.yaml` this test renders; any other field fails the parse,
-/// so a kustomization that grows (images, patches) is rendered here too or noticed.
+/// so a kustomization that grows (images, replacements) is rendered here too or noticed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Kustomization {
@@ -250,6 +361,17 @@ struct Kustomization {
     #[serde(default)]
     labels: Vec<LabelSet>,
     resources: Vec<String>,
+    #[serde(default)]
+    patches: Vec<PatchEntry>,
+}
+
+/// One entry of `patches`: a strategic-merge patch, in a file (`path`) or inline (`patch`),
+/// applied to the one resource its apiVersion, kind and name identify (no `target`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchEntry {
+    path: Option<String>,
+    patch: Option<String>,
 }
 
 /// One entry of `labels`: kustomize adds the pairs to every resource's metadata (and, with
@@ -264,34 +386,96 @@ struct LabelSet {
     include_templates: bool,
 }
 
-/// Every document of every resource `kustomization.yaml` lists, with its labels applied.
-fn rendered_manifests() -> Vec<Value> {
+/// Every document of every resource the `kustomization.yaml` in `dir` lists (a directory
+/// being another kustomization, rendered first), with its labels and then its patches
+/// applied.
+fn rendered_manifests(dir: &str) -> Vec<Value> {
     let kustomization: Kustomization =
-        serde_yaml_ng::from_str(&read_repo_file(&format!("{K8S_DIR}/kustomization.yaml")))
+        serde_yaml_ng::from_str(&read_repo_file(&format!("{dir}/kustomization.yaml")))
             .expect("kustomization");
     let mut documents = Vec::new();
     for resource in &kustomization.resources {
-        let text = read_repo_file(&format!("{K8S_DIR}/{resource}"));
-        for document in serde_yaml_ng::Deserializer::from_str(&text) {
-            let mut document = Value::deserialize(document).expect("a manifest parses");
-            for set in &kustomization.labels {
-                assert!(!set.include_selectors && !set.include_templates, "render selector labels too");
-                let labels = document["metadata"]
-                    .as_mapping_mut()
-                    .expect("metadata")
-                    .entry("labels".into())
-                    .or_insert_with(|| Value::Mapping(Mapping::new()));
-                for (key, value) in &set.pairs {
-                    labels
-                        .as_mapping_mut()
-                        .expect("labels")
-                        .insert(key.as_str().into(), value.as_str().into());
-                }
+        let path = format!("{dir}/{resource}");
+        if repo_file(&path).is_dir() {
+            documents.extend(rendered_manifests(&path));
+            continue;
+        }
+        for document in serde_yaml_ng::Deserializer::from_str(&read_repo_file(&path)) {
+            documents.push(Value::deserialize(document).expect("a manifest parses"));
+        }
+    }
+    for document in &mut documents {
+        for set in &kustomization.labels {
+            assert!(!set.include_selectors && !set.include_templates, "render selector labels too");
+            let labels = document["metadata"]
+                .as_mapping_mut()
+                .expect("metadata")
+                .entry("labels".into())
+                .or_insert_with(|| Value::Mapping(Mapping::new()));
+            for (key, value) in &set.pairs {
+                labels.as_mapping_mut().expect("labels").insert(key.as_str().into(), value.as_str().into());
             }
-            documents.push(document);
+        }
+    }
+    for entry in &kustomization.patches {
+        let (origin, text) = match (&entry.path, &entry.patch) {
+            (Some(path), None) => (format!("{dir}/{path}"), read_repo_file(&format!("{dir}/{path}"))),
+            (None, Some(inline)) => (format!("{dir}: inline patch"), inline.clone()),
+            _ => panic!("{dir}: a patch is either `path` or `patch`: {entry:?}"),
+        };
+        for patch in serde_yaml_ng::Deserializer::from_str(&text) {
+            let patch = Value::deserialize(patch).expect("a patch parses");
+            apply_strategic_merge_patch(&mut documents, &patch, &origin);
         }
     }
     documents
+}
+
+/// Applies one strategic-merge patch as kustomize does, for the forms this test renders:
+/// `$patch: delete` removes the resource; otherwise maps merge key by key and a `null`
+/// value removes its key. Lists merge by their patch-merge key in kustomize; that is not
+/// rendered here, so a patch containing one fails rather than render something else.
+fn apply_strategic_merge_patch(documents: &mut Vec<Value>, patch: &Value, origin: &str) {
+    let identity = |d: &Value| (d["apiVersion"].clone(), d["kind"].clone(), d["metadata"]["name"].clone());
+    let matching: Vec<usize> = documents
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| identity(d) == identity(patch))
+        .map(|(n, _)| n)
+        .collect();
+    let [index] = matching.as_slice() else {
+        panic!("{origin}: the patch matches {} resources, not one: {:?}", matching.len(), identity(patch))
+    };
+    if patch["$patch"] == "delete" {
+        documents.remove(*index);
+        return;
+    }
+    merge_maps(&mut documents[*index], patch, origin);
+}
+
+fn merge_maps(target: &mut Value, patch: &Value, origin: &str) {
+    let (Some(target), Some(patch)) = (target.as_mapping_mut(), patch.as_mapping()) else {
+        panic!("{origin}: merging a map into something else")
+    };
+    for (key, value) in patch {
+        let name = key.as_str().unwrap_or_default();
+        assert!(!name.starts_with('$'), "{origin}: the directive {name} is not rendered here");
+        assert!(
+            !value.is_sequence(),
+            "{origin}: {name} is a list, which kustomize merges by key: not rendered here"
+        );
+        match target.get_mut(key) {
+            _ if value.is_null() => {
+                target.remove(key);
+            }
+            Some(existing) if existing.is_mapping() && value.is_mapping() => {
+                merge_maps(existing, value, origin)
+            }
+            _ => {
+                target.insert(key.clone(), value.clone());
+            }
+        }
+    }
 }
 
 // --- Workloads ----------------------------------------------------------------------------

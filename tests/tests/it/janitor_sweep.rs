@@ -1,8 +1,10 @@
 //! The janitor against real Redis, real gateway processes and the real `janitor` binary:
 //! dead instances removed while live ones keep their registrations, a gateway restarting
 //! mid-sweep, two janitors at once, dry runs, retention, malformed keys, the budget, exit
-//! codes and the JSON report.
+//! codes and the JSON report. Each scenario that depends on where keys live is a function
+//! of its [`Target`] (`…_on`), run here on one server and by [`cluster`] on a Redis Cluster.
 
+mod cluster;
 mod fence;
 mod metrics;
 mod support;
@@ -12,12 +14,12 @@ use redis::AsyncCommands;
 use streamgate::stream::field;
 use streamgate_tests::binaries::workspace_binary;
 use streamgate_tests::gateway_app::spawn_gateway;
-use streamgate_tests::publish::{publish_one, publisher};
+use streamgate_tests::publish::publish_one;
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::sse_client::connect;
 use support::{
-    GatewayProcess, WAIT, counts, dump, fabricate_dead_instance, free_port, id_ms, instance, janitor_command,
-    keys, run_janitor, server_time_ms, sweeper, topic, wait_until,
+    GatewayProcess, Target, WAIT, counts, dump, fabricate_dead_instance, free_port, id_ms, instance,
+    janitor_command, keys, run_janitor, server_time_ms, sweeper, topic, wait_until,
 };
 
 /// A Redis whose streams hold one entry per macro node, so approximate trimming
@@ -29,12 +31,17 @@ fn redis_with_exact_trimming() -> RedisServer {
 #[tokio::test]
 async fn sigkilled_gateway_is_removed_while_a_live_gateway_keeps_its_registration() {
     let redis = RedisServer::start();
+    sigkilled_gateway_is_removed_while_a_live_gateway_keeps_its_registration_on(&Target::single(&redis))
+        .await;
+}
+
+async fn sigkilled_gateway_is_removed_while_a_live_gateway_keeps_its_registration_on(target: &Target) {
     let prefix = unique_prefix("janitor-sigkill");
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
-    let live = spawn_gateway(&redis.url(), &prefix, &[]).await;
+    let mut conn = target.conn().await;
+    let live = spawn_gateway(target.url(), &prefix, &target.settings(&[])).await;
     let mut live_stream = connect(&live.url("/events?topic=news"), None).await;
-    let mut dead = GatewayProcess::start(&redis.url(), &prefix, "gw-doomed").await;
+    let mut dead = GatewayProcess::start(target, &prefix, "gw-doomed").await;
     let _dead_stream = connect(&dead.url("/events?topic=news&topic=sports"), None).await;
     let (news, sports) = (keys.group(&topic("news")), keys.group(&topic("sports")));
     wait_until("both gateways registered", || {
@@ -47,7 +54,7 @@ async fn sigkilled_gateway_is_removed_while_a_live_gateway_keeps_its_registratio
         }
     })
     .await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let publisher = target.publisher(&prefix);
     publish_one(&publisher, "news", "before").await;
     assert_eq!(live_stream.take(1, WAIT).await[0].data, "before");
     let doomed = instance("gw-doomed");
@@ -61,7 +68,7 @@ async fn sigkilled_gateway_is_removed_while_a_live_gateway_keeps_its_registratio
         async move { !conn.exists::<_, bool>(&alive_key).await.unwrap() }
     })
     .await;
-    let report = run_janitor(&redis.url(), &prefix, &[], &[]).await.report();
+    let report = run_janitor(target.url(), &prefix, &[], &target.settings(&[])).await.report();
 
     assert_eq!(report["dead_instances"], 1, "{report}");
     assert_eq!(report["membership_fields_removed"], 2, "{report}");
@@ -82,11 +89,16 @@ async fn sigkilled_gateway_is_removed_while_a_live_gateway_keeps_its_registratio
 #[tokio::test]
 async fn gateway_restarting_during_a_sweep_waits_for_it_and_keeps_its_registration() {
     let redis = RedisServer::start();
+    gateway_restarting_during_a_sweep_waits_for_it_and_keeps_its_registration_on(&Target::single(&redis))
+        .await;
+}
+
+async fn gateway_restarting_during_a_sweep_waits_for_it_and_keeps_its_registration_on(target: &Target) {
     let prefix = unique_prefix("janitor-restart");
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
+    let mut conn = target.conn().await;
     fabricate_dead_instance(&mut conn, &keys, "gw-pod-0", &["a", "b"]).await;
-    let sweeper = sweeper(&redis.url(), &prefix, &[]);
+    let sweeper = sweeper(target, &prefix, &[]);
     let id = instance("gw-pod-0");
 
     // The janitor claims the dead instance...
@@ -94,9 +106,15 @@ async fn gateway_restarting_during_a_sweep_waits_for_it_and_keeps_its_registrati
         panic!("a dead instance can be claimed");
     };
     // ...then a gateway starts under the same id (a StatefulSet pod coming back).
-    let (url, gateway_prefix) = (redis.url(), prefix.clone());
+    let (url, gateway_prefix) = (target.url().to_owned(), prefix.clone());
+    let settings: Vec<(String, String)> = target
+        .settings(&[("INSTANCE_ID", "gw-pod-0"), ("LIVENESS_TTL", "3s")])
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
     let starting = tokio::spawn(async move {
-        spawn_gateway(&url, &gateway_prefix, &[("INSTANCE_ID", "gw-pod-0"), ("LIVENESS_TTL", "3s")]).await
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        spawn_gateway(&url, &gateway_prefix, &settings).await
     });
     let index = keys.instances();
     wait_until("the gateway tried to claim its liveness", || {
@@ -134,11 +152,15 @@ async fn gateway_restarting_during_a_sweep_waits_for_it_and_keeps_its_registrati
 #[tokio::test]
 async fn an_instance_claimed_by_another_janitor_is_skipped() {
     let redis = RedisServer::start();
+    an_instance_claimed_by_another_janitor_is_skipped_on(&Target::single(&redis)).await;
+}
+
+async fn an_instance_claimed_by_another_janitor_is_skipped_on(target: &Target) {
     let prefix = unique_prefix("janitor-busy");
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
+    let mut conn = target.conn().await;
     fabricate_dead_instance(&mut conn, &keys, "gw-held", &["a"]).await;
-    let sweeper = sweeper(&redis.url(), &prefix, &[]);
+    let sweeper = sweeper(target, &prefix, &[]);
     let Claim::Claimed(_held) = sweeper.claim_instance(&instance("gw-held")).await.unwrap() else {
         panic!("a dead instance can be claimed");
     };
@@ -154,10 +176,14 @@ async fn an_instance_claimed_by_another_janitor_is_skipped() {
 #[tokio::test]
 async fn two_janitors_at_once_remove_each_dead_instance_exactly_once() {
     let redis = RedisServer::start();
+    two_janitors_at_once_remove_each_dead_instance_exactly_once_on(&Target::single(&redis)).await;
+}
+
+async fn two_janitors_at_once_remove_each_dead_instance_exactly_once_on(target: &Target) {
     let prefix = unique_prefix("janitor-two");
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
-    let live = spawn_gateway(&redis.url(), &prefix, &[]).await;
+    let mut conn = target.conn().await;
+    let live = spawn_gateway(target.url(), &prefix, &target.settings(&[])).await;
     let _stream = connect(&live.url("/events?topic=t0"), None).await;
     let t0 = keys.group(&topic("t0"));
     wait_until("the live gateway registered", || {
@@ -172,10 +198,10 @@ async fn two_janitors_at_once_remove_each_dead_instance_exactly_once() {
     }
 
     // Small batches, so the two interleave on the same instances.
-    let settings = [("SCAN_COUNT", "5")];
-    let url = redis.url();
+    let settings = target.settings(&[("SCAN_COUNT", "5")]);
+    let url = target.url();
     let (first, second) =
-        tokio::join!(run_janitor(&url, &prefix, &[], &settings), run_janitor(&url, &prefix, &[], &settings));
+        tokio::join!(run_janitor(url, &prefix, &[], &settings), run_janitor(url, &prefix, &[], &settings));
     let (first, second) = (first.report(), second.report());
 
     let total = |field: &str| first[field].as_u64().unwrap() + second[field].as_u64().unwrap();
@@ -196,9 +222,13 @@ async fn two_janitors_at_once_remove_each_dead_instance_exactly_once() {
 #[tokio::test]
 async fn dry_run_changes_nothing_and_reports_what_a_sweep_then_does() {
     let redis = redis_with_exact_trimming();
+    dry_run_changes_nothing_and_reports_what_a_sweep_then_does_on(&Target::single(&redis)).await;
+}
+
+async fn dry_run_changes_nothing_and_reports_what_a_sweep_then_does_on(target: &Target) {
     let prefix = unique_prefix("janitor-dry");
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
+    let mut conn = target.conn().await;
     // A dead instance, and a live one sharing a topic with it.
     fabricate_dead_instance(&mut conn, &keys, "gw-dead", &["shared", "alone"]).await;
     let live = instance("gw-live");
@@ -208,7 +238,7 @@ async fn dry_run_changes_nothing_and_reports_what_a_sweep_then_does() {
     let _: () = conn.hset(keys.group(&topic("shared")), "gw-gone", "many").await.unwrap();
     let _: () = conn.set(keys.history(&topic("wrong")), "not a stream").await.unwrap();
     // A history too long, and an idle one (its only entry from 1970).
-    let publisher = publisher(&redis.url(), &prefix);
+    let publisher = target.publisher(&prefix);
     for n in 0..30 {
         publish_one(&publisher, "long", &n.to_string()).await;
     }
@@ -226,11 +256,11 @@ async fn dry_run_changes_nothing_and_reports_what_a_sweep_then_does() {
     let settings = [("HISTORY_MAX_LEN", "10"), ("HISTORY_MAX_AGE", "1h")];
     let before = dump(&mut conn, &prefix).await;
 
-    let dry = run_janitor(&redis.url(), &prefix, &["--dry-run"], &settings).await.report();
+    let dry = run_janitor(target.url(), &prefix, &["--dry-run"], &target.settings(&settings)).await.report();
 
     assert_eq!(dump(&mut conn, &prefix).await, before, "a dry run changed something");
     assert_eq!(dry["dry_run"], true);
-    let real = run_janitor(&redis.url(), &prefix, &[], &settings).await.report();
+    let real = run_janitor(target.url(), &prefix, &[], &target.settings(&settings)).await.report();
     assert_eq!(real["dry_run"], false);
     assert_eq!(counts(&dry), counts(&real), "dry: {dry}\nreal: {real}");
     assert_eq!(real["dead_instances"], 1, "{real}");
@@ -246,10 +276,14 @@ async fn dry_run_changes_nothing_and_reports_what_a_sweep_then_does() {
 #[tokio::test]
 async fn histories_are_trimmed_to_the_maximum_length() {
     let redis = redis_with_exact_trimming();
+    histories_are_trimmed_to_the_maximum_length_on(&Target::single(&redis)).await;
+}
+
+async fn histories_are_trimmed_to_the_maximum_length_on(target: &Target) {
     let prefix = unique_prefix("janitor-maxlen");
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let mut conn = target.conn().await;
+    let publisher = target.publisher(&prefix);
     for n in 0..40 {
         publish_one(&publisher, "long", &n.to_string()).await;
     }
@@ -257,7 +291,9 @@ async fn histories_are_trimmed_to_the_maximum_length() {
         publish_one(&publisher, "short", &n.to_string()).await;
     }
 
-    let report = run_janitor(&redis.url(), &prefix, &[], &[("HISTORY_MAX_LEN", "10")]).await.report();
+    let report = run_janitor(target.url(), &prefix, &[], &target.settings(&[("HISTORY_MAX_LEN", "10")]))
+        .await
+        .report();
 
     assert_eq!(report["topic_entries_trimmed"], 30, "{report}");
     assert_eq!(report["topic_streams_deleted"], 0, "{report}");
@@ -271,13 +307,17 @@ async fn histories_are_trimmed_to_the_maximum_length() {
 #[tokio::test]
 async fn histories_are_trimmed_by_age_on_redis_clock() {
     let redis = redis_with_exact_trimming();
+    histories_are_trimmed_by_age_on_redis_clock_on(&Target::single(&redis)).await;
+}
+
+async fn histories_are_trimmed_by_age_on_redis_clock_on(target: &Target) {
     let prefix = unique_prefix("janitor-maxage");
     let keys = keys(&prefix);
     // Built now, not between publishing the recent events and sweeping: a build waiting on
     // cargo's lock could age them past the limit.
     workspace_binary("janitor");
-    let mut conn = redis.client().await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let mut conn = target.conn().await;
+    let publisher = target.publisher(&prefix);
     let mut newest_old = String::new();
     for n in 0..4 {
         newest_old = publish_one(&publisher, "t", &format!("old-{n}")).await;
@@ -292,7 +332,9 @@ async fn histories_are_trimmed_by_age_on_redis_clock() {
         publish_one(&publisher, "t", &format!("new-{n}")).await;
     }
 
-    let report = run_janitor(&redis.url(), &prefix, &[], &[("HISTORY_MAX_AGE", "2s")]).await.report();
+    let report = run_janitor(target.url(), &prefix, &[], &target.settings(&[("HISTORY_MAX_AGE", "2s")]))
+        .await
+        .report();
 
     assert_eq!(report["topic_entries_trimmed"], 4, "{report}");
     assert_eq!(report["topic_streams_deleted"], 0, "a topic with recent events is not idle: {report}");
@@ -304,10 +346,14 @@ async fn histories_are_trimmed_by_age_on_redis_clock() {
 #[tokio::test]
 async fn an_idle_topic_is_deleted_unless_someone_subscribes_to_it() {
     let redis = RedisServer::start();
+    an_idle_topic_is_deleted_unless_someone_subscribes_to_it_on(&Target::single(&redis)).await;
+}
+
+async fn an_idle_topic_is_deleted_unless_someone_subscribes_to_it_on(target: &Target) {
     let prefix = unique_prefix("janitor-idle");
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
+    let mut conn = target.conn().await;
+    let gateway = spawn_gateway(target.url(), &prefix, &target.settings(&[])).await;
     let _subscriber = connect(&gateway.url("/events?topic=watched"), None).await;
     let watched_group = keys.group(&topic("watched"));
     wait_until("the subscriber is registered", || {
@@ -315,7 +361,7 @@ async fn an_idle_topic_is_deleted_unless_someone_subscribes_to_it() {
         async move { conn.exists::<_, bool>(&group).await.unwrap() }
     })
     .await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let publisher = target.publisher(&prefix);
     let first_idle = publish_one(&publisher, "idle", "x").await;
     let newest = publish_one(&publisher, "watched", "y").await;
     wait_until("both topics are idle past the 1 s maximum age", || {
@@ -325,7 +371,9 @@ async fn an_idle_topic_is_deleted_unless_someone_subscribes_to_it() {
     })
     .await;
 
-    let report = run_janitor(&redis.url(), &prefix, &[], &[("HISTORY_MAX_AGE", "1s")]).await.report();
+    let report = run_janitor(target.url(), &prefix, &[], &target.settings(&[("HISTORY_MAX_AGE", "1s")]))
+        .await
+        .report();
 
     assert_eq!(report["topic_streams_deleted"], 1, "{report}");
     let (idle, watched) = (topic("idle"), topic("watched"));
@@ -343,9 +391,13 @@ async fn an_idle_topic_is_deleted_unless_someone_subscribes_to_it() {
 #[tokio::test]
 async fn malformed_keys_and_values_are_skipped_and_counted() {
     let redis = RedisServer::start();
+    malformed_keys_and_values_are_skipped_and_counted_on(&Target::single(&redis)).await;
+}
+
+async fn malformed_keys_and_values_are_skipped_and_counted_on(target: &Target) {
     let prefix = unique_prefix("janitor-malformed");
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
+    let mut conn = target.conn().await;
     let p = &prefix;
     let mut setup = redis::pipe();
     setup
@@ -377,7 +429,7 @@ async fn malformed_keys_and_values_are_skipped_and_counted() {
     ];
     let before = dump(&mut conn, &prefix).await;
 
-    let run = run_janitor(&redis.url(), &prefix, &[], &[]).await;
+    let run = run_janitor(target.url(), &prefix, &[], &target.settings(&[])).await;
     let report = run.report();
 
     assert_eq!(report["malformed_keys_skipped"], 9, "6 keys, 2 index members, 1 field: {report}");
@@ -391,7 +443,7 @@ async fn malformed_keys_and_values_are_skipped_and_counted() {
     let mixed: Vec<String> = conn.hkeys(keys.group(&topic("mixed"))).await.unwrap();
     assert_eq!(mixed, ["bad id!"], "only the field naming no instance stays");
     // Skipped, not fixed: the next sweep finds them again.
-    let again = run_janitor(&redis.url(), &prefix, &[], &[]).await.report();
+    let again = run_janitor(target.url(), &prefix, &[], &target.settings(&[])).await.report();
     assert_eq!(again["malformed_keys_skipped"], 9, "{again}");
     assert_eq!(again["membership_fields_removed"], 0, "{again}");
 }
@@ -399,9 +451,13 @@ async fn malformed_keys_and_values_are_skipped_and_counted() {
 #[tokio::test]
 async fn the_budget_bounds_each_sweep_and_the_next_resumes_the_scan() {
     let redis = RedisServer::start();
+    the_budget_bounds_each_sweep_and_the_next_resumes_the_scan_on(&Target::single(&redis)).await;
+}
+
+async fn the_budget_bounds_each_sweep_and_the_next_resumes_the_scan_on(target: &Target) {
     let prefix = unique_prefix("janitor-budget");
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
+    let mut conn = target.conn().await;
     // Orphans no index names: only the full pass finds them.
     let mut pipe = redis::pipe();
     for n in 0..60 {
@@ -412,7 +468,7 @@ async fn the_budget_bounds_each_sweep_and_the_next_resumes_the_scan() {
             .arg("x");
     }
     let () = pipe.query_async(&mut conn).await.unwrap();
-    let sweeper = sweeper(&redis.url(), &prefix, &[("SWEEP_BUDGET", "10"), ("SCAN_COUNT", "5")]);
+    let sweeper = sweeper(target, &prefix, &[("SWEEP_BUDGET", "10"), ("SCAN_COUNT", "5")]);
 
     let first = sweeper.sweep(false).await.unwrap();
     assert!(first.budget_exhausted);

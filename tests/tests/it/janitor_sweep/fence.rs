@@ -7,15 +7,19 @@ use std::process::Command;
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use redis::aio::ConnectionLike;
 use redis::aio::MultiplexedConnection;
 use streamgate::keys::Keys;
-use streamgate_tests::publish::{event, publisher};
+use streamgate_tests::publish::event;
 use streamgate_tests::rig::Service;
 use streamgate_tests::sse_client::connect;
 
 use super::support::{
-    WAIT, fabricate_dead_instance, free_port, instance, janitor_command, keys, topic, wait_until,
+    Target, WAIT, fabricate_dead_instance, free_port, instance, janitor_command, keys, topic, wait_until,
 };
+
+/// The fenced instance's id.
+pub(super) const INSTANCE: &str = "gw-fence";
 
 /// The dead instance's topics: enough for hundreds of sweep batches of `SCAN_COUNT` 1, and
 /// more than Redis keeps in a compact set (128), so `SSCAN` pages through them.
@@ -45,7 +49,12 @@ async fn janitor_last_commands(conn: &mut MultiplexedConnection) -> Vec<String> 
 }
 
 /// How many of `topics`' group hashes hold `field` = "1".
-async fn registered(conn: &mut MultiplexedConnection, keys: &Keys, topics: &[String], field: &str) -> usize {
+async fn registered(
+    conn: &mut (impl ConnectionLike + Send),
+    keys: &Keys,
+    topics: &[String],
+    field: &str,
+) -> usize {
     let mut pipe = redis::pipe();
     for name in topics {
         pipe.hget(keys.group(&topic(name)), field);
@@ -58,9 +67,26 @@ async fn registered(conn: &mut MultiplexedConnection, keys: &Keys, topics: &[Str
 async fn a_janitor_stopped_past_its_claim_removes_nothing_of_a_gateway_back_under_the_same_id() {
     let redis = streamgate_tests::redis_server::RedisServer::start();
     let prefix = streamgate_tests::redis_server::unique_prefix("janitor-fence");
+    a_janitor_stopped_past_its_claim_removes_nothing_on(
+        &Target::single(&redis),
+        &prefix,
+        redis.client().await,
+    )
+    .await;
+}
+
+/// The scenario on `target` under `prefix`; `watch` is a connection to the server that holds
+/// the instance's keys (its topic record, read with SSCAN), whose `CLIENT LIST` tells what
+/// the janitor ran last there.
+pub(super) async fn a_janitor_stopped_past_its_claim_removes_nothing_on(
+    target: &Target,
+    prefix: &str,
+    mut watch: MultiplexedConnection,
+) {
+    let prefix = prefix.to_owned();
     let keys = keys(&prefix);
-    let mut conn = redis.client().await;
-    let id = "gw-fence";
+    let mut conn = target.conn().await;
+    let id = INSTANCE;
     let topics: Vec<String> = (0..N_TOPICS).map(|n| format!("fence-{n}")).collect();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     fabricate_dead_instance(&mut conn, &keys, id, &names).await;
@@ -68,9 +94,9 @@ async fn a_janitor_stopped_past_its_claim_removes_nothing_of_a_gateway_back_unde
 
     // The janitor sweeps the dead instance one topic per batch...
     let mut janitor = janitor_command(
-        &redis.url(),
+        target.url(),
         &prefix,
-        &[("SCAN_COUNT", "1"), ("FULL_SCAN", "false"), ("SWEEP_CLAIM_TTL", CLAIM_TTL)],
+        &target.settings(&[("SCAN_COUNT", "1"), ("FULL_SCAN", "false"), ("SWEEP_CLAIM_TTL", CLAIM_TTL)]),
     )
     .spawn()
     .unwrap();
@@ -85,7 +111,7 @@ async fn a_janitor_stopped_past_its_claim_removes_nothing_of_a_gateway_back_unde
     for _ in 0..MAX_STOP_ATTEMPTS {
         signal(pid, "STOP");
         tokio::time::sleep(SETTLE).await;
-        if janitor_last_commands(&mut conn).await.iter().any(|cmd| cmd == "sscan") {
+        if janitor_last_commands(&mut watch).await.iter().any(|cmd| cmd == "sscan") {
             stopped_mid_batch = true;
             break;
         }
@@ -104,22 +130,20 @@ async fn a_janitor_stopped_past_its_claim_removes_nothing_of_a_gateway_back_unde
     })
     .await;
     let port = free_port();
-    let gateway = Service::spawn(
-        "gateway-fence",
-        "gateway",
-        &[],
-        port,
+    let mut env: Vec<(String, String)> =
+        target.settings(&[]).into_iter().map(|(name, value)| (name.to_owned(), value.to_owned())).collect();
+    env.extend(
         [
-            ("REDIS_URL", redis.url()),
+            ("REDIS_URL", target.url().to_owned()),
             ("KEY_PREFIX", prefix.clone()),
             ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("INSTANCE_ID", id.to_owned()),
             ("MAX_TOPICS_PER_CONNECTION", N_TOPICS.to_string()),
         ]
         .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect(),
+        .map(|(name, value)| (name.to_owned(), value)),
     );
+    let gateway = Service::spawn("gateway-fence", "gateway", &[], port, env);
     gateway.wait_ready().await;
     let query: Vec<String> = topics.iter().map(|name| format!("topic={name}")).collect();
     let mut stream = connect(&gateway.url(&format!("/events?{}", query.join("&"))), None).await;
@@ -147,6 +171,6 @@ async fn a_janitor_stopped_past_its_claim_removes_nothing_of_a_gateway_back_unde
     assert_eq!(report["claims_lapsed"], 1, "{report}");
     // And the live path works for every topic: one event each reaches the subscriber.
     let batch: Vec<_> = topics.iter().map(|name| event(name, None, name)).collect();
-    publisher(&redis.url(), &prefix).publish(&batch).await.unwrap();
+    target.publisher(&prefix).publish(&batch).await.unwrap();
     assert_eq!(stream.take(N_TOPICS, WAIT).await.len(), N_TOPICS);
 }

@@ -1,6 +1,6 @@
-//! Helpers of the janitor tests: running the real `janitor` and `gateway` binaries,
-//! fabricating the state dead gateways leave, dumping every key under a prefix, waiting
-//! with a deadline.
+//! Helpers of the janitor tests: the Redis a scenario runs against (one server or the
+//! Redis Cluster), running the real `janitor` and `gateway` binaries, fabricating the state
+//! dead gateways leave, dumping every key under a prefix, waiting with a deadline.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -10,11 +10,15 @@ use std::time::Duration;
 use janitor::{JanitorConfig, Sweeper};
 use redis::AsyncCommands;
 use redis::Value as RedisValue;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Cmd, Pipeline, RedisFuture};
 use serde_json::Value;
 use streamgate::keys::Keys;
+use streamgate::redis::{Conn, Node, POOLED_RESPONSE_TIMEOUT, Redis, Topology};
 use streamgate::topic::{InstanceId, Topic};
 use streamgate_tests::binaries::workspace_binary;
+use streamgate_tests::redis_cluster::RedisCluster;
+use streamgate_tests::redis_server::RedisServer;
 
 /// How long a condition may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -22,6 +26,111 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How long one janitor run may take: a sweep of a test's keys takes milliseconds, the
 /// rest is process start-up on a busy machine.
 const JANITOR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Redis a scenario runs against: one `redis-server`, or the harness's Redis Cluster
+/// (three masters, three replicas) that every service reaches through
+/// `REDIS_CLUSTER_NODES`, so a scenario's keys spread over every master.
+pub struct Target {
+    url: String,
+    cluster_nodes: Option<String>,
+}
+
+impl Target {
+    /// One server.
+    pub fn single(server: &RedisServer) -> Target {
+        Target { url: server.url(), cluster_nodes: None }
+    }
+
+    /// The cluster, seeded with every node.
+    pub fn cluster(cluster: &RedisCluster) -> Target {
+        Target { url: cluster.nodes[0].url(), cluster_nodes: Some(cluster.seeds()) }
+    }
+
+    /// `REDIS_URL` (on the cluster: a node's, for its credentials only).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The topology settings a service needs besides `REDIS_URL` (`REDIS_CLUSTER_NODES` on
+    /// the cluster, nothing otherwise), followed by `extra`.
+    pub fn settings<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut settings = Vec::new();
+        if let Some(nodes) = &self.cluster_nodes {
+            settings.push(("REDIS_CLUSTER_NODES", nodes.as_str()));
+        }
+        settings.extend_from_slice(extra);
+        settings
+    }
+
+    /// The services' own Redis handle on this target.
+    pub fn handle(&self) -> Redis {
+        let topology = match &self.cluster_nodes {
+            Some(nodes) => Topology::Cluster { nodes: Node::parse_list(nodes).expect("seed list") },
+            None => Topology::Single,
+        };
+        Redis::new(&self.url, &topology, 4, POOLED_RESPONSE_TIMEOUT).expect("redis handle")
+    }
+
+    /// A connection for the test's own reads and writes.
+    pub async fn conn(&self) -> TestConn {
+        if self.cluster_nodes.is_none() {
+            let client = redis::Client::open(self.url.as_str()).expect("redis url");
+            return TestConn::Single(client.get_multiplexed_async_connection().await.expect("connect"));
+        }
+        TestConn::Cluster(self.handle().get().await.expect("cluster connection"))
+    }
+
+    /// A publisher in this process, on this target.
+    pub fn publisher(&self, prefix: &str) -> producer::publisher::Publisher {
+        streamgate_tests::publish::publisher_on(self.handle(), prefix)
+    }
+}
+
+/// The test's connection: to the one server, or to the cluster (commands routed by slot,
+/// `KEYS` asked of every master, pipelines split by slot).
+pub enum TestConn {
+    /// One server.
+    Single(MultiplexedConnection),
+    /// The cluster.
+    Cluster(Conn),
+}
+
+impl Clone for TestConn {
+    fn clone(&self) -> TestConn {
+        match self {
+            TestConn::Single(conn) => TestConn::Single(conn.clone()),
+            TestConn::Cluster(conn) => TestConn::Cluster(conn.clone_cluster().expect("a cluster connection")),
+        }
+    }
+}
+
+impl ConnectionLike for TestConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, RedisValue> {
+        match self {
+            TestConn::Single(conn) => conn.req_packed_command(cmd),
+            TestConn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<RedisValue>> {
+        match self {
+            TestConn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            TestConn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            TestConn::Single(conn) => conn.get_db(),
+            TestConn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
 
 /// Waits until `condition` holds, polling every 50 ms; fails the test after [`WAIT`].
 pub async fn wait_until<F, Fut>(what: &str, condition: F)
@@ -54,7 +163,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Redis' clock, in unix ms.
-pub async fn server_time_ms(conn: &mut MultiplexedConnection) -> u64 {
+pub async fn server_time_ms(conn: &mut (impl ConnectionLike + Send)) -> u64 {
     let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.expect("TIME");
     seconds * 1000 + micros / 1000
 }
@@ -68,7 +177,7 @@ pub fn id_ms(id: &str) -> u64 {
 /// subscriber count in each topic's group hash, its instance stream and its index entry
 /// (score 1, a heartbeat long ago) — and no liveness key.
 pub async fn fabricate_dead_instance(
-    conn: &mut MultiplexedConnection,
+    conn: &mut (impl ConnectionLike + Send),
     keys: &Keys,
     id: &str,
     topics: &[&str],
@@ -84,26 +193,10 @@ pub async fn fabricate_dead_instance(
     pipe.query_async::<()>(conn).await.expect("fabricate a dead instance");
 }
 
-/// Every key under `prefix` with its type and full content, to compare states.
-pub async fn dump(conn: &mut MultiplexedConnection, prefix: &str) -> BTreeMap<String, String> {
-    let mut names: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .expect("SCAN");
-        names.extend(page);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
+/// Every key under `prefix` with its type and full content, to compare states. (`KEYS`,
+/// which a cluster connection asks of every master, where a `SCAN` would cover one node.)
+pub async fn dump(conn: &mut (impl ConnectionLike + Send + Sync), prefix: &str) -> BTreeMap<String, String> {
+    let names: Vec<String> = conn.keys(format!("{prefix}:*")).await.expect("KEYS");
     let mut dump = BTreeMap::new();
     for name in names {
         let kind: String = redis::cmd("TYPE").arg(&name).query_async(conn).await.expect("TYPE");
@@ -138,12 +231,14 @@ pub async fn dump(conn: &mut MultiplexedConnection, prefix: &str) -> BTreeMap<St
     dump
 }
 
-/// A sweeper in this process, as the binary would build it from `settings`.
-pub fn sweeper(redis_url: &str, prefix: &str, settings: &[(&str, &str)]) -> Sweeper {
-    let mut all = vec![("REDIS_URL", redis_url), ("KEY_PREFIX", prefix)];
-    all.extend_from_slice(settings);
+/// A sweeper in this process on `target`, as the binary would build it from `settings`.
+pub fn sweeper(target: &Target, prefix: &str, settings: &[(&str, &str)]) -> Sweeper {
+    let mut all = vec![("REDIS_URL", target.url()), ("KEY_PREFIX", prefix)];
+    all.extend(target.settings(settings));
     let config = JanitorConfig::with_overrides(&all).expect("janitor configuration");
-    let pool = streamgate::redis::Redis::single(redis_url, 2).expect("redis");
+    let pool =
+        Redis::new(&config.common.redis_url, &config.common.redis_topology, 2, POOLED_RESPONSE_TIMEOUT)
+            .expect("redis");
     Sweeper::new(pool, config.common.keys, config.sweep)
 }
 
@@ -226,14 +321,15 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Starts the `gateway` binary on a free port with `INSTANCE_ID=instance` and a 3 s
-    /// liveness TTL (the shortest allowed), and waits until it is ready.
-    pub async fn start(redis_url: &str, prefix: &str, instance: &str) -> GatewayProcess {
+    /// Starts the `gateway` binary on `target` on a free port with `INSTANCE_ID=instance`
+    /// and a 3 s liveness TTL (the shortest allowed), and waits until it is ready.
+    pub async fn start(target: &Target, prefix: &str, instance: &str) -> GatewayProcess {
         let port = free_port();
         let mut command = std::process::Command::new(workspace_binary("gateway"));
+        command.envs(target.settings(&[]));
         command
             .env_remove(streamgate::config::CONFIG_FILE_ENV)
-            .env("REDIS_URL", redis_url)
+            .env("REDIS_URL", target.url())
             .env("KEY_PREFIX", prefix)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("ADMIN_LISTEN_ADDR", "off")
