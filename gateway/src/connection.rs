@@ -428,7 +428,9 @@ pub fn event_stream(
             loop {
                 let position = lanes.positions[lane].clone();
                 let step = tokio::select! {
-                    step = replay_step(&state, hub, &position) => step,
+                    // Boxed: the read's future (a Redis round trip, its timing) is large, and
+                    // held inline it would weigh on every idle stream's state.
+                    step = Box::pin(replay_step(&state, hub, &position)) => step,
                     _ = shutdown.cancelled() => return,
                     // Every event replayed so far carried its cursor: the client resumes
                     // after the last one.
