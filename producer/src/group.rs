@@ -17,8 +17,10 @@
 //! whose scripts succeed and fail apart, so there each request is published on its own
 //! ([`PublishTasks`](crate::http::PublishTasks) does not use the writer).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
@@ -63,7 +65,12 @@ async fn run_writer(publisher: Arc<Publisher>, mut receiver: mpsc::UnboundedRece
             n_events += next.batch.len();
             group.push(next);
         }
-        commit(&publisher, &mut group).await;
+        // A panic fails this group's requests (their replies are dropped: 500), as a
+        // panicking task failed its one request before; the writer goes on with the next.
+        let committed = AssertUnwindSafe(commit(&publisher, &mut group)).catch_unwind().await;
+        if committed.is_err() {
+            tracing::error!(n_requests = group.len(), "A group commit panicked.");
+        }
         group.clear();
     }
 }
