@@ -66,11 +66,15 @@ impl Streamgate {
             ));
         }
         let producer_port = free_port();
+        // P1 compares producer runtimes (the producer also inherits PUBLISH_GROUP_COMMIT).
         let mut producer_env = redis.env();
         producer_env.extend([
             ("LISTEN_ADDR", format!("127.0.0.1:{producer_port}")),
             ("INGEST_ENABLED", "false".into()),
         ]);
+        if let Ok(workers) = std::env::var("BENCH_PRODUCER_WORKERS") {
+            producer_env.push(("TOKIO_WORKER_THREADS", workers));
+        }
         let producer = Proc::spawn("producer", &bin.join("producer"), &["serve"], &producer_env, dir.path());
         for (_, port) in &started {
             wait_http_ok(&format!("http://127.0.0.1:{port}/readyz")).await;
@@ -327,7 +331,24 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
         "s6" => s6_replay().await,
         "s7" => s7_janitor(scale).await,
         "s8" => s8_max_rate(scale).await,
-        other => anyhow::bail!("unknown scenario {other}: use s1 to s8"),
+        // Producer CPU per single-event request at a fixed rate (docs/BENCHMARKS.md,
+        // "Producer group commit"): read `server_cpu_s_by_process.producer` / `published`.
+        "p1" => {
+            let env = |name: &str, default: f64| {
+                std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+            };
+            fan_out(
+                system,
+                "P1",
+                1_000,
+                env("BENCH_SUBSCRIBERS", 0.0) as usize,
+                env("BENCH_RATE", 3_000.0),
+                duration,
+                "producer CPU per single-event request",
+            )
+            .await
+        }
+        other => anyhow::bail!("unknown scenario {other}: use s1 to s8 or p1"),
     };
     println!("{}", serde_json::to_string(&result)?);
     println!("{row}");

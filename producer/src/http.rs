@@ -6,11 +6,12 @@
 //! is at fault, and `"written"` when Redis failed: `false` with 503, `"unknown"` with 504).
 //! 4xx carry a message for the client; 5xx an opaque one, with the cause logged once here.
 //!
-//! A publish runs on a task of its own, not in the request's future: axum drops a
-//! handler's future when its client disconnects, and a publish stopped between the append
-//! and the routing step would leave its event in history but on no gateway's live path
-//! until the next event of its topic. [`PublishTasks`] bounds how many such tasks run at
-//! once (`MAX_CONCURRENT_PUBLISHES`) and lets shutdown wait for them.
+//! A publish runs apart from the request's future — on the group-commit writer
+//! (`crate::group`), or on a task of its own on a Redis Cluster: axum drops a handler's
+//! future when its client disconnects, and a publish stopped between the append and the
+//! routing step would leave its event in history but on no gateway's live path until the
+//! next event of its topic. [`PublishTasks`] bounds how many publishes are in progress
+//! (`MAX_CONCURRENT_PUBLISHES`) and lets shutdown wait for them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,11 +25,12 @@ use axum::{Json, Router};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
+use crate::group;
 use crate::input::{BodyRejection, Limits, Rejection, parse_body};
 use crate::metrics::{ProducerMetrics, StatusLabels};
 use crate::publisher::{Publish, PublishError, Published, Publisher};
@@ -57,15 +59,26 @@ pub struct AppState {
 pub struct PublishTasks {
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
+    /// The group-commit writer (`crate::group`); `None` on a Redis Cluster, where each
+    /// publish runs on a task of its own.
+    writer: Option<mpsc::UnboundedSender<group::Request>>,
 }
 
 impl PublishTasks {
-    /// Room for `max_concurrent` publishes at once.
-    pub fn new(max_concurrent: usize) -> PublishTasks {
-        PublishTasks { permits: Arc::new(Semaphore::new(max_concurrent)), tracker: TaskTracker::new() }
+    /// Room for `max_concurrent` publishes at once, through `publisher`. With `group_commit`,
+    /// on a single Redis (or Sentinel), they are group-committed by a writer task started
+    /// here; otherwise each runs on a task of its own.
+    pub fn new(publisher: &Arc<Publisher>, max_concurrent: usize, group_commit: bool) -> PublishTasks {
+        let writer = (group_commit && !publisher.redis().is_cluster())
+            .then(|| group::spawn_writer(Arc::clone(publisher)));
+        PublishTasks {
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            tracker: TaskTracker::new(),
+            writer,
+        }
     }
 
-    /// Starts publishing `batch` on a task of its own and waits for the outcome. Dropping
+    /// Publishes `batch` apart from the request's future and waits for the outcome. Dropping
     /// the returned future (the client went away) does not stop the publish. At the limit
     /// nothing is started: [`AppError::TooBusy`].
     async fn publish(
@@ -75,6 +88,17 @@ impl PublishTasks {
         batch: Vec<Publish>,
     ) -> Result<Vec<Published>, AppError> {
         let permit = Arc::clone(&self.permits).try_acquire_owned().map_err(|_| AppError::TooBusy)?;
+        if let Some(writer) = &self.writer {
+            let (reply, outcome) = oneshot::channel();
+            let held = (permit, self.tracker.token());
+            writer
+                .send(group::Request { scope, batch, reply, held })
+                .map_err(|_| AppError::Panicked("the group-commit writer stopped".to_owned()))?;
+            return match outcome.await {
+                Ok(outcome) => outcome.map_err(AppError::from),
+                Err(_) => Err(AppError::Panicked("the group-commit writer stopped".to_owned())),
+            };
+        }
         let publisher = Arc::clone(publisher);
         let task = self.tracker.spawn(async move {
             let outcome = publisher.publish_as(scope.as_deref(), &batch).await;

@@ -8,6 +8,8 @@
 //!   into [`publisher::Publish`] values under [`input::Limits`].
 //! - [`publisher`]: the routing core — one atomic append script per batch, liveness, one
 //!   routing pipeline. Its semantics are the gateway's contract.
+//! - [`group`]: group commit — concurrent `POST /publish` requests share one script call
+//!   and one routing pipeline, each with its own result.
 //! - [`http`]: the axum router (`POST /publish`, `/healthz`, `/readyz`) and [`http::AppError`].
 //! - [`ingest`]: the consumer-group loop over the ingest stream, with dead letters, and
 //!   the timer that reads its backlog for the metrics.
@@ -22,6 +24,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod group;
 pub mod http;
 pub mod ingest;
 pub mod input;

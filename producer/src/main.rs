@@ -11,6 +11,11 @@ use streamgate::config::EXIT_BAD_CONFIG;
 use streamgate::settings::or_exit;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc, as in the gateway: allocation and freeing were ~7% of the producer's CPU per
+/// single-event request with glibc's malloc (docs/BENCHMARKS.md, "Producer group commit").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

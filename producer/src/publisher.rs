@@ -86,7 +86,7 @@ pub struct Published {
 }
 
 /// Why a batch could not be published, and whether it may be in history nonetheless.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
     /// Certainly not written: no connection could be had, or Redis refused the script
     /// before running it (loading, read-only, out of memory, ...). Retrying later may work.
@@ -231,12 +231,23 @@ impl Publisher {
 
     /// [`Publisher::publish`] for a publisher with an identity: its idempotency keys are
     /// in `scope` (see [`Keys::idempotency`]), apart from every other publisher's.
-    #[tracing::instrument(name = "publish", skip_all, fields(n_events = batch.len()))]
     pub async fn publish_as(
         &self,
         scope: Option<&str>,
         batch: &[Publish],
     ) -> Result<Vec<Published>, PublishError> {
+        self.publish_scoped(&vec![scope; batch.len()], batch).await
+    }
+
+    /// [`Publisher::publish_as`] with a scope per event (`scopes[i]` for `batch[i]`): the
+    /// events of several publishers in one script call (`crate::group`'s group commit).
+    #[tracing::instrument(name = "publish", skip_all, fields(n_events = batch.len()))]
+    pub async fn publish_scoped(
+        &self,
+        scopes: &[Option<&str>],
+        batch: &[Publish],
+    ) -> Result<Vec<Published>, PublishError> {
+        debug_assert_eq!(scopes.len(), batch.len());
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -244,7 +255,8 @@ impl Publisher {
             self.metrics.redis.error(command::APPEND);
             PublishError::no_connection(error)
         })?;
-        let appended = self.metrics.redis.time(command::APPEND, self.append(&mut conn, scope, batch)).await?;
+        let appended =
+            self.metrics.redis.time(command::APPEND, self.append(&mut conn, scopes, batch)).await?;
         let duplicates = appended.iter().filter(|appended| appended.duplicate).count() as u64;
         self.metrics.duplicates.inc_by(duplicates);
         self.metrics.events_appended.inc_by(appended.len() as u64 - duplicates);
@@ -272,7 +284,7 @@ impl Publisher {
     async fn append(
         &self,
         conn: &mut Conn,
-        scope: Option<&str>,
+        scopes: &[Option<&str>],
         batch: &[Publish],
     ) -> Result<Vec<Appended>, PublishError> {
         let groups = if conn.is_cluster() {
@@ -281,12 +293,13 @@ impl Publisher {
             vec![(0..batch.len()).collect()]
         };
         if groups.len() == 1 {
-            return self.append_part(conn, scope, batch).await;
+            return self.append_part(conn, scopes, batch).await;
         }
         let parts = groups.iter().map(|positions| {
             let part: Vec<Publish> = positions.iter().map(|position| batch[*position].clone()).collect();
+            let part_scopes: Vec<Option<&str>> = positions.iter().map(|position| scopes[*position]).collect();
             let mut conn = conn.clone_cluster().expect("slot groups only on a cluster");
-            async move { self.append_part(&mut conn, scope, &part).await }
+            async move { self.append_part(&mut conn, &part_scopes, &part).await }
         });
         let results = futures_util::future::join_all(parts).await;
         let any_written = results.iter().any(Result::is_ok);
@@ -312,7 +325,7 @@ impl Publisher {
     async fn append_part(
         &self,
         conn: &mut Conn,
-        scope: Option<&str>,
+        scopes: &[Option<&str>],
         batch: &[Publish],
     ) -> Result<Vec<Appended>, PublishError> {
         let mut invocation = self.append.prepare_invoke();
@@ -321,11 +334,11 @@ impl Publisher {
             .arg(self.config.history_max_age.map_or(0, |age| age.as_millis().max(1)).to_string())
             .arg(self.config.dedup_window.as_millis().max(1).to_string())
             .arg(batch.len());
-        for Publish { event, idempotency_key } in batch {
+        for (Publish { event, idempotency_key }, scope) in batch.iter().zip(scopes) {
             let history = self.keys.history(&event.topic);
             invocation.key(&history).key(self.keys.meta(&event.topic)).key(self.keys.group(&event.topic));
             match idempotency_key {
-                Some(key) => invocation.key(self.keys.idempotency(&event.topic, scope, key)),
+                Some(key) => invocation.key(self.keys.idempotency(&event.topic, *scope, key)),
                 None => invocation.key(&history),
             };
             invocation

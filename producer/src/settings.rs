@@ -238,6 +238,16 @@ pub const MAX_CONCURRENT_PUBLISHES: Setting = Setting {
            (each runs to completion). Beyond it: 503 with written: false.",
 };
 
+/// `PUBLISH_GROUP_COMMIT`.
+pub const PUBLISH_GROUP_COMMIT: Setting = Setting {
+    name: "PUBLISH_GROUP_COMMIT",
+    default: "true",
+    allowed: "true or false",
+    help: "Whether concurrent POST /publish requests share one append script call and one \
+           routing pipeline (group commit; not on a Redis Cluster). Each request keeps its own \
+           result and outcome.",
+};
+
 /// Every setting the producer reads, shared ones first.
 pub const SETTINGS: &[Setting] = &[
     REDIS_URL,
@@ -278,6 +288,7 @@ pub const SETTINGS: &[Setting] = &[
     LIVENESS_CACHE,
     REDIS_RESPONSE_TIMEOUT,
     MAX_CONCURRENT_PUBLISHES,
+    PUBLISH_GROUP_COMMIT,
 ];
 
 /// The producer's configuration, typed.
@@ -305,6 +316,8 @@ pub struct ProducerConfig {
     pub redis_response_timeout: Duration,
     /// Most `POST /publish` batches in progress at once.
     pub max_concurrent_publishes: usize,
+    /// Whether concurrent `POST /publish` requests are group-committed (`crate::group`).
+    pub publish_group_commit: bool,
 }
 
 impl ProducerConfig {
@@ -373,6 +386,7 @@ impl ProducerConfig {
             redis_response_timeout: layered
                 .get_duration(&REDIS_RESPONSE_TIMEOUT, Duration::from_millis(50)..=Duration::from_secs(60))?,
             max_concurrent_publishes: layered.get_in_range(&MAX_CONCURRENT_PUBLISHES, 1..=100_000)?,
+            publish_group_commit: layered.get_with(&PUBLISH_GROUP_COMMIT, parse_bool)?,
         })
     }
 }

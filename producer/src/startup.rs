@@ -101,12 +101,14 @@ impl Application {
             .ingest
             .enabled
             .then(|| IngestConsumer::new(Arc::clone(&publisher), config.limits, config.ingest.clone()));
+        let tasks =
+            PublishTasks::new(&publisher, config.max_concurrent_publishes, config.publish_group_commit);
         let state = AppState {
             publisher,
             limits: config.limits,
             auth: Arc::new(Authenticator::new(&config.auth)),
             request_body_timeout: config.request_body_timeout,
-            tasks: PublishTasks::new(config.max_concurrent_publishes),
+            tasks,
         };
         Ok(Application {
             listener,

@@ -28,7 +28,7 @@ pub const POOLED_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Redis error, or a pool that could not hand out a connection.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisError {
     /// A command or connection failed.
     #[error(transparent)]

@@ -24,6 +24,7 @@ mod janitor_sweep;
 mod js_client;
 mod metrics_catalog;
 mod producer_config;
+mod producer_group_commit;
 mod producer_ingest;
 mod producer_metrics;
 mod producer_outcome;
