@@ -270,7 +270,7 @@ pub fn counted(published: &HashMap<String, u64>) -> HashMap<String, Vec<u64>> {
 /// The expected sequence per topic as the topic's history holds it (for events whose order
 /// no single publisher decided, such as entries consumed from the ingest stream by two
 /// producers): the `<seq>` of each history entry's data `"<topic> <seq>"`, in history order.
-pub async fn history_order(redis: &mut redis::aio::MultiplexedConnection, history_key: &str) -> Vec<u64> {
+pub async fn history_order(redis: &mut impl redis::AsyncCommands, history_key: &str) -> Vec<u64> {
     let reply: redis::streams::StreamRangeReply =
         redis::AsyncCommands::xrange_all(redis, history_key).await.expect("read history");
     reply

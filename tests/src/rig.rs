@@ -1,11 +1,15 @@
 //! The end-to-end rig: real `gateway` and `producer` processes, a real nginx in front of
-//! the gateways, and a real redis-server with AOF — all on 127.0.0.1, torn down on drop.
+//! the gateways, and real Redis — one redis-server with AOF, a Redis Cluster or a primary
+//! behind Sentinels ([`RigRedis`]) — all on 127.0.0.1, torn down on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use streamgate::redis::{Conn, Node, Redis, Topology};
+
 use crate::binaries::workspace_binary;
+use crate::redis_cluster::{MASTER_NAME, RedisCluster, RedisSentinels};
 use crate::redis_server::{RedisServer, unique_prefix};
 
 /// A free TCP port on 127.0.0.1 (bound, read and released).
@@ -270,9 +274,74 @@ impl Drop for Nginx {
     }
 }
 
+/// The Redis set-up a rig runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RigRedis {
+    /// One redis-server with AOF (`appendfsync always`).
+    #[default]
+    Single,
+    /// A Redis Cluster of three masters and three replicas (`REDIS_CLUSTER_NODES`).
+    Cluster,
+    /// A primary with two replicas behind three Sentinels (`REDIS_SENTINEL_NODES`).
+    Sentinel,
+}
+
+/// The running Redis processes of a rig.
+pub enum RigBackend {
+    /// See [`RigRedis::Single`].
+    Single(RedisServer),
+    /// See [`RigRedis::Cluster`].
+    Cluster(RedisCluster),
+    /// See [`RigRedis::Sentinel`].
+    Sentinel(RedisSentinels),
+}
+
+impl RigBackend {
+    fn start(redis: RigRedis) -> RigBackend {
+        match redis {
+            RigRedis::Single => RigBackend::Single(RedisServer::builder().append_only(true).start()),
+            RigRedis::Cluster => RigBackend::Cluster(RedisCluster::start()),
+            RigRedis::Sentinel => RigBackend::Sentinel(RedisSentinels::start()),
+        }
+    }
+
+    /// The settings that point a service (gateway, producer, janitor) at this Redis.
+    pub fn env(&self) -> Vec<(String, String)> {
+        match self {
+            RigBackend::Single(server) => vec![("REDIS_URL".to_owned(), server.url())],
+            RigBackend::Cluster(cluster) => vec![("REDIS_CLUSTER_NODES".to_owned(), cluster.seeds())],
+            RigBackend::Sentinel(set_up) => vec![
+                ("REDIS_SENTINEL_NODES".to_owned(), set_up.sentinel_nodes()),
+                ("REDIS_SENTINEL_MASTER".to_owned(), MASTER_NAME.to_owned()),
+            ],
+        }
+    }
+
+    /// The services' own connection handle, for the test's reads and writes.
+    fn handle(&self) -> Redis {
+        let (url, topology) = match self {
+            RigBackend::Single(server) => (server.url(), Topology::Single),
+            RigBackend::Cluster(cluster) => (
+                "redis://127.0.0.1".to_owned(),
+                Topology::Cluster { nodes: Node::parse_list(&cluster.seeds()).expect("cluster seeds") },
+            ),
+            RigBackend::Sentinel(set_up) => (
+                "redis://127.0.0.1".to_owned(),
+                Topology::Sentinel {
+                    nodes: Node::parse_list(&set_up.sentinel_nodes()).expect("sentinel nodes"),
+                    master: MASTER_NAME.to_owned(),
+                },
+            ),
+        };
+        Redis::new(&url, &topology, 2, Duration::from_secs(5)).expect("a Redis handle")
+    }
+}
+
 /// Options of a rig.
 #[derive(Debug, Clone)]
 pub struct RigOptions {
+    /// The Redis set-up.
+    pub redis: RigRedis,
     /// Gateway processes.
     pub gateways: usize,
     /// Producer processes.
@@ -288,6 +357,7 @@ pub struct RigOptions {
 impl Default for RigOptions {
     fn default() -> Self {
         RigOptions {
+            redis: RigRedis::Single,
             gateways: 3,
             producers: 2,
             proxy_read_timeout: "2s",
@@ -297,10 +367,12 @@ impl Default for RigOptions {
     }
 }
 
-/// Redis with AOF (`appendfsync always`), gateways, producers and nginx.
+/// Redis ([`RigRedis`]), gateways, producers and nginx.
 pub struct Rig {
-    /// The Redis server.
-    pub redis: RedisServer,
+    /// The Redis processes.
+    pub backend: RigBackend,
+    /// A connection handle on them, of the services' own kind.
+    pub handle: Redis,
     /// Key prefix of this rig.
     pub prefix: String,
     /// Gateway processes (instance ids `gw-0`, `gw-1`, ...).
@@ -314,14 +386,16 @@ pub struct Rig {
 impl Rig {
     /// Starts everything and waits until every service is ready.
     pub async fn start(name: &str, options: RigOptions) -> Rig {
-        let redis = RedisServer::builder().append_only(true).start();
+        let backend = RigBackend::start(options.redis);
+
+        let handle = backend.handle();
         let prefix = unique_prefix(name);
+        let redis_env = backend.env();
         let common = |port: u16| {
-            vec![
-                ("REDIS_URL".to_owned(), redis.url()),
-                ("KEY_PREFIX".to_owned(), prefix.clone()),
-                ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-            ]
+            let mut env = redis_env.clone();
+            env.push(("KEY_PREFIX".to_owned(), prefix.clone()));
+            env.push(("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")));
+            env
         };
         let mut gateways = Vec::new();
         for index in 0..options.gateways {
@@ -365,9 +439,31 @@ impl Rig {
         for service in gateways.iter().chain(producers.iter()) {
             service.wait_ready().await;
         }
+
         let upstreams: Vec<u16> = gateways.iter().map(|g| g.port).collect();
         let nginx = Nginx::start(&upstreams, options.proxy_read_timeout).await;
-        Rig { redis, prefix, gateways, producers, nginx }
+        Rig { backend, handle, prefix, gateways, producers, nginx }
+    }
+
+    /// The single redis-server; panics on a cluster or Sentinel rig.
+    pub fn redis(&self) -> &RedisServer {
+        match &self.backend {
+            RigBackend::Single(server) => server,
+            _ => panic!("this rig runs on a Redis Cluster or Sentinels, not one server"),
+        }
+    }
+
+    /// The single redis-server, to stop or restart it; panics on a cluster or Sentinel rig.
+    pub fn redis_mut(&mut self) -> &mut RedisServer {
+        match &mut self.backend {
+            RigBackend::Single(server) => server,
+            _ => panic!("this rig runs on a Redis Cluster or Sentinels, not one server"),
+        }
+    }
+
+    /// A connection on whatever Redis the rig runs (cluster-aware, Sentinel-aware).
+    pub async fn conn(&self) -> Conn {
+        self.handle.get().await.expect("a Redis connection")
     }
 
     /// Open SSE connections over every live gateway, from their `/admin/connections`.

@@ -159,7 +159,7 @@ async fn a_trimmed_history_shows_the_reset_callback() {
     publisher.publish_round(&["trim"]).await;
     publisher.publish_round(&["trim"]).await;
     let keys = Keys::new(&rig.prefix).unwrap();
-    let mut conn = rig.redis.client().await;
+    let mut conn = rig.redis().client().await;
     let _: () = conn
         .xtrim(keys.history(&Topic::parse("trim", 256).unwrap()), redis::streams::StreamMaxlen::Equals(0))
         .await

@@ -3,6 +3,10 @@
 //! (`appendfsync always`), browser-like subscribers. Each scenario prints one line —
 //! published, delivered, missing, duplicates, out-of-order — and requires the last three
 //! to be zero.
+//!
+//! The scenarios that do not depend on the Redis topology are functions of it
+//! ([`RigRedis`]) and also run on a Redis Cluster (`e2e_cluster_*`) and on a primary
+//! behind Sentinels (`e2e_sentinel_*`), with fewer rounds but the fault still mid-stream.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,9 +15,16 @@ use redis::AsyncCommands;
 use streamgate_tests::eventsource::{
     Publisher, Subscriber, Tally, counted, history_order, tally, wait_connected, wait_delivered,
 };
-use streamgate_tests::rig::{Rig, RigOptions};
+use streamgate_tests::rig::{Rig, RigOptions, RigRedis};
 
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(30);
+/// Rounds of the gateway-kill and graceful-shutdown scenarios on a single server; the
+/// topology variants run a third of them (and half the steady state's, and 150 of the
+/// ingest scenario's 400), because a cluster or a Sentinel set-up takes seconds to start
+/// and the suite runs these one at a time. The fault comes after the same fraction of the
+/// rounds either way.
+const ROUNDS: u64 = 150;
+const TOPOLOGY_ROUNDS: u64 = 50;
 
 fn topic_names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("topic-{i}")).collect()
@@ -50,7 +61,21 @@ async fn finish(scenario: &str, subscribers: &[Subscriber], published: &HashMap<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_1_steady_state_many_clients_many_topics_two_producers() {
-    let rig = Rig::start("e2e1", RigOptions::default()).await;
+    steady_state(RigRedis::Single, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_cluster_1_steady_state_many_clients_many_topics_two_producers() {
+    steady_state(RigRedis::Cluster, TOPOLOGY_ROUNDS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_sentinel_1_steady_state_many_clients_many_topics_two_producers() {
+    steady_state(RigRedis::Sentinel, TOPOLOGY_ROUNDS).await;
+}
+
+async fn steady_state(redis: RigRedis, rounds: u64) {
+    let rig = Rig::start("e2e1", RigOptions { redis, ..RigOptions::default() }).await;
     let topics = topic_names(20);
     let subscribers = subscribe_all(&rig, &topics, 60);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
@@ -60,38 +85,52 @@ async fn e2e_1_steady_state_many_clients_many_topics_two_producers() {
     let mut publisher_a = publisher(&rig);
     let mut publisher_b = publisher(&rig);
     let a = async {
-        for _ in 0..100 {
+        for _ in 0..rounds {
             publisher_a.publish_round(first).await;
         }
     };
     let b = async {
-        for _ in 0..100 {
+        for _ in 0..rounds {
             publisher_b.publish_round(second).await;
         }
     };
     tokio::join!(a, b);
     let mut published = publisher_a.published.clone();
     published.extend(publisher_b.published.clone());
-    finish("1 steady state", &subscribers, &published).await;
+    finish(&format!("1 steady state ({redis:?})"), &subscribers, &published).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_2_sigkill_a_gateway_mid_stream() {
-    let mut rig = Rig::start("e2e2", RigOptions::default()).await;
+    sigkill_a_gateway_mid_stream(RigRedis::Single, ROUNDS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_cluster_2_sigkill_a_gateway_mid_stream() {
+    sigkill_a_gateway_mid_stream(RigRedis::Cluster, TOPOLOGY_ROUNDS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_sentinel_2_sigkill_a_gateway_mid_stream() {
+    sigkill_a_gateway_mid_stream(RigRedis::Sentinel, TOPOLOGY_ROUNDS).await;
+}
+
+async fn sigkill_a_gateway_mid_stream(redis: RigRedis, rounds: u64) {
+    let mut rig = Rig::start("e2e2", RigOptions { redis, ..RigOptions::default() }).await;
     let topics = topic_names(9);
     let subscribers = subscribe_all(&rig, &topics, 30);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut publisher = publisher(&rig);
-    for round in 0..150 {
-        if round == 50 {
+    for round in 0..rounds {
+        if round == rounds / 3 {
             rig.gateways[0].kill();
         }
         publisher.publish_round(&names).await;
     }
-    finish("2 gateway SIGKILL", &subscribers, &publisher.published).await;
+    finish(&format!("2 gateway SIGKILL ({redis:?})"), &subscribers, &publisher.published).await;
     // The dead instance's liveness expires (LIVENESS_TTL=3s): producers stop routing to it.
-    let mut conn = rig.redis.client().await;
+    let mut conn = rig.conn().await;
     let alive = format!("{}:i:{{gw-0}}:alive", rig.prefix);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while conn.exists::<_, bool>(&alive).await.unwrap() {
@@ -107,7 +146,7 @@ async fn e2e_2_sigkill_a_gateway_mid_stream() {
     // A janitor sweep removes the dead instance's memberships and stream; the live
     // gateways keep theirs.
     let output = std::process::Command::new(streamgate_tests::binaries::workspace_binary("janitor"))
-        .env("REDIS_URL", rig.redis.url())
+        .envs(rig.backend.env())
         .env("KEY_PREFIX", &rig.prefix)
         .env("RUST_LOG", "warn")
         .output()
@@ -122,7 +161,7 @@ async fn e2e_2_sigkill_a_gateway_mid_stream() {
         assert!(group.contains_key("gw-1") || group.contains_key("gw-2"), "live gateways lost {topic}");
     }
     assert!(!conn.exists::<_, bool>(&stream).await.unwrap(), "the dead gateway's stream is still there");
-    println!("e2e 2 janitor: {report}");
+    println!("e2e 2 janitor ({redis:?}): {report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,9 +177,9 @@ async fn e2e_3_redis_restart_mid_stream() {
     for _ in 0..50 {
         publisher.publish_round(&names).await;
     }
-    rig.redis.stop();
+    rig.redis_mut().stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    rig.redis.restart();
+    rig.redis_mut().restart();
     for _ in 0..50 {
         publisher.publish_round(&names).await;
     }
@@ -174,30 +213,44 @@ async fn e2e_3_redis_restart_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_4_producer_sigkill_mid_batch_on_the_ingest_stream() {
+    producer_sigkill_mid_batch_on_the_ingest_stream(RigRedis::Single, 400).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_cluster_4_producer_sigkill_mid_batch_on_the_ingest_stream() {
+    producer_sigkill_mid_batch_on_the_ingest_stream(RigRedis::Cluster, 150).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_sentinel_4_producer_sigkill_mid_batch_on_the_ingest_stream() {
+    producer_sigkill_mid_batch_on_the_ingest_stream(RigRedis::Sentinel, 150).await;
+}
+
+async fn producer_sigkill_mid_batch_on_the_ingest_stream(redis: RigRedis, rounds: u64) {
     let mut rig = Rig::start(
         "e2e4",
-        RigOptions { producer_env: vec![("INGEST_BATCH", "50")], ..RigOptions::default() },
+        RigOptions { redis, producer_env: vec![("INGEST_BATCH", "50")], ..RigOptions::default() },
     )
     .await;
     let topics = topic_names(5);
     let subscribers = subscribe_all(&rig, &topics, 15);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
-    let mut conn = rig.redis.client().await;
+    let mut conn = rig.conn().await;
     let ingest = format!("{}:ingest", rig.prefix);
     let mut published: HashMap<String, u64> = HashMap::new();
-    for round in 0..400u64 {
+    for round in 0..rounds {
         let mut pipe = redis::pipe();
         for topic in &topics {
             pipe.xadd(&ingest, "*", &[("topic", topic.as_str()), ("data", &format!("{topic} {round}"))])
                 .ignore();
         }
         let _: () = pipe.query_async(&mut conn).await.unwrap();
-        if round == 150 {
+        if round == rounds * 3 / 8 {
             rig.producers[0].kill();
         }
     }
     for topic in &topics {
-        published.insert(topic.clone(), 400);
+        published.insert(topic.clone(), rounds);
     }
     wait_delivered(&subscribers, &published, DELIVERY_DEADLINE).await;
     // Two producers consume the ingest stream concurrently, so the history's order (the
@@ -205,10 +258,10 @@ async fn e2e_4_producer_sigkill_mid_batch_on_the_ingest_stream() {
     let mut expected = HashMap::new();
     for topic in &topics {
         let order = history_order(&mut conn, &streamgate_tests::keys::history(&rig.prefix, topic)).await;
-        assert_eq!(order.len(), 400, "every ingest entry is in {topic}'s history exactly once");
+        assert_eq!(order.len() as u64, rounds, "every ingest entry is in {topic}'s history exactly once");
         expected.insert(topic.clone(), order);
     }
-    report("4 producer SIGKILL on ingest", tally(&subscribers, &expected));
+    report(&format!("4 producer SIGKILL on ingest ({redis:?})"), tally(&subscribers, &expected));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,9 +282,23 @@ async fn e2e_5_quiet_streams_behind_a_proxy_with_a_short_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_7_old_cursor_gets_a_reset_then_the_retained_events() {
+    old_cursor_gets_a_reset_then_the_retained_events(RigRedis::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_cluster_7_old_cursor_gets_a_reset_then_the_retained_events() {
+    old_cursor_gets_a_reset_then_the_retained_events(RigRedis::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_sentinel_7_old_cursor_gets_a_reset_then_the_retained_events() {
+    old_cursor_gets_a_reset_then_the_retained_events(RigRedis::Sentinel).await;
+}
+
+async fn old_cursor_gets_a_reset_then_the_retained_events(redis: RigRedis) {
     let rig = Rig::start(
         "e2e7",
-        RigOptions { producer_env: vec![("HISTORY_MAX_LEN", "100")], ..RigOptions::default() },
+        RigOptions { redis, producer_env: vec![("HISTORY_MAX_LEN", "100")], ..RigOptions::default() },
     )
     .await;
     let mut publisher = publisher(&rig);
@@ -244,7 +311,7 @@ async fn e2e_7_old_cursor_gets_a_reset_then_the_retained_events() {
         publisher.publish_round(&["t"]).await;
     }
     let late = Subscriber::start(&rig.nginx.url(""), &["t"], Some(cursor));
-    let mut conn = rig.redis.client().await;
+    let mut conn = rig.conn().await;
     let retained: u64 = conn.xlen(streamgate_tests::keys::history(&rig.prefix, "t")).await.unwrap();
     assert!(retained < 1000, "retention should have trimmed the history ({retained} left)");
     let deadline = tokio::time::Instant::now() + DELIVERY_DEADLINE;
@@ -259,7 +326,7 @@ async fn e2e_7_old_cursor_gets_a_reset_then_the_retained_events() {
     assert!(first > 1, "delivery resumes at the oldest retained event, not the cursor");
     assert_eq!(seqs, &(first..1001).collect::<Vec<u64>>(), "retained events in order, once");
     println!(
-        "e2e 7 reset: published=1001 delivered={} missing=0 duplicates=0 out_of_order=0 (reset, then {} retained)",
+        "e2e 7 reset ({redis:?}): published=1001 delivered={} missing=0 duplicates=0 out_of_order=0 (reset, then {} retained)",
         seqs.len(),
         seqs.len()
     );
@@ -267,15 +334,29 @@ async fn e2e_7_old_cursor_gets_a_reset_then_the_retained_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_8_graceful_shutdown_during_traffic() {
-    let mut rig = Rig::start("e2e8", RigOptions::default()).await;
+    graceful_shutdown_during_traffic(RigRedis::Single, ROUNDS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_cluster_8_graceful_shutdown_during_traffic() {
+    graceful_shutdown_during_traffic(RigRedis::Cluster, TOPOLOGY_ROUNDS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_sentinel_8_graceful_shutdown_during_traffic() {
+    graceful_shutdown_during_traffic(RigRedis::Sentinel, TOPOLOGY_ROUNDS).await;
+}
+
+async fn graceful_shutdown_during_traffic(redis: RigRedis, rounds: u64) {
+    let mut rig = Rig::start("e2e8", RigOptions { redis, ..RigOptions::default() }).await;
     let topics = topic_names(9);
     let subscribers = subscribe_all(&rig, &topics, 30);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut publisher = publisher(&rig);
-    let mut conn = rig.redis.client().await;
-    for round in 0..150 {
-        if round == 50 {
+    let mut conn = rig.conn().await;
+    for round in 0..rounds {
+        if round == rounds / 3 {
             assert!(rig.gateways[1].terminate(Duration::from_secs(5)), "gateway exits within its drain time");
             // Its memberships are gone at once, not after a liveness timeout.
             for topic in &topics {
@@ -287,14 +368,29 @@ async fn e2e_8_graceful_shutdown_during_traffic() {
         }
         publisher.publish_round(&names).await;
     }
-    finish("8 graceful shutdown", &subscribers, &publisher.published).await;
+    finish(&format!("8 graceful shutdown ({redis:?})"), &subscribers, &publisher.published).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_6_a_client_that_stops_reading_is_closed_and_resumes_without_loss() {
+    a_client_that_stops_reading_is_closed_and_resumes_without_loss(RigRedis::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_cluster_6_a_client_that_stops_reading_is_closed_and_resumes_without_loss() {
+    a_client_that_stops_reading_is_closed_and_resumes_without_loss(RigRedis::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_sentinel_6_a_client_that_stops_reading_is_closed_and_resumes_without_loss() {
+    a_client_that_stops_reading_is_closed_and_resumes_without_loss(RigRedis::Sentinel).await;
+}
+
+async fn a_client_that_stops_reading_is_closed_and_resumes_without_loss(redis: RigRedis) {
     let rig = Rig::start(
         "e2e6",
         RigOptions {
+            redis,
             gateway_env: vec![("QUEUE_SIZE", "64"), ("REPLAY_BATCH", "64")],
             ..RigOptions::default()
         },
@@ -333,9 +429,12 @@ async fn e2e_6_a_client_that_stops_reading_is_closed_and_resumes_without_loss() 
     seqs.extend(resumed.received().seqs["big"].iter().copied());
     assert_eq!(seqs, (0..1000).collect::<Vec<u64>>());
     wait_delivered(std::slice::from_ref(&reader), &publisher.published, DELIVERY_DEADLINE).await;
-    report("6 slow client", tally(std::slice::from_ref(&reader), &counted(&publisher.published)));
+    report(
+        &format!("6 slow client ({redis:?})"),
+        tally(std::slice::from_ref(&reader), &counted(&publisher.published)),
+    );
     println!(
-        "e2e 6 slow client: gateway RSS growth {growth_mib} MiB; stalled client closed after {} events",
+        "e2e 6 slow client ({redis:?}): gateway RSS growth {growth_mib} MiB; stalled client closed after {} events",
         1000 - rest
     );
 }
