@@ -3,7 +3,9 @@
 //!
 //! On a Redis Cluster the connection is a cluster connection of its own, which follows the
 //! stream's slot to whichever master serves it (after a failover or a migration); behind
-//! Sentinels a reconnect asks the Sentinels for the new primary.
+//! Sentinels a reconnect asks the Sentinels for the new primary, and a connection to a
+//! primary they replaced while it still answers is left after its next read: within
+//! [`PRIMARY_RECHECK`](streamgate::redis::PRIMARY_RECHECK) plus one `BLOCK`.
 //!
 //! It resumes from the last id it read after a reconnect (never from `$`), and after an
 //! outage it asks every hub to catch up from history, since producers may have routed
@@ -96,6 +98,15 @@ pub async fn run(redis: Redis, stream: String, hubs: Arc<Hubs>, shutdown: Cancel
                     };
                     if let Some(lag) = lag {
                         hubs.metrics().instance_stream_lag_seconds.set(lag);
+                    }
+                    if connection.is_stale() {
+                        // The Sentinels replaced the primary this connection reads from
+                        // while it still answered: routed entries now go to the new one,
+                        // and what the old one held past its replica may be gone. Read
+                        // there, and let every hub check history for what moved.
+                        tracing::warn!("Instance stream reader: the primary was replaced; reconnecting.");
+                        hubs.catch_up_all();
+                        continue 'connect;
                     }
                 }
                 Err(error) => {

@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 mod handle;
 mod topology;
 
-pub use handle::{BlockingConnection, Conn, Redis, SentinelConn};
+pub use handle::{BlockingConnection, Conn, PRIMARY_RECHECK, Redis, SentinelBlocking, SentinelConn};
 pub use topology::{Node, Topology};
 
 /// How long to wait for a TCP connection to Redis.

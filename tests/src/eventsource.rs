@@ -24,6 +24,8 @@ pub struct Received {
     pub seqs: HashMap<String, Vec<u64>>,
     /// Reset notices: (topic, reason).
     pub resets: Vec<(String, String)>,
+    /// Per topic, how many of its events had arrived when each `history_lost` reset did.
+    pub history_lost_at: HashMap<String, Vec<usize>>,
     /// The last `id:` seen.
     pub last_id: Option<String>,
 }
@@ -136,10 +138,13 @@ async fn run(
                 received.last_id = tracker.lock().expect("id tracker lock").get();
                 if event.event == "streamgate.reset" {
                     let notice: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
-                    received.resets.push((
-                        notice["topic"].as_str().unwrap_or_default().to_owned(),
-                        notice["reason"].as_str().unwrap_or_default().to_owned(),
-                    ));
+                    let topic = notice["topic"].as_str().unwrap_or_default().to_owned();
+                    let reason = notice["reason"].as_str().unwrap_or_default().to_owned();
+                    if reason == "history_lost" {
+                        let arrived = received.seqs.get(&topic).map_or(0, Vec::len);
+                        received.history_lost_at.entry(topic.clone()).or_default().push(arrived);
+                    }
+                    received.resets.push((topic, reason));
                     continue;
                 }
                 if let Some((topic, seq)) = event.data.split_once(' ')
@@ -291,13 +296,20 @@ pub fn tally(subscribers: &[Subscriber], expected: &HashMap<String, Vec<u64>>) -
             let order = expected.get(topic).cloned().unwrap_or_default();
             let position: HashMap<u64, usize> = order.iter().enumerate().map(|(i, seq)| (*seq, i)).collect();
             let seqs = received.seqs.get(topic).cloned().unwrap_or_default();
+            let lost_at = received.history_lost_at.get(topic).cloned().unwrap_or_default();
             tally.published += order.len() as u64;
             tally.delivered += seqs.len() as u64;
-            let mut seen = std::collections::HashSet::new();
+            // Where each event was first received. An event received again is a duplicate,
+            // unless a `history_lost` reset came in between: the first copy was in history
+            // that a failover took, and the one history now holds (a publish retried on
+            // the new primary) is delivered after the reset told the app to start over.
+            let mut seen: HashMap<u64, usize> = HashMap::new();
             let mut highest: Option<usize> = None;
-            for seq in &seqs {
-                if !seen.insert(*seq) {
-                    tally.duplicates += 1;
+            for (index, seq) in seqs.iter().enumerate() {
+                if let Some(first) = seen.insert(*seq, index) {
+                    if !lost_at.iter().any(|at| first < *at && *at <= index) {
+                        tally.duplicates += 1;
+                    }
                     continue;
                 }
                 // An event not in the expected sequence counts as out of order.
@@ -307,7 +319,7 @@ pub fn tally(subscribers: &[Subscriber], expected: &HashMap<String, Vec<u64>>) -
                 }
                 highest = highest.max(at);
             }
-            tally.missing += order.iter().filter(|s| !seen.contains(s)).count() as u64;
+            tally.missing += order.iter().filter(|s| !seen.contains_key(s)).count() as u64;
         }
     }
     tally

@@ -186,6 +186,13 @@ pub struct Sentinel {
     _dir: TempDir,
 }
 
+impl Sentinel {
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self._dir.path().join("sentinel.log")).unwrap_or_default()
+    }
+}
+
 impl Drop for Sentinel {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -244,13 +251,24 @@ impl RedisSentinels {
     }
 
     /// Waits until the Sentinels report a primary other than the one on `old_port`.
+    /// Panics with the Sentinels' logs after `FORM_TIMEOUT`.
     pub fn wait_failover_from(&self, old_port: u16) -> u16 {
-        let mut new_port = old_port;
-        wait_until("the Sentinels promote a replica", || {
-            new_port = self.master_port().unwrap_or(old_port);
-            new_port != old_port
-        });
-        new_port
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            let new_port = self.master_port().unwrap_or(old_port);
+            if new_port != old_port {
+                return new_port;
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self
+                    .sentinels
+                    .iter()
+                    .map(|sentinel| format!("--- Sentinel {} ---\n{}", sentinel.port, sentinel.log()))
+                    .collect();
+                panic!("the Sentinels promoted no replica within {FORM_TIMEOUT:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

@@ -255,6 +255,23 @@ impl RedisServer {
         }
     }
 
+    /// Pauses the server (`SIGSTOP`): it keeps its connections but answers nothing, as a
+    /// frozen VM or a long stall would, until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a paused server (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} redis-server");
+    }
+
     /// Starts the server again on the same port and directory, so with
     /// [`RedisServerBuilder::append_only`] the data is reloaded from the AOF. Stops it
     /// gracefully first if it is still running; call [`RedisServer::kill`] first to

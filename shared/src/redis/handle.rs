@@ -10,22 +10,25 @@
 //!   Blocking reads get a cluster connection of their own without a response timeout.
 //! - **Sentinel**: one multiplexed connection to the primary the Sentinels name, dropped
 //!   when it fails or answers `READONLY` (a demoted primary), so the next command asks the
-//!   Sentinels again.
+//!   Sentinels again. A primary can also be replaced while it still answers: the Sentinels
+//!   lost sight of it (a partition, a pause longer than `down-after-milliseconds`) and
+//!   promoted a replica, and it keeps accepting writes until they reach it again, which
+//!   may be never. Everything written to it then is lost. So the handle asks the Sentinels
+//!   which primary they name at most [`PRIMARY_RECHECK`] after its last look, in the
+//!   background, and moves there when it changed; blocking connections made before then
+//!   report themselves stale ([`BlockingConnection::is_stale`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_redis::Pool;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo as _, Pipeline, RedisFuture, Value,
-};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
 use super::topology::{Node, Topology};
 use super::{CONNECT_TIMEOUT, RedisError};
@@ -51,13 +54,153 @@ struct ClusterState {
     conn: tokio::sync::Mutex<Option<ClusterConnection>>,
 }
 
+/// How long the Sentinel handle trusts the primary it connected to before it asks the
+/// Sentinels again (in the background, on the next use). With the Sentinels'
+/// `down-after-milliseconds` and election, this bounds how long writes can go to a primary
+/// the Sentinels have replaced without telling it.
+pub const PRIMARY_RECHECK: Duration = Duration::from_secs(1);
+/// How long one Sentinel may take to answer which primary it names.
+const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
+
 struct SentinelState {
-    sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// `REDIS_URL`: user, password, database and TLS for the data nodes.
+    url: String,
+    /// The Sentinels' URLs (`REDIS_URL`'s TLS mode, no credentials), and the master name.
+    sentinels: Vec<String>,
+    master: String,
     response_timeout: Duration,
     /// The connection to the primary, with an id so that a failed command only drops the
     /// connection it failed on, not a newer one.
     current: Arc<Mutex<Option<(u64, MultiplexedConnection)>>>,
     next_id: AtomicU64,
+    /// Held while a task connects, so concurrent checkouts wait for its connection.
+    connecting: tokio::sync::Mutex<()>,
+    /// The primary as last named by the Sentinels, under which configuration epoch, and
+    /// how many times it changed: a blocking connection made under an older count talks to
+    /// a replaced primary.
+    primary: Mutex<Option<(Node, u64)>>,
+    generation: AtomicU64,
+    /// When the Sentinels were last asked, and whether a background check is running.
+    checked_at: Mutex<Instant>,
+    checking: AtomicBool,
+}
+
+impl SentinelState {
+    /// Asks every Sentinel at once which primary it names, and believes the one named under
+    /// the newest configuration epoch (every failover increments it). The first Sentinel
+    /// that answers is not enough: one that has not heard of a failover yet names the old
+    /// primary as soon as it answers again, and the old primary, not told either, says
+    /// `ROLE` master.
+    async fn ask_sentinels(&self) -> Result<(Node, u64), RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(SENTINEL_TIMEOUT));
+        let asks = self.sentinels.iter().map(|sentinel| {
+            let config = config.clone();
+            async move {
+                let client = redis::Client::open(sentinel.as_str())?;
+                let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+                let fields: HashMap<String, String> =
+                    redis::cmd("SENTINEL").arg("MASTER").arg(&self.master).query_async(&mut conn).await?;
+                Ok::<_, RedisError>(fields)
+            }
+        });
+        let mut best: Option<(Node, u64)> = None;
+        let mut last_error = None;
+        for answer in futures_util::future::join_all(asks).await {
+            let fields = match answer {
+                Ok(fields) => fields,
+                Err(error) => {
+                    last_error = Some(error);
+                    continue;
+                }
+            };
+            let flags = fields.get("flags").map_or("", String::as_str);
+            // Mid-failover the leader already counts the new epoch but still names the old
+            // primary: skip it, the others name the new one once it is done.
+            let unsure =
+                |flag: &str| matches!(flag, "s_down" | "o_down" | "disconnected" | "failover_in_progress");
+            if flags.split(',').any(unsure) {
+                continue;
+            }
+            let (Some(ip), Some(Ok(port))) = (fields.get("ip"), fields.get("port").map(|p| p.parse::<u16>()))
+            else {
+                continue;
+            };
+            let epoch = fields.get("config-epoch").and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
+            if best.as_ref().is_none_or(|(_, newest)| epoch > *newest) {
+                best = Some((Node::new(ip.clone(), port), epoch));
+            }
+        }
+        best.ok_or_else(|| {
+            last_error.unwrap_or_else(|| {
+                RedisError::Pool(format!("no Sentinel names a reachable primary for '{}'", self.master))
+            })
+        })
+    }
+
+    /// Records the primary the Sentinels named; a new one makes older blocking
+    /// connections stale and drops the ordinary connection to the old one. An answer under
+    /// an older epoch than the one recorded is ignored.
+    fn note_primary(&self, node: &Node, epoch: u64) -> bool {
+        *self.checked_at.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let mut primary = self.primary.lock().unwrap_or_else(PoisonError::into_inner);
+        match primary.as_ref() {
+            Some((known, known_epoch)) if known == node || epoch < *known_epoch => return known == node,
+            _ => {}
+        }
+        if let Some((old, _)) = primary.replace((node.clone(), epoch)) {
+            tracing::warn!(old = %old, new = %node, epoch, "The Sentinels name another primary; moving to it.");
+            *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Asks the Sentinels for the primary in a background task when the last look is older
+    /// than [`PRIMARY_RECHECK`] and no check is running.
+    fn recheck_if_due(self: &Arc<Self>) {
+        let due = self.checked_at.lock().unwrap_or_else(PoisonError::into_inner).elapsed() >= PRIMARY_RECHECK;
+        if !due || self.checking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let state = Arc::clone(self);
+        tokio::spawn(async move {
+            match state.ask_sentinels().await {
+                Ok((node, epoch)) => {
+                    state.note_primary(&node, epoch);
+                }
+                Err(error) => {
+                    // Keep the primary that answers; look again after the interval.
+                    tracing::debug!(%error, "The Sentinels could not be asked for the primary.");
+                    *state.checked_at.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                }
+            }
+            state.checking.store(false, Ordering::Release);
+        });
+    }
+
+    /// A new connection to the primary the Sentinels name now (checked with `ROLE`), and
+    /// the generation it belongs to.
+    async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> Result<(MultiplexedConnection, u64), RedisError> {
+        let (node, epoch) = self.ask_sentinels().await?;
+        let client = redis::Client::open(node_url(&self.url, &node)?.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection_with_config(config).await?;
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+        if !matches!(role.first(), Some(Value::BulkString(role)) if role == b"master") {
+            return Err(RedisError::Pool(format!(
+                "{node}, named primary by the Sentinels, is not a primary yet"
+            )));
+        }
+        if !self.note_primary(&node, epoch) {
+            return Err(RedisError::Pool(format!("{node} was named primary under an older epoch")));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        Ok((conn, generation))
+    }
 }
 
 impl std::fmt::Debug for Redis {
@@ -104,10 +247,17 @@ impl Redis {
                 }))
             }
             Topology::Sentinel { nodes, master } => Inner::Sentinel(Arc::new(SentinelState {
-                sentinel: tokio::sync::Mutex::new(sentinel_client(url, nodes, master)?),
+                url: url.to_owned(),
+                sentinels: nodes.iter().map(|node| sentinel_url(url, node)).collect::<Result<_, _>>()?,
+                master: master.clone(),
                 response_timeout,
                 current: Arc::new(Mutex::new(None)),
                 next_id: AtomicU64::new(0),
+                connecting: tokio::sync::Mutex::new(()),
+                primary: Mutex::new(None),
+                generation: AtomicU64::new(0),
+                checked_at: Mutex::new(Instant::now()),
+                checking: AtomicBool::new(false),
             })),
         };
         Ok(Redis { inner })
@@ -145,14 +295,15 @@ impl Redis {
                     state.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
                 };
                 if let Some((id, conn)) = current(state) {
+                    state.recheck_if_due();
                     return Ok(Conn::Sentinel(SentinelConn {
                         conn,
                         id,
                         current: Arc::clone(&state.current),
                     }));
                 }
-                let mut sentinel = state.sentinel.lock().await;
-                // Another task may have connected while this one waited.
+                // One task connects; the others wait for it.
+                let _connecting = state.connecting.lock().await;
                 if let Some((id, conn)) = current(state) {
                     return Ok(Conn::Sentinel(SentinelConn {
                         conn,
@@ -160,7 +311,7 @@ impl Redis {
                         current: Arc::clone(&state.current),
                     }));
                 }
-                let conn = sentinel.get_async_connection_with_config(&config).await?;
+                let (conn, _) = state.connect(&config).await?;
                 let id = state.next_id.fetch_add(1, Ordering::Relaxed);
                 *state.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((id, conn.clone()));
                 Ok(Conn::Sentinel(SentinelConn { conn, id, current: Arc::clone(&state.current) }))
@@ -186,8 +337,12 @@ impl Redis {
                 Ok(BlockingConnection::Cluster(state.blocking.get_async_connection().await?))
             }
             Inner::Sentinel(state) => {
-                let mut sentinel = state.sentinel.lock().await;
-                Ok(BlockingConnection::Node(sentinel.get_async_connection_with_config(&config).await?))
+                let (conn, generation) = state.connect(&config).await?;
+                Ok(BlockingConnection::Sentinel(SentinelBlocking {
+                    conn,
+                    generation,
+                    state: Arc::clone(state),
+                }))
             }
         }
     }
@@ -206,37 +361,15 @@ fn node_url(url: &str, node: &Node) -> Result<String, RedisError> {
     Ok(parsed.to_string())
 }
 
-/// A Sentinel client for `master`, with the user, password, database and TLS of `url` for
-/// the data nodes. The Sentinels are reached with the same TLS mode and no password.
-fn sentinel_client(url: &str, nodes: &[Node], master: &str) -> Result<SentinelClient, RedisError> {
-    let info = url.into_connection_info()?;
-    let tls = match info.addr() {
-        ConnectionAddr::TcpTls { insecure: true, .. } => Some(redis::TlsMode::Insecure),
-        ConnectionAddr::TcpTls { .. } => Some(redis::TlsMode::Secure),
-        _ => None,
-    };
-    let addresses = nodes.iter().map(|node| match tls {
-        Some(mode) => ConnectionAddr::TcpTls {
-            host: node.host.clone(),
-            port: node.port,
-            insecure: mode == redis::TlsMode::Insecure,
-            tls_params: None,
-        },
-        None => ConnectionAddr::Tcp(node.host.clone(), node.port),
-    });
-    let settings = info.redis_settings();
-    let mut builder = SentinelClientBuilder::new(addresses, master, SentinelServerType::Master)?
-        .set_client_to_redis_db(settings.db());
-    if let Some(mode) = tls {
-        builder = builder.set_client_to_redis_tls_mode(mode).set_client_to_sentinel_tls_mode(mode);
-    }
-    if let Some(username) = settings.username() {
-        builder = builder.set_client_to_redis_username(username);
-    }
-    if let Some(password) = settings.password() {
-        builder = builder.set_client_to_redis_password(password);
-    }
-    Ok(builder.build()?)
+/// A Sentinel's URL: `url`'s scheme and TLS options (`#insecure`) at `node`, without its
+/// user, password or database (Sentinels are reached without a password).
+fn sentinel_url(url: &str, node: &Node) -> Result<String, RedisError> {
+    let mut parsed =
+        url::Url::parse(&node_url(url, node)?).map_err(|error| RedisError::Pool(error.to_string()))?;
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_path("");
+    Ok(parsed.to_string())
 }
 
 /// A connection for ordinary commands. Implements [`ConnectionLike`], so commands,
@@ -473,16 +606,44 @@ fn first_key(cmd: &Cmd) -> Option<Vec<u8>> {
 
 /// A dedicated connection for blocking reads.
 pub enum BlockingConnection {
-    /// To one server (or the Sentinels' primary).
+    /// To one server.
     Node(MultiplexedConnection),
     /// A cluster connection of its own, which follows the stream's slot to its master.
     Cluster(ClusterConnection),
+    /// To the primary the Sentinels named when it was made.
+    Sentinel(SentinelBlocking),
+}
+
+/// A blocking connection to the primary the Sentinels named when it was made.
+pub struct SentinelBlocking {
+    conn: MultiplexedConnection,
+    /// The handle's primary generation then.
+    generation: u64,
+    state: Arc<SentinelState>,
+}
+
+impl BlockingConnection {
+    /// Whether the Sentinels have named another primary since this connection was made:
+    /// its reads come from a primary that no longer receives the writes. Also starts the
+    /// handle's periodic look at the Sentinels when it is due. Always `false` for a single
+    /// server or a cluster.
+    pub fn is_stale(&self) -> bool {
+        match self {
+            BlockingConnection::Sentinel(blocking) => {
+                blocking.state.recheck_if_due();
+                blocking.state.generation.load(Ordering::Acquire) != blocking.generation
+            }
+            _ => false,
+        }
+    }
 }
 
 impl ConnectionLike for BlockingConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            BlockingConnection::Node(conn) => conn.req_packed_command(cmd),
+            BlockingConnection::Node(conn) | BlockingConnection::Sentinel(SentinelBlocking { conn, .. }) => {
+                conn.req_packed_command(cmd)
+            }
             BlockingConnection::Cluster(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -494,14 +655,18 @@ impl ConnectionLike for BlockingConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            BlockingConnection::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            BlockingConnection::Node(conn) | BlockingConnection::Sentinel(SentinelBlocking { conn, .. }) => {
+                conn.req_packed_commands(pipeline, offset, count)
+            }
             BlockingConnection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            BlockingConnection::Node(conn) => conn.get_db(),
+            BlockingConnection::Node(conn) | BlockingConnection::Sentinel(SentinelBlocking { conn, .. }) => {
+                conn.get_db()
+            }
             BlockingConnection::Cluster(conn) => conn.get_db(),
         }
     }
@@ -529,5 +694,15 @@ mod tests {
         let url = node_url("rediss://gw:secret@ignored:6379/0", &Node::new("10.0.0.7", 7001)).unwrap();
         assert_eq!(url, "rediss://gw:secret@10.0.0.7:7001/0");
         assert!(node_url("redis+unix:///tmp/r.sock", &Node::new("a", 1)).is_err());
+    }
+
+    #[test]
+    fn sentinel_urls_keep_tls_and_drop_credentials_and_database() {
+        let node = Node::new("10.0.0.5", 26379);
+        assert_eq!(
+            sentinel_url("rediss://gw:secret@ignored:6379/2#insecure", &node).unwrap(),
+            "rediss://10.0.0.5:26379#insecure"
+        );
+        assert_eq!(sentinel_url("redis://:secret@ignored/0", &node).unwrap(), "redis://10.0.0.5:26379");
     }
 }
