@@ -124,6 +124,32 @@ pub const COMMON: [Setting; 12] = [
     OTEL_TRACES_SAMPLER_ARG,
 ];
 
+/// The shared settings ([`COMMON`]) followed by a service's `own`: how each service builds
+/// its list of every setting, so the shared ones are named in one place only.
+///
+/// `N` is the length of the whole list, `COMMON.len() + own.len()`; any other `N` stops
+/// the build (the constant cannot be evaluated):
+///
+/// ```
+/// use streamgate::config::Setting;
+/// use streamgate::settings::{COMMON, with_common};
+///
+/// const OWN: &[Setting] = &[Setting { name: "PORT", default: "80", allowed: "a port", help: "Port." }];
+/// const SETTINGS: &[Setting] = &with_common::<{ COMMON.len() + OWN.len() }>(OWN);
+/// assert_eq!(SETTINGS[0].name, "REDIS_URL");
+/// assert_eq!(SETTINGS[COMMON.len()].name, "PORT");
+/// ```
+pub const fn with_common<const N: usize>(own: &[Setting]) -> [Setting; N] {
+    assert!(COMMON.len() + own.len() == N, "N must be COMMON.len() + own.len()");
+    let mut all = [Setting { name: "", default: "", allowed: "", help: "" }; N];
+    let mut index = 0;
+    while index < N {
+        all[index] = if index < COMMON.len() { COMMON[index] } else { own[index - COMMON.len()] };
+        index += 1;
+    }
+    all
+}
+
 /// The typed values of the shared settings. Its `Debug` output hides the Redis password.
 #[derive(Clone)]
 pub struct Common {
