@@ -1,5 +1,7 @@
 //! Settings every service shares, and the one way a binary stops on bad configuration.
 
+use std::process::ExitCode;
+
 use crate::config::{ConfigError, EXIT_BAD_CONFIG, Layered, Secret, Setting};
 use crate::keys::{DEFAULT_PREFIX, Keys};
 use crate::redis::{Node, Topology};
@@ -323,15 +325,12 @@ fn with_password(url: &str, password: &Secret) -> Option<String> {
     crate::redis::validate_url(parsed.as_str())
 }
 
-/// Unwraps a configuration result, or prints the one-line error and exits with code 2.
-pub fn or_exit<T>(result: Result<T, ConfigError>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::exit(EXIT_BAD_CONFIG);
-        }
-    }
+/// Prints `error` as the one line on stderr and returns the exit code of a process stopped
+/// by bad configuration, for `main` to return: each binary ends by returning its
+/// [`ExitCode`], never by `std::process::exit`, so whatever is set up so far is dropped.
+pub fn bad_config(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(EXIT_BAD_CONFIG)
 }
 
 #[cfg(test)]
