@@ -1,8 +1,10 @@
 //! The `gateway` binary: parses flags, loads configuration, starts telemetry and serves.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use gateway::{Application, GatewayConfig};
-use streamgate::settings::or_exit;
+use streamgate::settings::bad_config;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc gives freed memory back to the system: with glibc's malloc a gateway's RSS
@@ -28,32 +30,42 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let sources = cli
         .config
         .sources(&[("LISTEN_ADDR", cli.listen_addr.as_ref()), ("INSTANCE_ID", cli.instance_id.as_ref())]);
-    let config = or_exit(GatewayConfig::load(&sources));
+    let config = match GatewayConfig::load(&sources) {
+        Ok(config) => config,
+        Err(error) => return bad_config(error),
+    };
     let telemetry =
         match streamgate::telemetry::init("gateway", config.common.log_format, &config.common.traces) {
             Ok(guard) => guard,
-            Err(error) => {
-                eprintln!("error: {error}");
-                std::process::exit(streamgate::config::EXIT_BAD_CONFIG);
-            }
+            Err(error) => return bad_config(error),
         };
+    let code = serve(config).await;
+    telemetry.shutdown();
+    code
+}
+
+async fn serve(config: GatewayConfig) -> ExitCode {
     let application = match Application::build(config).await {
         Ok(application) => application,
         Err(error) => {
             tracing::error!(%error, "Gateway failed to start.");
             eprintln!("error: {error}");
-            telemetry.shutdown();
-            std::process::exit(1);
+            return ExitCode::FAILURE;
         }
     };
     let stop = CancellationToken::new();
     streamgate::shutdown::cancel_on_signal(stop.clone());
-    let result = application.run_until_stopped(stop).await;
-    telemetry.shutdown();
-    Ok(result?)
+    match application.run_until_stopped(stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "Gateway stopped with an error.");
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

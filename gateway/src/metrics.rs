@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use streamgate::continuity::ResetReason;
-use streamgate::metrics::RedisCommandMetrics;
+use streamgate::metrics::{RedisCommandMetrics, registered};
 
 /// The `command` label values of the gateway's Redis metrics: a fixed set.
 pub mod command {
@@ -172,83 +172,111 @@ impl GatewayMetrics {
     /// A registry with every metric at zero.
     pub fn new() -> GatewayMetrics {
         let mut registry = Registry::with_prefix("streamgate_gateway");
+        let redis = RedisCommandMetrics::register(&mut registry, &command::ALL);
         let metrics = GatewayMetrics {
-            connections_open: Gauge::default(),
-            connections_opened: Counter::default(),
-            connections_closed: Family::default(),
-            connections_refused: Counter::default(),
-            hubs: Gauge::default(),
-            events_delivered: Counter::default(),
+            connections_open: registered(
+                &mut registry,
+                "connections_open",
+                "SSE streams open now",
+                Gauge::default(),
+            ),
+            connections_opened: registered(
+                &mut registry,
+                "connections_opened",
+                "SSE streams opened",
+                Counter::default(),
+            ),
+            connections_closed: registered(
+                &mut registry,
+                "connections_closed",
+                "SSE streams ended, by reason",
+                Family::default(),
+            ),
+            connections_refused: registered(
+                &mut registry,
+                "connections_refused",
+                "Requests refused at a limit (connections, per address, rate, topics)",
+                Counter::default(),
+            ),
+            hubs: registered(&mut registry, "hubs", "Topics with a hub on this gateway", Gauge::default()),
+            events_delivered: registered(
+                &mut registry,
+                "events_delivered",
+                "Events written to subscribers, live and replayed",
+                Counter::default(),
+            ),
             events_delivered_reported: std::sync::Mutex::new(0),
-            events_replayed: Counter::default(),
-            replays_in_progress: Gauge::default(),
-            resets: Family::default(),
-            hub_catch_ups: Counter::default(),
-            reconcile_behind: Counter::default(),
-            subscriptions: Gauge::default(),
-            publish_to_deliver: Histogram::new(latency_buckets()),
-            hub_gap_fills: Counter::default(),
-            reconciliations: Counter::default(),
-            membership_flush_topics: Histogram::new(flush_buckets()),
-            instance_stream_lag_seconds: Gauge::default(),
-            redis: RedisCommandMetrics::register(&mut registry, &command::ALL),
-            registry: Registry::default(),
+            events_replayed: registered(
+                &mut registry,
+                "events_replayed",
+                "Events replayed from history",
+                Counter::default(),
+            ),
+            replays_in_progress: registered(
+                &mut registry,
+                "replays_in_progress",
+                "Replays running now",
+                Gauge::default(),
+            ),
+            resets: registered(
+                &mut registry,
+                "resets",
+                "Resets sent to subscribers, by reason",
+                Family::default(),
+            ),
+            hub_catch_ups: registered(
+                &mut registry,
+                "hub_catch_ups",
+                "Hub catch-ups from history",
+                Counter::default(),
+            ),
+            reconcile_behind: registered(
+                &mut registry,
+                "reconcile_behind",
+                "Idle hubs found behind their histories by reconciliation",
+                Counter::default(),
+            ),
+            subscriptions: registered(
+                &mut registry,
+                "subscriptions",
+                "Subscriptions open now (one per topic of each SSE stream)",
+                Gauge::default(),
+            ),
+            publish_to_deliver: registered(
+                &mut registry,
+                "publish_to_deliver_seconds",
+                "Seconds from the producer routing an event to a hub handing it to its subscribers \
+                 (producer and gateway clocks)",
+                Histogram::new(latency_buckets()),
+            ),
+            hub_gap_fills: registered(
+                &mut registry,
+                "hub_gap_fills",
+                "Hub catch-ups started by a routed event that did not follow the hub's position",
+                Counter::default(),
+            ),
+            reconciliations: registered(
+                &mut registry,
+                "reconciliations",
+                "Reconciliation rounds run",
+                Counter::default(),
+            ),
+            membership_flush_topics: registered(
+                &mut registry,
+                "membership_flush_topics",
+                "Topics written per membership flush",
+                Histogram::new(flush_buckets()),
+            ),
+            instance_stream_lag_seconds: registered(
+                &mut registry,
+                "instance_stream_lag_seconds",
+                "How far the instance stream reader's last read is behind the stream's newest entry \
+                 (Redis clock; 0 when a read emptied the stream)",
+                Gauge::default(),
+            ),
+            redis,
+            registry,
         };
-        registry.register("connections_open", "SSE streams open now", metrics.connections_open.clone());
-        registry.register("connections_opened", "SSE streams opened", metrics.connections_opened.clone());
-        registry.register(
-            "connections_closed",
-            "SSE streams ended, by reason",
-            metrics.connections_closed.clone(),
-        );
-        registry.register(
-            "connections_refused",
-            "Requests refused at a limit (connections, per address, rate, topics)",
-            metrics.connections_refused.clone(),
-        );
-        registry.register("hubs", "Topics with a hub on this gateway", metrics.hubs.clone());
-        registry.register(
-            "events_delivered",
-            "Events written to subscribers, live and replayed",
-            metrics.events_delivered.clone(),
-        );
-        registry.register("events_replayed", "Events replayed from history", metrics.events_replayed.clone());
-        registry.register("replays_in_progress", "Replays running now", metrics.replays_in_progress.clone());
-        registry.register("resets", "Resets sent to subscribers, by reason", metrics.resets.clone());
-        registry.register("hub_catch_ups", "Hub catch-ups from history", metrics.hub_catch_ups.clone());
-        registry.register(
-            "reconcile_behind",
-            "Idle hubs found behind their histories by reconciliation",
-            metrics.reconcile_behind.clone(),
-        );
-        registry.register(
-            "subscriptions",
-            "Subscriptions open now (one per topic of each SSE stream)",
-            metrics.subscriptions.clone(),
-        );
-        registry.register(
-            "publish_to_deliver_seconds",
-            "Seconds from the producer routing an event to a hub handing it to its subscribers \
-             (producer and gateway clocks)",
-            metrics.publish_to_deliver.clone(),
-        );
-        registry.register(
-            "hub_gap_fills",
-            "Hub catch-ups started by a routed event that did not follow the hub's position",
-            metrics.hub_gap_fills.clone(),
-        );
-        registry.register("reconciliations", "Reconciliation rounds run", metrics.reconciliations.clone());
-        registry.register(
-            "membership_flush_topics",
-            "Topics written per membership flush",
-            metrics.membership_flush_topics.clone(),
-        );
-        registry.register(
-            "instance_stream_lag_seconds",
-            "How far the instance stream reader's last read is behind the stream's newest entry \
-             (Redis clock; 0 when a read emptied the stream)",
-            metrics.instance_stream_lag_seconds.clone(),
-        );
         // Every series of a fixed label set exists from the start, at zero.
         for reason in [
             CloseReason::ClientGone,
@@ -262,7 +290,7 @@ impl GatewayMetrics {
         for reason in [ResetReason::Trimmed, ResetReason::HistoryLost] {
             let _ = metrics.resets.get_or_create(&reason.into());
         }
-        GatewayMetrics { registry, ..metrics }
+        metrics
     }
 
     /// Observes the latency of an event the producer routed at `published_at_micros` (by

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use streamgate::config::{ConfigError, Layered, Setting, Sources, parse_bool, parse_list};
-use streamgate::settings::{COMMON, Common};
+use streamgate::settings::{COMMON, Common, with_common};
 use streamgate::topic::InstanceId;
 
 use crate::access::config::AccessConfig;
@@ -352,19 +352,10 @@ pub const HTTP2_MAX_CONCURRENT_STREAMS: Setting = Setting {
 };
 
 /// Every gateway setting, shared ones first.
-pub const SETTINGS: &[Setting] = &[
-    COMMON[0],
-    COMMON[1],
-    COMMON[2],
-    COMMON[3],
-    COMMON[4],
-    COMMON[5],
-    COMMON[6],
-    COMMON[7],
-    COMMON[8],
-    COMMON[9],
-    COMMON[10],
-    COMMON[11],
+pub const SETTINGS: &[Setting] = &with_common::<{ COMMON.len() + OWN.len() }>(OWN);
+
+/// The settings only the gateway reads.
+const OWN: &[Setting] = &[
     LISTEN_ADDR,
     INSTANCE_ID,
     HEARTBEAT_INTERVAL,

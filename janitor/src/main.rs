@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::Parser;
 use janitor::run::MetricsOutput;
 use janitor::{JanitorConfig, RunOptions};
-use streamgate::config::{EXIT_BAD_CONFIG, parse_duration};
-use streamgate::settings::or_exit;
+use streamgate::config::parse_duration;
+use streamgate::settings::bad_config;
 use tokio_util::sync::CancellationToken;
 
 /// Streamgate janitor: removes dead gateways' state and trims stale histories.
@@ -47,14 +47,14 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = or_exit(JanitorConfig::load(&cli.config.sources(&[])));
+    let config = match JanitorConfig::load(&cli.config.sources(&[])) {
+        Ok(config) => config,
+        Err(error) => return bad_config(error),
+    };
     let telemetry =
         match streamgate::telemetry::init("janitor", config.common.log_format, &config.common.traces) {
             Ok(guard) => guard,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(EXIT_BAD_CONFIG as u8);
-            }
+            Err(error) => return bad_config(error),
         };
     let shutdown = CancellationToken::new();
     if cli.interval.is_some() {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use streamgate::config::{ConfigError, Layered, Setting, Sources, parse_bool};
-use streamgate::settings::{COMMON, Common};
+use streamgate::settings::{COMMON, Common, with_common};
 
 use crate::instances::MIN_CLAIM_TTL;
 use crate::sweep::{Retention, SweepSettings};
@@ -73,19 +73,10 @@ pub const SWEEP_CLAIM_TTL: Setting = Setting {
 };
 
 /// Every setting the janitor reads, shared ones first.
-pub const SETTINGS: &[Setting] = &[
-    COMMON[0],
-    COMMON[1],
-    COMMON[2],
-    COMMON[3],
-    COMMON[4],
-    COMMON[5],
-    COMMON[6],
-    COMMON[7],
-    COMMON[8],
-    COMMON[9],
-    COMMON[10],
-    COMMON[11],
+pub const SETTINGS: &[Setting] = &with_common::<{ COMMON.len() + OWN.len() }>(OWN);
+
+/// The settings only the janitor reads.
+const OWN: &[Setting] = &[
     HISTORY_MAX_LEN,
     HISTORY_MAX_AGE,
     SWEEP_BUDGET,

@@ -7,8 +7,7 @@ use clap::Parser as _;
 use producer::cli::{Cli, Command};
 use producer::settings::ProducerConfig;
 use producer::startup::Application;
-use streamgate::config::EXIT_BAD_CONFIG;
-use streamgate::settings::or_exit;
+use streamgate::settings::bad_config;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc, as in the gateway: allocation and freeing were ~7% of the producer's CPU per
@@ -19,20 +18,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = or_exit(ProducerConfig::load(&cli.sources()));
+    let config = match ProducerConfig::load(&cli.sources()) {
+        Ok(config) => config,
+        Err(error) => return bad_config(error),
+    };
     let serving = matches!(cli.command, None | Some(Command::Serve));
     // Before telemetry, so the refusal is the one line on stderr.
     if serving && let Err(refusal) = config.check_exposure() {
-        eprintln!("error: {refusal}");
-        return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        return bad_config(refusal);
     }
     let telemetry =
         match streamgate::telemetry::init("producer", config.common.log_format, &config.common.traces) {
             Ok(guard) => guard,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(EXIT_BAD_CONFIG as u8);
-            }
+            Err(error) => return bad_config(error),
         };
     let code = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,

@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use streamgate::metrics::RedisCommandMetrics;
+use streamgate::metrics::{RedisCommandMetrics, registered};
 
 /// The `command` label values of the producer's Redis metrics: a fixed set.
 pub mod command {
@@ -93,53 +93,53 @@ impl ProducerMetrics {
     /// A registry with every metric at zero.
     pub fn new() -> ProducerMetrics {
         let mut registry = Registry::with_prefix("streamgate_producer");
-        let metrics = ProducerMetrics {
-            publish_requests: Family::default(),
-            events_appended: Counter::default(),
-            duplicates: Counter::default(),
-            route_fanout: Histogram::new(FANOUT_BUCKETS),
-            dead_letters: Counter::default(),
-            ingest_pending: Gauge::default(),
-            ingest_oldest_pending_age_seconds: Gauge::default(),
-            redis: RedisCommandMetrics::register(&mut registry, &command::ALL),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "publish_requests",
-            "POST /publish requests, by the status answered",
-            metrics.publish_requests.clone(),
-        );
-        registry.register(
-            "events_appended",
-            "Events appended to topic histories (duplicates excluded)",
-            metrics.events_appended.clone(),
-        );
-        registry.register(
-            "duplicates",
-            "Events that repeated an idempotency key within the dedup window (nothing written)",
-            metrics.duplicates.clone(),
-        );
-        registry.register(
-            "route_fanout",
-            "Instance streams one event was routed to",
-            metrics.route_fanout.clone(),
-        );
-        registry.register(
-            "dead_letters",
-            "Ingest entries copied to the dead-letter stream",
-            metrics.dead_letters.clone(),
-        );
-        registry.register(
-            "ingest_pending",
-            "Ingest entries read by a producer and not yet acknowledged (every producer of the group)",
-            metrics.ingest_pending.clone(),
-        );
-        registry.register(
-            "ingest_oldest_pending_age_seconds",
-            "Age of the oldest unacknowledged ingest entry, by the Redis server's clock",
-            metrics.ingest_oldest_pending_age_seconds.clone(),
-        );
-        ProducerMetrics { registry, ..metrics }
+        let redis = RedisCommandMetrics::register(&mut registry, &command::ALL);
+        ProducerMetrics {
+            publish_requests: registered(
+                &mut registry,
+                "publish_requests",
+                "POST /publish requests, by the status answered",
+                Family::default(),
+            ),
+            events_appended: registered(
+                &mut registry,
+                "events_appended",
+                "Events appended to topic histories (duplicates excluded)",
+                Counter::default(),
+            ),
+            duplicates: registered(
+                &mut registry,
+                "duplicates",
+                "Events that repeated an idempotency key within the dedup window (nothing written)",
+                Counter::default(),
+            ),
+            route_fanout: registered(
+                &mut registry,
+                "route_fanout",
+                "Instance streams one event was routed to",
+                Histogram::new(FANOUT_BUCKETS),
+            ),
+            dead_letters: registered(
+                &mut registry,
+                "dead_letters",
+                "Ingest entries copied to the dead-letter stream",
+                Counter::default(),
+            ),
+            ingest_pending: registered(
+                &mut registry,
+                "ingest_pending",
+                "Ingest entries read by a producer and not yet acknowledged (every producer of the group)",
+                Gauge::default(),
+            ),
+            ingest_oldest_pending_age_seconds: registered(
+                &mut registry,
+                "ingest_oldest_pending_age_seconds",
+                "Age of the oldest unacknowledged ingest entry, by the Redis server's clock",
+                Gauge::default(),
+            ),
+            redis,
+            registry,
+        }
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -10,11 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use streamgate::config::{ConfigError, Layered, Secret, Setting, Sources, parse_bool};
-use streamgate::settings::{
-    Common, KEY_PREFIX, LOG_FORMAT, OTEL_EXPORTER_OTLP_CERTIFICATE, OTEL_EXPORTER_OTLP_ENDPOINT,
-    OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, REDIS_CLUSTER_NODES, REDIS_PASSWORD_FILE, REDIS_POOL_SIZE,
-    REDIS_SENTINEL_MASTER, REDIS_SENTINEL_NODES, REDIS_URL,
-};
+use streamgate::settings::{COMMON, Common, with_common};
 
 use crate::auth::{AuthConfig, MIN_JWT_SECRET_BYTES};
 use crate::ingest::IngestConfig;
@@ -249,19 +245,10 @@ pub const PUBLISH_GROUP_COMMIT: Setting = Setting {
 };
 
 /// Every setting the producer reads, shared ones first.
-pub const SETTINGS: &[Setting] = &[
-    REDIS_URL,
-    KEY_PREFIX,
-    REDIS_POOL_SIZE,
-    LOG_FORMAT,
-    REDIS_PASSWORD_FILE,
-    REDIS_CLUSTER_NODES,
-    REDIS_SENTINEL_NODES,
-    REDIS_SENTINEL_MASTER,
-    OTEL_EXPORTER_OTLP_ENDPOINT,
-    OTEL_EXPORTER_OTLP_CERTIFICATE,
-    OTEL_TRACES_SAMPLER,
-    OTEL_TRACES_SAMPLER_ARG,
+pub const SETTINGS: &[Setting] = &with_common::<{ COMMON.len() + OWN.len() }>(OWN);
+
+/// The settings only the producer reads.
+const OWN: &[Setting] = &[
     LISTEN_ADDR,
     ADMIN_LISTEN_ADDR,
     PUBLISH_TOKEN,

@@ -69,7 +69,7 @@ impl StartupError {
     /// The process exit code: 2 for a configuration that is refused, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartupError::Unprotected(_) => streamgate::config::EXIT_BAD_CONFIG as u8,
+            StartupError::Unprotected(_) => streamgate::config::EXIT_BAD_CONFIG,
             _ => 1,
         }
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 pub const CONFIG_FILE_ENV: &str = "STREAMGATE_CONFIG";
 
 /// The exit code of a process stopped by bad configuration.
-pub const EXIT_BAD_CONFIG: i32 = 2;
+pub const EXIT_BAD_CONFIG: u8 = 2;
 
 /// One configurable setting.
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// The label set of a Redis command's metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -25,6 +25,13 @@ pub struct CommandLabels {
 /// Latency buckets of a Redis round trip: 100 µs to ~3.3 s, doubling.
 fn command_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Registers `metric` in `registry` as `name` (under the registry's prefix) with `help`, and
+/// returns it: each metric of a service is built by one call that names and describes it.
+pub fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Latency and errors of a service's Redis commands, by command name.
@@ -39,19 +46,19 @@ impl RedisCommandMetrics {
     /// zero for each of `commands` (so a rate of errors exists before the first one).
     pub fn register(registry: &mut Registry, commands: &[&'static str]) -> RedisCommandMetrics {
         let metrics = RedisCommandMetrics {
-            duration: Family::new_with_constructor(command_histogram as fn() -> Histogram),
-            errors: Family::default(),
+            duration: registered(
+                registry,
+                "redis_command_duration_seconds",
+                "Time from sending a Redis command (script, pipeline) to its answer or failure, by command",
+                Family::new_with_constructor(command_histogram as fn() -> Histogram),
+            ),
+            errors: registered(
+                registry,
+                "redis_command_errors",
+                "Redis commands that failed (no connection, an error reply, no answer), by command",
+                Family::default(),
+            ),
         };
-        registry.register(
-            "redis_command_duration_seconds",
-            "Time from sending a Redis command (script, pipeline) to its answer or failure, by command",
-            metrics.duration.clone(),
-        );
-        registry.register(
-            "redis_command_errors",
-            "Redis commands that failed (no connection, an error reply, no answer), by command",
-            metrics.errors.clone(),
-        );
         for command in commands {
             let _ = metrics.errors.get_or_create(&CommandLabels { command });
         }

@@ -1,5 +1,7 @@
 //! Settings every service shares, and the one way a binary stops on bad configuration.
 
+use std::process::ExitCode;
+
 use crate::config::{ConfigError, EXIT_BAD_CONFIG, Layered, Secret, Setting};
 use crate::keys::{DEFAULT_PREFIX, Keys};
 use crate::redis::{Node, Topology};
@@ -123,6 +125,32 @@ pub const COMMON: [Setting; 12] = [
     OTEL_TRACES_SAMPLER,
     OTEL_TRACES_SAMPLER_ARG,
 ];
+
+/// The shared settings ([`COMMON`]) followed by a service's `own`: how each service builds
+/// its list of every setting, so the shared ones are named in one place only.
+///
+/// `N` is the length of the whole list, `COMMON.len() + own.len()`; any other `N` stops
+/// the build (the constant cannot be evaluated):
+///
+/// ```
+/// use streamgate::config::Setting;
+/// use streamgate::settings::{COMMON, with_common};
+///
+/// const OWN: &[Setting] = &[Setting { name: "PORT", default: "80", allowed: "a port", help: "Port." }];
+/// const SETTINGS: &[Setting] = &with_common::<{ COMMON.len() + OWN.len() }>(OWN);
+/// assert_eq!(SETTINGS[0].name, "REDIS_URL");
+/// assert_eq!(SETTINGS[COMMON.len()].name, "PORT");
+/// ```
+pub const fn with_common<const N: usize>(own: &[Setting]) -> [Setting; N] {
+    assert!(COMMON.len() + own.len() == N, "N must be COMMON.len() + own.len()");
+    let mut all = [Setting { name: "", default: "", allowed: "", help: "" }; N];
+    let mut index = 0;
+    while index < N {
+        all[index] = if index < COMMON.len() { COMMON[index] } else { own[index - COMMON.len()] };
+        index += 1;
+    }
+    all
+}
 
 /// The typed values of the shared settings. Its `Debug` output hides the Redis password.
 #[derive(Clone)]
@@ -297,15 +325,12 @@ fn with_password(url: &str, password: &Secret) -> Option<String> {
     crate::redis::validate_url(parsed.as_str())
 }
 
-/// Unwraps a configuration result, or prints the one-line error and exits with code 2.
-pub fn or_exit<T>(result: Result<T, ConfigError>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::exit(EXIT_BAD_CONFIG);
-        }
-    }
+/// Prints `error` as the one line on stderr and returns the exit code of a process stopped
+/// by bad configuration, for `main` to return: each binary ends by returning its
+/// [`ExitCode`], never by `std::process::exit`, so whatever is set up so far is dropped.
+pub fn bad_config(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(EXIT_BAD_CONFIG)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - [`browser`]: a real headless Chromium driven through playwright-core.
 //! - [`eventsource`]: browser-like subscribers, a retrying publisher, the exact check.
 //! - [`gateway_app`]: a real gateway in-process on port 0.
+//! - [`ingest`]: the producers' ingest group set up by hand, and entries left pending in it.
 //! - [`keys`]: topic key names for tests that touch Redis directly.
 //! - [`last_event_id`]: the `lastEventId` a browser keeps, from a stream's raw bytes.
 //! - [`otlp_collector`]: an OTLP/gRPC trace collector in-process, clear text or TLS.
@@ -26,6 +27,7 @@ pub mod certificate;
 pub mod eventsource;
 pub mod gateway_app;
 pub mod http2;
+pub mod ingest;
 pub mod keys;
 pub mod last_event_id;
 pub mod otlp_collector;

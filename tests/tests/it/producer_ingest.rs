@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamInfoConsumersReply;
+use streamgate_tests::ingest::{GROUP, create_group, read_as};
 use streamgate_tests::producer_app::{
     ProducerProcess, field, history, producer_binary, spawn_producer, stream_entries, test_settings,
 };
@@ -15,41 +16,9 @@ use streamgate_tests::publish::{event, publisher};
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 
 const WAIT: Duration = Duration::from_secs(10);
-/// The default consumer group.
-const GROUP: &str = "streamgate-producers";
 
 async fn xadd(conn: &mut MultiplexedConnection, stream: &str, fields: &[(&str, &str)]) -> String {
     conn.xadd(stream, "*", fields).await.unwrap()
-}
-
-/// Creates the producers' consumer group (and the stream), as a producer would.
-async fn create_group(conn: &mut MultiplexedConnection, stream: &str) {
-    let () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await
-        .unwrap();
-}
-
-/// Reads up to `count` new entries as `consumer` and never acknowledges them: what a
-/// producer that crashes mid-batch leaves pending.
-async fn read_as(conn: &mut MultiplexedConnection, stream: &str, consumer: &str, count: usize) {
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg(consumer)
-        .arg("COUNT")
-        .arg(count)
-        .arg("STREAMS")
-        .arg(stream)
-        .arg(">")
-        .query_async(conn)
-        .await
-        .unwrap();
 }
 
 /// Entries delivered to the group and not yet acknowledged.

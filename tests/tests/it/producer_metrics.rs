@@ -8,6 +8,7 @@ use redis::AsyncCommands as _;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use streamgate_tests::gateway_app::spawn_gateway;
+use streamgate_tests::ingest::{create_group, read_as};
 use streamgate_tests::producer_app::spawn_producer;
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::sse_client::connect;
@@ -16,33 +17,14 @@ use streamgate_tests::wait::wait_until;
 use crate::gateway_metrics::{sample, scrape};
 
 const WAIT: Duration = Duration::from_secs(10);
-/// The default consumer group.
-const GROUP: &str = "streamgate-producers";
 
 /// Leaves one entry pending in the ingest group, read by a consumer that never
 /// acknowledges it (a producer that died), with the id `1000-0`: 1 s after the Unix epoch,
 /// so its age by the server's clock is unmistakable.
 async fn leave_one_pending(conn: &mut MultiplexedConnection, stream: &str) {
-    let () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await
-        .unwrap();
+    create_group(conn, stream).await;
     let _: String = conn.xadd(stream, "1000-0", &[("topic", "t"), ("data", "stuck")]).await.unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg("gone")
-        .arg("STREAMS")
-        .arg(stream)
-        .arg(">")
-        .query_async(conn)
-        .await
-        .unwrap();
+    read_as(conn, stream, "gone", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
