@@ -169,12 +169,14 @@ impl StreamGauge {
     fn open(metrics: Arc<GatewayMetrics>) -> StreamGauge {
         metrics.connections_open.inc();
         metrics.connections_opened.inc();
+        tracing::debug!("Stream opened.");
         StreamGauge { metrics, reason: CloseReason::ClientGone }
     }
 }
 
 impl Drop for StreamGauge {
     fn drop(&mut self) {
+        tracing::debug!(reason = ?self.reason, "Stream ended.");
         self.metrics.connections_open.dec();
         self.metrics.connections_closed.get_or_create(&CloseLabels { reason: self.reason }).inc();
     }

@@ -37,18 +37,19 @@ pub const INSTANCE_HEADER: &str = "x-streamgate-instance";
 
 /// The gateway's routes. Nest it under any path: `Router::new().nest("/rt", router(state))`.
 pub fn router(state: AppState) -> Router {
-    // CORS only where browsers of other sites need it: the event stream.
-    let cors = crate::startup::cors_layer(&state.config.cors);
-    let mut router = Router::new()
-        .route("/events", get(events).layer(cors))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+    let mut router = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
     if state.config.demo_page {
         // The demo page and the JavaScript client it imports (`clients/js`; applications
         // bundle their own copy).
         router = router.route("/", get(demo_page)).route("/streamgate.js", get(js_client));
     }
-    router.with_state(state)
+    // A request span for the short requests, added before `/events` so it does not wrap
+    // the event stream: there it would run per body frame of every stream, and a stream's
+    // opening and end are logged by the connection itself.
+    let router = router.layer(tower_http::trace::TraceLayer::new_for_http());
+    // CORS only where browsers of other sites need it: the event stream.
+    let cors = crate::startup::cors_layer(&state.config.cors);
+    router.route("/events", get(events).layer(cors)).with_state(state)
 }
 
 /// A parsed `/events` request.

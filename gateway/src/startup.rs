@@ -252,8 +252,7 @@ impl Application {
     /// elsewhere, and waits up to the drain time for connections to close.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> std::io::Result<()> {
         let Application { listener, admin_listener, tls, state, tasks, tasks_stop, .. } = self;
-        let trace = tower_http::trace::TraceLayer::new_for_http();
-        let app = crate::http::router(state.clone()).layer(trace.clone());
+        let app = crate::http::router(state.clone());
         let limits = ConnectionLimits {
             header_read_timeout: state.config.limits.header_read_timeout,
             max_header_bytes: state.config.limits.max_header_bytes,
@@ -274,7 +273,8 @@ impl Application {
         let admin_state = state.clone();
         let admin = async move {
             if let Some(listener) = admin_listener {
-                let app = crate::admin::router(admin_state).layer(trace);
+                let app =
+                    crate::admin::router(admin_state).layer(tower_http::trace::TraceLayer::new_for_http());
                 crate::server::serve(listener, app, limits, None, admin_stop.cancelled_owned()).await;
             }
         };

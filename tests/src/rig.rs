@@ -12,6 +12,16 @@ use crate::binaries::workspace_binary;
 use crate::redis_cluster::{MASTER_NAME, RedisCluster, RedisSentinels};
 use crate::redis_server::{RedisServer, unique_prefix};
 
+/// How many times [`Service::wait_ready_or_rebind`] starts a service again on fresh ports.
+const MAX_REBINDS: usize = 3;
+
+/// Whether a service answered `/readyz` or ended first.
+#[derive(Debug, PartialEq, Eq)]
+enum Readiness {
+    Ready,
+    Exited,
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -115,18 +125,79 @@ impl Service {
         self.child.as_ref().expect("running").id()
     }
 
-    /// Waits until `GET /readyz` answers 200.
+    /// Waits until `GET /readyz` answers 200. Panics with the service's log when it exits
+    /// first or is not ready within 20 s.
     pub async fn wait_ready(&self) {
+        if self.ready_or_exited().await == Readiness::Exited {
+            panic!("{} exited before it was ready; its log:\n{}", self.name, self.log());
+        }
+    }
+
+    /// Like [`Service::wait_ready`], but a service that exited because one of its ports was
+    /// taken is started again on fresh ones: [`free_port`] gives a port that was free a
+    /// moment ago, and another test's process may bind it before this one does.
+    pub async fn wait_ready_or_rebind(&mut self) {
+        for _ in 0..MAX_REBINDS {
+            if self.ready_or_exited().await == Readiness::Ready {
+                return;
+            }
+            let log = self.log();
+            if !log.contains("Address already in use") {
+                panic!("{} exited before it was ready; its log:\n{log}", self.name);
+            }
+            self.port = free_port();
+            let listen = format!("127.0.0.1:{}", self.port);
+            self.set_env("LISTEN_ADDR", listen);
+            if self.admin_port.is_some() {
+                let admin = free_port();
+                self.admin_port = Some(admin);
+                self.set_env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"));
+            }
+            if let Some(mut child) = self.child.take() {
+                let _ = child.wait();
+            }
+            self.start();
+        }
+        panic!("{} found its ports taken {MAX_REBINDS} times; its log:\n{}", self.name, self.log());
+    }
+
+    fn set_env(&mut self, name: &str, value: String) {
+        self.env.retain(|(n, _)| n != name);
+        self.env.push((name.to_owned(), value));
+    }
+
+    async fn ready_or_exited(&self) -> Readiness {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        let client = reqwest::Client::new();
+        // A port held by another process may accept and never answer.
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
         loop {
             if let Ok(response) = client.get(self.url("/readyz")).send().await
                 && response.status() == 200
             {
-                return;
+                return Readiness::Ready;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{} not ready within 20 s", self.name);
+            if self.exited() {
+                return Readiness::Exited;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} not ready within 20 s; its log:\n{}",
+                self.name,
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the process has ended (a zombie not yet reaped counts).
+    fn exited(&self) -> bool {
+        let Some(child) = self.child.as_ref() else { return true };
+        match std::fs::read_to_string(format!("/proc/{}/stat", child.id())) {
+            // The state is the field after the parenthesised command name.
+            Ok(stat) => {
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) == Some('Z')
+            }
+            Err(_) => true,
         }
     }
 
@@ -436,8 +507,8 @@ impl Rig {
             env.push(("HOSTNAME".into(), format!("producer-{index}")));
             producers.push(Service::spawn(&format!("producer-{index}"), "producer", &["serve"], port, env));
         }
-        for service in gateways.iter().chain(producers.iter()) {
-            service.wait_ready().await;
+        for service in gateways.iter_mut().chain(producers.iter_mut()) {
+            service.wait_ready_or_rebind().await;
         }
 
         let upstreams: Vec<u16> = gateways.iter().map(|g| g.port).collect();

@@ -34,4 +34,5 @@ mod redis_acl;
 mod redis_harness;
 mod redis_topologies;
 mod redis_topology_services;
+mod service_harness;
 mod traces;
