@@ -61,7 +61,11 @@ impl Subscriber {
         Subscriber { topics, received, connected, connects, stop }
     }
 
-    /// Whether a stream is open now.
+    /// Whether a stream is open now and has its cursor (its first `id:`, which the gateway
+    /// sends once it is subscribed; with `Last-Event-ID`, the one it resumes from): a
+    /// stream owes its subscriber every event published after that, not after the
+    /// response headers (when Redis is slower than the gateway's join wait, the headers
+    /// come first and the cursor once the subscription is in place).
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
@@ -119,12 +123,18 @@ async fn run(
             && response.status() == 200
         {
             connects.fetch_add(1, Ordering::Relaxed);
-            connected.store(true, Ordering::Release);
             let tracker = Arc::new(Mutex::new(LastEventId::starting_at(last_id)));
             let tap = Arc::clone(&tracker);
+            let started = Arc::clone(&connected);
             let bytes = response.bytes_stream().inspect(move |chunk| {
                 if let Ok(chunk) = chunk {
-                    tap.lock().expect("id tracker lock").feed(chunk);
+                    let mut tracker = tap.lock().expect("id tracker lock");
+                    tracker.feed(chunk);
+                    // The stream has started once it has a cursor: every event published
+                    // after that is owed to it.
+                    if tracker.get().is_some() {
+                        started.store(true, Ordering::Release);
+                    }
                 }
             });
             let mut events = bytes.eventsource();

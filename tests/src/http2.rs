@@ -16,6 +16,7 @@ use h2::client::SendRequest;
 use tokio::net::TcpStream;
 
 use crate::eventsource::Tally;
+use crate::last_event_id::LastEventId;
 
 /// One HTTP/2 connection over TLS to `address` (`host:port`), verifying the server's
 /// certificate against `ca` (PEM) for the name `server_name`. Panics unless ALPN chose h2.
@@ -69,8 +70,10 @@ pub fn close(stream: Stream) {
 }
 
 /// Opens `GET /events?topic=<topic>` on `connection` to `base` (`https://host:port` or
-/// `http://host:port`); returns once the response headers arrived (the gateway sends them
-/// once the subscription is registered).
+/// `http://host:port`); returns once the stream's cursor arrived (its first `id:`, which
+/// the gateway sends once the subscription is in place: every event published after that
+/// is owed to it). That is in the first bytes unless Redis is slower than the gateway's
+/// join wait, when the headers come first.
 pub async fn open(connection: &SendRequest<Bytes>, base: &str, topic: &str) -> Stream {
     let request = http::Request::get(format!("{base}/events?topic={topic}"))
         .header("accept", "text/event-stream")
@@ -81,6 +84,9 @@ pub async fn open(connection: &SendRequest<Bytes>, base: &str, topic: &str) -> S
     let response = response.await.expect("a response");
     assert_eq!(response.status(), 200, "GET /events?topic={topic} over HTTP/2");
     let body = response.into_body();
+    let (started, has_cursor) = tokio::sync::oneshot::channel();
+    let mut started = Some(started);
+    let mut cursor = LastEventId::default();
     let chunks = futures_util::stream::unfold(body, |mut body| async move {
         let chunk = body.data().await?;
         if let Ok(chunk) = &chunk {
@@ -88,6 +94,16 @@ pub async fn open(connection: &SendRequest<Bytes>, base: &str, topic: &str) -> S
             let _ = body.flow_control().release_capacity(chunk.len());
         }
         Some((chunk, body))
+    })
+    .inspect(move |chunk| {
+        if let Ok(chunk) = chunk {
+            cursor.feed(chunk);
+            if cursor.get().is_some()
+                && let Some(started) = started.take()
+            {
+                let _ = started.send(());
+            }
+        }
     });
     let seqs = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seqs);
@@ -99,8 +115,16 @@ pub async fn open(connection: &SendRequest<Bytes>, base: &str, topic: &str) -> S
             }
         }
     });
+    match tokio::time::timeout(CURSOR_DEADLINE, has_cursor).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("GET /events?topic={topic}: the stream ended before its cursor"),
+        Err(_) => panic!("GET /events?topic={topic}: no cursor within {CURSOR_DEADLINE:?}"),
+    }
     Stream { topic: topic.to_owned(), seqs, reader }
 }
+
+/// How long a new stream may take to send its cursor.
+const CURSOR_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Waits until every stream received as many events as its topic had published, or
 /// `deadline` passed (the tally then says what is missing).

@@ -43,6 +43,7 @@ export interface SubscribeOptions {
   onAuthExpired?: () => string | void | null | Promise<string | void | null>;
   /** Sent as `?token=` (only where the gateway allows query tokens). */
   token?: string;
+  /** `open`: the stream has its cursor; every event published from then on is delivered. */
   onState?: (state: ConnectionState) => void;
   /** The gateway refused for good (400, 401 without a fresh token, 403); the subscription is closed. */
   onError?: (error: { status: number; message: string }) => void;

@@ -108,6 +108,7 @@ export function subscribe(options) {
   const topicOf = () => (topics.length === 1 ? topics[0] : undefined);
 
   const deliver = (type, event) => {
+    setState("open");
     remember(event.lastEventId);
     if (options.onEvent) options.onEvent({ topic: topicOf(), type, data: event.data, id: event.lastEventId });
   };
@@ -118,12 +119,19 @@ export function subscribe(options) {
     source = new EventSourceImpl(url(), { withCredentials: !!options.withCredentials });
     source.onopen = () => {
       attempt = 0;
-      setState("open");
     };
     source.onmessage = (event) => deliver("message", event);
     for (const type of options.eventTypes || []) source.addEventListener(type, (event) => deliver(type, event));
-    source.addEventListener(CURSOR_EVENT, (event) => remember(event.lastEventId));
+    // "open" once the stream has its cursor, not with the response headers (the browser's
+    // `open`): when Redis is slower than the gateway's join wait, the headers come first
+    // and the cursor once the subscription is in place; every event published after the
+    // cursor is delivered.
+    source.addEventListener(CURSOR_EVENT, (event) => {
+      remember(event.lastEventId);
+      setState("open");
+    });
     source.addEventListener(RESET_EVENT, (event) => {
+      setState("open");
       remember(event.lastEventId);
       let notice = {};
       try {

@@ -534,3 +534,80 @@ async fn a_replay_flood_on_a_busy_pool_never_lets_a_healthy_gateway_expire() {
     }
     println!("guarantee replay flood: {done} of 150 clients replayed 2 MB in 8 s, liveness held throughout");
 }
+
+/// Raw bytes of an SSE body as they arrive, and the `lastEventId` they set.
+struct RawStream {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    cursor: streamgate_tests::last_event_id::LastEventId,
+    seen: String,
+}
+
+impl RawStream {
+    /// Reads for `window`, or until the stream has a cursor when `until_cursor`.
+    async fn read(&mut self, window: Duration, until_cursor: bool) {
+        use futures_util::StreamExt;
+        let until = tokio::time::Instant::now() + window;
+        while !(until_cursor && self.cursor.get().is_some()) {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    self.cursor.feed(&chunk);
+                    self.seen.push_str(&String::from_utf8_lossy(&chunk));
+                }
+                Ok(_) => panic!("the stream ended: {:?}", self.seen),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// The data of every event so far.
+    fn data(&self) -> Vec<String> {
+        self.seen
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|d| d.trim_start().to_owned())
+            .collect()
+    }
+}
+
+/// Redis slower than the gateway's join wait (2 s): the response starts anyway, with
+/// heartbeats but no cursor, since the gateway cannot yet say where the stream starts. The
+/// cursor comes once the subscription is in place, and the stream owes its client every
+/// event published after it. (A client that took the headers for the start could miss
+/// what was published in between: the cursor, not the headers, marks the start.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_waits_for_redis_starts_at_the_cursor_it_sends_once_subscribed() {
+    use futures_util::StreamExt;
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("slowjoin");
+    let gateway = spawn_gateway(&redis.url(), &prefix, &[("HEARTBEAT_INTERVAL", "1s")]).await;
+    redis.pause();
+    let response = reqwest::Client::new()
+        .get(gateway.url("/events?topic=slow-join"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("the gateway answers while Redis is paused");
+    assert_eq!(response.status(), 200);
+    let mut stream = RawStream {
+        body: response.bytes_stream().boxed(),
+        cursor: streamgate_tests::last_event_id::LastEventId::default(),
+        seen: String::new(),
+    };
+    stream.read(Duration::from_millis(1500), false).await;
+    assert_eq!(stream.cursor.get(), None, "no cursor while Redis cannot be asked: {:?}", stream.seen);
+    redis.resume();
+    stream.read(WAIT, true).await;
+    assert!(stream.cursor.get().is_some(), "the cursor once Redis answers: {:?}", stream.seen);
+
+    let publisher = publisher(&redis.url(), &prefix);
+    let expected: Vec<String> = (0..20).map(|n| format!("slow-join {n}")).collect();
+    for data in &expected {
+        publish_one(&publisher, "slow-join", data).await;
+    }
+    let until = tokio::time::Instant::now() + WAIT;
+    while stream.data().len() < expected.len() && tokio::time::Instant::now() < until {
+        stream.read(Duration::from_millis(100), false).await;
+    }
+    assert_eq!(stream.data(), expected, "every event published after the cursor, in order");
+}
