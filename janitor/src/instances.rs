@@ -28,7 +28,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use streamgate::keys::InstanceKeyKind;
+use streamgate::keys::{InstanceKeyKind, RedisType};
 use streamgate::liveness::{self, JanitorClaim, JanitorClaimReply};
 use streamgate::topic::{InstanceId, Topic};
 
@@ -147,7 +147,7 @@ impl Pass {
         let first_time = self.instances_done.insert(instance.clone());
         let stream_key = self.keys.instance_stream(instance);
         let topics_key = self.keys.instance_topics(instance);
-        let (stream_type, topics_type): (String, String) = redis::pipe()
+        let (stream_type, topics_type): (RedisType, RedisType) = redis::pipe()
             .cmd("TYPE")
             .arg(&stream_key)
             .cmd("TYPE")
@@ -158,7 +158,7 @@ impl Pass {
             (&stream_key, &stream_type, InstanceKeyKind::Stream),
             (&topics_key, &topics_type, InstanceKeyKind::Topics),
         ] {
-            if found != "none" && found != kind.redis_type() {
+            if !found.fits(&kind.redis_type()) {
                 let problem = format!("a {found}, expected a {}", kind.redis_type());
                 self.malformed(key.clone(), problem);
             }
@@ -166,7 +166,7 @@ impl Pass {
 
         let mut fields_removed = 0;
         let mut groups: HashSet<Topic> = HashSet::new();
-        if first_time && topics_type == "set" {
+        if first_time && topics_type == RedisType::Set {
             let mut cursor = 0u64;
             loop {
                 if !self.refresh(claim).await? {

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use streamgate::keys::{InstanceKeyKind, Keys, TopicKeyKind};
+use streamgate::keys::{InstanceKeyKind, Keys, RedisType, TopicKeyKind};
 use streamgate::redis::Node;
 use streamgate::topic::{InstanceId, Topic};
 
@@ -39,7 +39,7 @@ pub(crate) enum Scanned {
 }
 
 impl Scanned {
-    fn redis_type(&self) -> &'static str {
+    fn redis_type(&self) -> RedisType {
         match self {
             Scanned::Topic(kind, _) => kind.redis_type(),
             Scanned::Instance(kind, _) => kind.redis_type(),
@@ -83,7 +83,7 @@ impl Pass {
             return Ok(());
         }
         let cursor_key = self.keys.janitor_scan_cursor();
-        let cursor_usable = self.has_type(&cursor_key, "string").await?;
+        let cursor_usable = self.has_type(&cursor_key, RedisType::String).await?;
         let masters: Vec<Option<Node>> = match self.conn.masters().await? {
             Some(masters) => masters.into_iter().map(Some).collect(),
             None => vec![None],
@@ -154,13 +154,13 @@ impl Pass {
         for (name, _) in &named {
             pipe.cmd("TYPE").arg(name);
         }
-        let types: Vec<String> = pipe.query_async(&mut self.conn).await?;
+        let types: Vec<RedisType> = pipe.query_async(&mut self.conn).await?;
         let mut scanned = Vec::with_capacity(named.len());
         for ((name, key), found) in named.into_iter().zip(types) {
             if found == key.redis_type() {
                 scanned.push(key);
-            } else if found != "none" {
-                // ("none": deleted since the SCAN returned it.)
+            } else if found != RedisType::Missing {
+                // (Missing: deleted since the SCAN returned it.)
                 self.malformed(name, format_args!("a {found}, expected a {}", key.redis_type()));
             }
         }

@@ -21,7 +21,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use streamgate::keys::Keys;
+use streamgate::keys::{Keys, RedisType};
 use streamgate::redis::RedisError;
 use streamgate::redis::{Conn, Redis};
 use streamgate::topic::{InstanceId, Topic};
@@ -180,7 +180,7 @@ impl Sweeper {
         // Ages are measured by Redis' clock, never ours: stream ids are Redis timestamps.
         let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
         Ok(Pass {
-            conn,
+            conn: SweepConn(conn),
             keys: self.keys.clone(),
             settings: self.settings.clone(),
             dry_run,
@@ -198,6 +198,65 @@ impl Sweeper {
     }
 }
 
+/// A sweep's connection: a command or pipeline that timed out is sent once more.
+///
+/// A janitor stopped while it waited for a reply (SIGSTOP, a frozen VM, a host under
+/// memory pressure) finds its timer expired when it resumes, though the reply may be in
+/// its socket; without a second try one such pause fails the whole sweep. Every command a
+/// sweep sends may be repeated: reads, deletions and trims are idempotent, removals are
+/// fenced scripts that check the claim again, and a repeated claim finds the instance
+/// held and skips it for this sweep. A second timeout fails the sweep as before.
+pub(crate) struct SweepConn(Conn);
+
+impl std::ops::Deref for SweepConn {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SweepConn {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.0
+    }
+}
+
+impl redis::aio::ConnectionLike for SweepConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            match self.0.req_packed_command(cmd).await {
+                Err(error) if error.is_timeout() => {
+                    tracing::debug!(%error, "A sweep command timed out; sending it once more.");
+                    self.0.req_packed_command(cmd).await
+                }
+                result => result,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            match self.0.req_packed_commands(pipeline, offset, count).await {
+                Err(error) if error.is_timeout() => {
+                    tracing::debug!(%error, "A sweep pipeline timed out; sending it once more.");
+                    self.0.req_packed_commands(pipeline, offset, count).await
+                }
+                result => result,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
 /// Whether an instance's liveness key exists, as seen once per sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Liveness {
@@ -208,7 +267,7 @@ pub(crate) enum Liveness {
 /// The state of one sweep in progress. The modules `instances`, `groups`, `topics` and
 /// `keyspace` each add the methods of their phase.
 pub(crate) struct Pass {
-    pub(crate) conn: Conn,
+    pub(crate) conn: SweepConn,
     pub(crate) keys: Keys,
     pub(crate) settings: SweepSettings,
     pub(crate) dry_run: bool,
@@ -262,9 +321,9 @@ impl Pass {
     }
 
     /// Checks that `key` is of `expected` type (or missing); reports it otherwise.
-    pub(crate) async fn has_type(&mut self, key: &str, expected: &str) -> Result<bool, SweepError> {
-        let found: String = redis::cmd("TYPE").arg(key).query_async(&mut self.conn).await?;
-        if found == expected || found == "none" {
+    pub(crate) async fn has_type(&mut self, key: &str, expected: RedisType) -> Result<bool, SweepError> {
+        let found: RedisType = redis::cmd("TYPE").arg(key).query_async(&mut self.conn).await?;
+        if found.fits(&expected) {
             return Ok(true);
         }
         self.malformed(key.to_owned(), format_args!("a {found}, expected a {expected}"));
@@ -304,7 +363,7 @@ impl Pass {
     /// Phase 1: the instance index, oldest heartbeat first (the dead come first).
     async fn sweep_instance_index(&mut self) -> Result<(), SweepError> {
         let index = self.keys.instances();
-        if !self.has_type(&index, "zset").await? {
+        if !self.has_type(&index, RedisType::SortedSet).await? {
             return Ok(());
         }
         let page_size = self.settings.scan_count;
@@ -365,7 +424,7 @@ impl Pass {
     /// Phase 2: the topic index, oldest publish first (the idle come first).
     async fn sweep_topic_index(&mut self) -> Result<(), SweepError> {
         let index = self.keys.topics();
-        if !self.has_type(&index, "zset").await? {
+        if !self.has_type(&index, RedisType::SortedSet).await? {
             return Ok(());
         }
         let page_size = self.settings.scan_count;

@@ -14,7 +14,7 @@
 //!
 //! Keys of the wrong type are reported and the topic is left alone.
 
-use streamgate::keys::TopicKeyKind;
+use streamgate::keys::{RedisType, TopicKeyKind};
 use streamgate::topic::Topic;
 
 use crate::scripts;
@@ -34,9 +34,9 @@ const DRY_RUN_COUNT_CAP: u64 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Inspection {
     /// Redis types of the history, meta and group keys (`none` when missing).
-    pub(crate) history_type: String,
-    pub(crate) meta_type: String,
-    pub(crate) group_type: String,
+    pub(crate) history_type: RedisType,
+    pub(crate) meta_type: RedisType,
+    pub(crate) group_type: RedisType,
     /// History length.
     pub(crate) len: u64,
     /// Newest and oldest entry ids, empty when there is none.
@@ -70,23 +70,24 @@ pub(crate) fn decide(
     now_ms: u64,
     group_gone: bool,
 ) -> Action {
-    let history_ok = matches!(inspection.history_type.as_str(), "stream" | "none");
-    let meta_ok = matches!(inspection.meta_type.as_str(), "hash" | "none");
+    let history_ok = inspection.history_type.fits(&RedisType::Stream);
+    let meta_ok = inspection.meta_type.fits(&RedisType::Hash);
     if !history_ok || !meta_ok {
         return Action::Nothing;
     }
-    let history_exists = inspection.history_type == "stream";
+    let history_exists = inspection.history_type == RedisType::Stream;
     let min_id_ms = retention
         .max_age
         .map(|age| now_ms.saturating_sub(age.as_millis().try_into().unwrap_or(u64::MAX)))
         .unwrap_or(0);
     let idle = min_id_ms > 0
         && (inspection.len == 0 || id_ms(&inspection.newest).is_some_and(|newest| newest < min_id_ms));
-    if idle && group_gone && (history_exists || inspection.meta_type == "hash") {
+    if idle && group_gone && (history_exists || inspection.meta_type == RedisType::Hash) {
         return Action::Delete { newest: inspection.newest.clone() };
     }
     if !history_exists {
-        let nothing_left = inspection.meta_type == "none" && inspection.group_type == "none";
+        let nothing_left =
+            inspection.meta_type == RedisType::Missing && inspection.group_type == RedisType::Missing;
         return if nothing_left { Action::Unindex } else { Action::Nothing };
     }
     let max_len = retention.max_len.filter(|&max| inspection.len > max).unwrap_or(0);
@@ -132,7 +133,7 @@ impl Pass {
         let mut groups = Vec::new();
         for (topic, (inspection, _)) in topics.iter().zip(&inspections) {
             self.report_wrong_types(topic, inspection);
-            if inspection.group_type == "hash" {
+            if inspection.group_type == RedisType::Hash {
                 groups.push(topic.clone());
             }
         }
@@ -143,7 +144,8 @@ impl Pass {
             .iter()
             .zip(inspections)
             .map(|(topic, (inspection, score))| {
-                let group_gone = inspection.group_type == "none" || self.emptied_groups.contains(topic);
+                let group_gone =
+                    inspection.group_type == RedisType::Missing || self.emptied_groups.contains(topic);
                 (topic, decide(&inspection, &retention, self.now_ms, group_gone), score)
             })
             .collect();
@@ -226,7 +228,7 @@ impl Pass {
             (meta, &inspection.meta_type, TopicKeyKind::Meta),
             (group, &inspection.group_type, TopicKeyKind::Group),
         ] {
-            if found != "none" && found != kind.redis_type() {
+            if !found.fits(&kind.redis_type()) {
                 self.malformed(key, format_args!("a {found}, expected a {}", kind.redis_type()));
             }
         }
@@ -243,9 +245,9 @@ mod tests {
 
     fn stream(len: u64, oldest: u64, newest: u64) -> Inspection {
         Inspection {
-            history_type: "stream".into(),
-            meta_type: "hash".into(),
-            group_type: "none".into(),
+            history_type: RedisType::Stream,
+            meta_type: RedisType::Hash,
+            group_type: RedisType::Missing,
             len,
             newest: if len > 0 { format!("{newest}-0") } else { String::new() },
             oldest: if len > 0 { format!("{oldest}-0") } else { String::new() },
@@ -294,16 +296,16 @@ mod tests {
     #[test]
     fn keys_of_the_wrong_type_stop_everything() {
         let mut wrong = stream(50, 1, 2);
-        wrong.meta_type = "string".into();
+        wrong.meta_type = RedisType::String;
         assert_eq!(decide(&wrong, &retention(Some(1), Some(1)), NOW, true), Action::Nothing);
     }
 
     #[test]
     fn a_topic_with_no_keys_left_is_only_unindexed() {
         let gone = Inspection {
-            history_type: "none".into(),
-            meta_type: "none".into(),
-            group_type: "none".into(),
+            history_type: RedisType::Missing,
+            meta_type: RedisType::Missing,
+            group_type: RedisType::Missing,
             len: 0,
             newest: String::new(),
             oldest: String::new(),

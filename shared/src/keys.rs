@@ -45,6 +45,71 @@ pub fn topic_digest(topic: &str) -> String {
     digest[..TOPIC_DIGEST_LEN / 2].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// A key's type, as Redis's `TYPE` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RedisType {
+    /// `none`: no such key.
+    Missing,
+    /// `string`.
+    String,
+    /// `hash`.
+    Hash,
+    /// `set`.
+    Set,
+    /// `zset`.
+    SortedSet,
+    /// `stream`.
+    Stream,
+    /// Any other (`list`, a module's type, ...), as named.
+    Other(String),
+}
+
+impl RedisType {
+    /// The name `TYPE` gives it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RedisType::Missing => "none",
+            RedisType::String => "string",
+            RedisType::Hash => "hash",
+            RedisType::Set => "set",
+            RedisType::SortedSet => "zset",
+            RedisType::Stream => "stream",
+            RedisType::Other(name) => name,
+        }
+    }
+
+    /// The type `TYPE` named `name`.
+    pub fn from_name(name: &str) -> RedisType {
+        match name {
+            "none" => RedisType::Missing,
+            "string" => RedisType::String,
+            "hash" => RedisType::Hash,
+            "set" => RedisType::Set,
+            "zset" => RedisType::SortedSet,
+            "stream" => RedisType::Stream,
+            other => RedisType::Other(other.to_owned()),
+        }
+    }
+
+    /// Whether a key found of this type can be used as one of type `expected`: it has
+    /// that type, or it is missing (deleted meanwhile, or not created yet).
+    pub fn fits(&self, expected: &RedisType) -> bool {
+        self == expected || *self == RedisType::Missing
+    }
+}
+
+impl std::fmt::Display for RedisType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl redis::FromRedisValue for RedisType {
+    fn from_redis_value(value: redis::Value) -> Result<RedisType, redis::ParsingError> {
+        Ok(RedisType::from_name(&String::from_redis_value(value)?))
+    }
+}
+
 /// The kinds of per-topic key, as [`Keys::topic_key_of`] tells them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopicKeyKind {
@@ -58,10 +123,10 @@ pub enum TopicKeyKind {
 
 impl TopicKeyKind {
     /// The Redis type (as `TYPE` names it) a key of this kind must have.
-    pub fn redis_type(self) -> &'static str {
+    pub fn redis_type(self) -> RedisType {
         match self {
-            TopicKeyKind::History => "stream",
-            TopicKeyKind::Meta | TopicKeyKind::Group => "hash",
+            TopicKeyKind::History => RedisType::Stream,
+            TopicKeyKind::Meta | TopicKeyKind::Group => RedisType::Hash,
         }
     }
 }
@@ -83,11 +148,11 @@ pub enum InstanceKeyKind {
 
 impl InstanceKeyKind {
     /// The Redis type (as `TYPE` names it) a key of this kind must have.
-    pub fn redis_type(self) -> &'static str {
+    pub fn redis_type(self) -> RedisType {
         match self {
-            InstanceKeyKind::Stream => "stream",
-            InstanceKeyKind::Alive | InstanceKeyKind::Sweep | InstanceKeyKind::Summary => "string",
-            InstanceKeyKind::Topics => "set",
+            InstanceKeyKind::Stream => RedisType::Stream,
+            InstanceKeyKind::Alive | InstanceKeyKind::Sweep | InstanceKeyKind::Summary => RedisType::String,
+            InstanceKeyKind::Topics => RedisType::Set,
         }
     }
 }
@@ -292,6 +357,19 @@ pub fn hash_tag(key: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_types_read_back_as_type_names_them_and_a_missing_key_fits_any() {
+        for name in ["none", "string", "hash", "set", "zset", "stream", "list", "ReJSON-RL"] {
+            assert_eq!(RedisType::from_name(name).as_str(), name);
+        }
+        assert_eq!(RedisType::from_name("list"), RedisType::Other("list".into()));
+        assert!(RedisType::Missing.fits(&RedisType::Stream));
+        assert!(RedisType::Hash.fits(&RedisType::Hash));
+        assert!(!RedisType::String.fits(&RedisType::Hash));
+        assert_eq!(TopicKeyKind::History.redis_type(), RedisType::Stream);
+        assert_eq!(InstanceKeyKind::Topics.redis_type(), RedisType::Set);
+    }
 
     fn keys() -> Keys {
         Keys::new("sg").unwrap()

@@ -160,8 +160,10 @@ pub(super) async fn a_janitor_stopped_past_its_claim_removes_nothing_on(
         tokio::time::timeout(WAIT * 3, janitor.wait()).await.expect("the janitor finishes").unwrap();
     let mut stdout = String::new();
     tokio::io::AsyncReadExt::read_to_string(janitor.stdout.as_mut().unwrap(), &mut stdout).await.unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(janitor.stderr.as_mut().unwrap(), &mut stderr).await.unwrap();
 
-    assert!(finished.success(), "{stdout}");
+    assert!(finished.success(), "the janitor failed ({finished}): {stdout}{stderr}");
     assert_eq!(
         registered(&mut conn, &keys, &topics, id).await,
         N_TOPICS,
