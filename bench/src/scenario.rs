@@ -331,6 +331,7 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
         "s6" => s6_replay().await,
         "s7" => s7_janitor(scale).await,
         "s8" => s8_max_rate(scale).await,
+        "s9" => s9_reconnect_storm(system, scaled(RECONNECTING_CLIENTS, scale)).await,
         // Producer CPU per single-event request at a fixed rate (docs/BENCHMARKS.md,
         // "Producer group commit"): read `server_cpu_s_by_process.producer` / `published`.
         "p1" => {
@@ -348,7 +349,7 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
             )
             .await
         }
-        other => anyhow::bail!("unknown scenario {other}: use s1 to s8 or p1"),
+        other => anyhow::bail!("unknown scenario {other}: use s1 to s9 or p1"),
     };
     println!("{}", serde_json::to_string(&result)?);
     println!("{row}");
@@ -582,6 +583,88 @@ async fn s6_replay() -> (Value, String) {
     (result, row)
 }
 
+/// S9's clients, and how far behind each one is.
+const RECONNECTING_CLIENTS: usize = 200;
+const RECONNECT_BEHIND: u64 = 50;
+/// S9's topics (the clients are spread over them), unless `BENCH_TOPICS` says otherwise.
+const RECONNECT_TOPICS: usize = 10;
+
+/// S9: a reconnect storm. `clients` clients, spread over ten topics (`BENCH_TOPICS`),
+/// reconnect at once (as after a gateway's restart), each with a cursor
+/// `RECONNECT_BEHIND` events behind; measured from the first connect to the last client
+/// caught up. Events are published one per request to both systems.
+async fn s9_reconnect_storm(system: &str, clients: usize) -> (Value, String) {
+    let topics: usize =
+        std::env::var("BENCH_TOPICS").ok().and_then(|v| v.parse().ok()).unwrap_or(RECONNECT_TOPICS);
+    let system = System::start(system).await;
+    let client = reqwest::Client::new();
+    let mut cursors = Vec::with_capacity(topics);
+    for topic in 0..topics {
+        // Event 0's id is the cursor; the RECONNECT_BEHIND events after it are missed.
+        for seq in 0..=RECONNECT_BEHIND {
+            let data = publish::payload(topic, seq, sse::unix_ns());
+            let id = publish_for_id(&client, &system.api(), &format!("bench-{topic}"), data).await;
+            if seq == 0 {
+                cursors.push(id);
+            }
+        }
+    }
+    let metrics = sse::Metrics::new();
+    let servers = system.servers();
+    let server: SocketAddr = servers.split(',').next().expect("a server").parse().expect("addr");
+    let permits = Arc::new(tokio::sync::Semaphore::new(clients));
+    let expected = clients as u64 * RECONNECT_BEHIND;
+    let started = Instant::now();
+    for n in 0..clients {
+        let topic = n % topics;
+        let target = sse::Target {
+            server,
+            path: system.path_template().replace("{topic}", &format!("bench-{topic}")),
+            source: std::net::Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, 1 + (n % 250) as u8),
+            last_event_id: Some(cursors[topic].clone()),
+        };
+        let permit = Arc::clone(&permits).acquire_owned().await.expect("permit");
+        tokio::spawn(sse::run_connection(target, Arc::clone(&metrics), permit));
+    }
+    while metrics.events() < expected && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let report = metrics.report().await;
+    let name = system.name();
+    let result = json!({
+        "scenario": "S9", "system": name, "clients": clients, "behind": RECONNECT_BEHIND, "topics": topics,
+        "delivered": report.events, "expected": expected, "gaps": report.gaps,
+        "duplicates": report.duplicates, "all_caught_up_ms": elapsed_ms,
+    });
+    let row = format!(
+        "| S9 | {name}: {clients} clients on {topics} topic(s) reconnect at once, each {RECONNECT_BEHIND} events behind | all caught up in ≤ 100 ms | {}/{expected} delivered (gaps {}, dups {}) in {elapsed_ms:.0} ms |",
+        report.events, report.gaps, report.duplicates
+    );
+    (result, row)
+}
+
+/// Publishes one event in its own request and returns the id a subscriber resumes after
+/// it with: Streamgate's answer names it; Nchan's channel info names its newest message.
+async fn publish_for_id(client: &reqwest::Client, api: &Api, topic: &str, data: String) -> String {
+    let (request, field) = match api {
+        Api::Streamgate { producers } => (
+            client.post(format!("{}/publish", producers[0])).json(&json!({"topic": topic, "data": data})),
+            "/results/0/id",
+        ),
+        Api::Nchan { base } => (
+            client.post(format!("{base}/pub?id={topic}")).header("accept", "text/json").body(data),
+            "/last_message_id",
+        ),
+    };
+    let answer: Value = request.send().await.expect("publish").json().await.expect("a JSON answer");
+    answer
+        .pointer(field)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no {field} in {answer}"))
+        .to_owned()
+}
+
 async fn s7_janitor(scale: f64) -> (Value, String) {
     let topics = scaled(100_000, scale);
     let dead = 10;
@@ -712,7 +795,7 @@ async fn s8_max_rate(scale: f64) -> (Value, String) {
     let ratio = best[0] / best[1].max(1.0);
     let result = json!({"scenario": "S8", "topics": topics, "subscribers": topics, "step_s": STEP.as_secs(), "systems": results, "ratio": ratio});
     let row = format!(
-        "| S8 | max rate in S4's shape ({topics} subscribers on {topics} topics), ×1.5 steps of {} s until p99 > 100 ms or loss | ≥ 2× Nchan's | Streamgate {:.0} events/s, Nchan {:.0} events/s (ratio {ratio:.2}) |",
+        "| S8 | max rate in S4's shape ({topics} subscribers on {topics} topics), ×1.5 steps of {} s until p99 > 100 ms or loss | ≥ 3× Nchan's | Streamgate {:.0} events/s, Nchan {:.0} events/s (ratio {ratio:.2}) |",
         STEP.as_secs(),
         best[0],
         best[1]
