@@ -36,8 +36,43 @@ pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> SseStr
     let response = request.send().await.expect("gateway answers");
     let status = response.status();
     let headers = response.headers().clone();
-    let events = response.bytes_stream().eventsource().map(|item| item.map_err(|e| e.to_string())).boxed();
+    let mut body = response.bytes_stream().boxed();
+    let mut first = Vec::new();
+    if status == reqwest::StatusCode::OK {
+        first = until_cursor(&mut body).await;
+    }
+    let events = futures_util::stream::iter(first.into_iter().map(Ok))
+        .chain(body)
+        .eventsource()
+        .map(|item| item.map_err(|e| e.to_string()))
+        .boxed();
     SseStream { status, headers, events }
+}
+
+/// How long [`connect`] waits for a stream's cursor.
+const CURSOR_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads a stream's first chunks until its cursor (its first `id:`, sent once the gateway
+/// is subscribed) arrived, the stream ended, or `CURSOR_WAIT` passed (a gateway that cannot
+/// reach Redis sends only heartbeats); returns them, to be parsed as usual. A stream owes
+/// its client what is published after its cursor, not after its headers: when Redis is
+/// slower than the gateway's join wait, the headers come first.
+async fn until_cursor(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+) -> Vec<bytes::Bytes> {
+    let mut cursor = crate::last_event_id::LastEventId::default();
+    let mut chunks = Vec::new();
+    let until = tokio::time::Instant::now() + CURSOR_WAIT;
+    while cursor.get().is_none() {
+        match tokio::time::timeout_at(until, body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                cursor.feed(&chunk);
+                chunks.push(chunk);
+            }
+            _ => break,
+        }
+    }
+    chunks
 }
 
 impl SseStream {
