@@ -299,17 +299,12 @@ fn subscribe_all(subscriptions: &[Subscription]) -> Vec<(fanout::Receiver<Delive
     subscriptions.iter().map(|s| s.hub().subscribe()).collect()
 }
 
-/// Joins every topic's hub and waits up to `wait` for them to be ready (their membership in
-/// Redis). When they are, the connection subscribes at once, before its response starts:
-/// a client that has seen the response then gets every event published after that. When
-/// Redis is slow or down, the stream starts anyway and waits with heartbeats.
-pub async fn join(state: &AppState, topics: &[Topic], wait: std::time::Duration) -> Joined {
-    let subscriptions: Vec<Subscription> = topics.iter().map(|t| state.hubs.join(t)).collect();
-    join_subscribed(state, subscriptions, wait).await
-}
-
-/// [`join`] for subscriptions already taken (by [`crate::hub::Hubs::join_all`], under the
-/// gateway's cap on topics).
+/// Waits up to `wait` for the hubs of subscriptions already taken (by
+/// [`crate::hub::Hubs::join_all`], under the gateway's cap on topics) to be ready (their
+/// membership in Redis). When they are, the connection subscribes at once, before its
+/// response starts: a client that has seen the response then gets every event published
+/// after that. When Redis is slow or down, the stream starts anyway and waits with
+/// heartbeats; its cursor comes once it is subscribed.
 pub async fn join_subscribed(
     state: &AppState,
     subscriptions: Vec<Subscription>,

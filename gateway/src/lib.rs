@@ -1,43 +1,43 @@
 //! The Streamgate gateway: serves Server-Sent Events to browsers and services.
 //!
 //! - [`settings`] — configuration.
-//! - [`startup`] — `Application::build` / `run_until_stopped`, the shared `AppState`.
-//! - [`http`] — public routes (`/events`, `/healthz`, `/readyz`, `/` with `DEMO_PAGE`).
-//! - [`admin`] — the admin listener: connections, topics, the cluster view, the dashboard.
-//! - [`summary`] — this gateway's summary in Redis, for the cluster view.
-//! - [`access`] — who may subscribe to what (`SUBSCRIBE_AUTH`: none, jwt, hook).
-//! - [`limits`] — client addresses behind proxies, per-client caps and rates.
-//! - [`server`] — the HTTP/1.1 connection loop: header-read timeout, head size cap.
-//! - [`connection`] — one SSE connection: join, replay, live delivery.
-//! - [`hub`] — per-topic sequencing and the encode-once broadcast.
-//! - [`delivery_trace`] — the `deliver` span of a sampled event, one per hub.
-//! - [`fanout`] — the broadcast ring that allocates only what it holds.
-//! - [`membership`] — liveness and group-hash registration, batched.
-//! - [`reader`] — the instance stream reader.
+//! - `startup` — `Application::build` / `run_until_stopped`, the shared `AppState`.
+//! - `http` — public routes (`/events`, `/healthz`, `/readyz`, `/` with `DEMO_PAGE`).
+//! - `admin` — the admin listener: connections, topics, the cluster view, the dashboard.
+//! - `summary` — this gateway's summary in Redis, for the cluster view.
+//! - `access` — who may subscribe to what (`SUBSCRIBE_AUTH`: none, jwt, hook).
+//! - `limits` — client addresses behind proxies, per-client caps and rates.
+//! - `server` — the HTTP/1.1 connection loop: header-read timeout, head size cap.
+//! - `connection` — one SSE connection: join, replay, live delivery.
+//! - `hub` — per-topic sequencing and the encode-once broadcast.
+//! - `delivery_trace` — the `deliver` span of a sampled event, one per hub.
+//! - `fanout` — the broadcast ring that allocates only what it holds.
+//! - `membership` — liveness and group-hash registration, batched.
+//! - `reader` — the instance stream reader.
 //! - [`history`] — reading a topic's history.
-//! - [`error`] — HTTP errors.
+//! - `error` — HTTP errors.
 //!
 //! Architecture invariant: a connection never talks to Redis to join or leave a topic;
-//! all membership writes go through the one batching task in [`membership`].
+//! all membership writes go through the one batching task in `membership`.
 
-pub mod access;
-pub mod admin;
-pub mod connection;
-pub mod delivery_trace;
-pub mod error;
-pub mod fanout;
+mod access;
+mod admin;
+mod connection;
+mod delivery_trace;
+mod error;
+mod fanout;
 pub mod history;
-pub mod http;
-pub mod hub;
-pub mod limits;
-pub mod membership;
-pub mod metrics;
-pub mod reader;
-pub mod server;
+mod http;
+mod hub;
+mod limits;
+mod membership;
+mod metrics;
+mod reader;
+mod server;
 pub mod settings;
-pub mod startup;
-pub mod summary;
-pub mod tls;
+mod startup;
+mod summary;
+mod tls;
 
 pub use http::router;
 pub use settings::GatewayConfig;

@@ -4,7 +4,7 @@
 //!
 //! - [`settings`] — the janitor's settings and [`JanitorConfig`].
 //! - [`mod@run`] — one sweep or a loop of sweeps, each reported as one JSON line.
-//! - [`sweep`] — one bounded pass ([`Sweeper`]) and its [`SweepReport`].
+//! - `sweep` — one bounded pass ([`Sweeper`]) and its [`SweepReport`].
 //! - [`instances`] — dead instances: claim, remove, release.
 //! - `groups` — group hashes: fields of dead instances and invalid counts.
 //! - `topics` — histories: trimming and deletion of idle ones.
@@ -25,7 +25,7 @@ pub mod push;
 pub mod run;
 mod scripts;
 pub mod settings;
-pub mod sweep;
+mod sweep;
 mod topics;
 
 pub use run::{RunError, RunOptions, run};

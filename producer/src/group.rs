@@ -45,7 +45,7 @@ pub struct Request {
     pub reply: oneshot::Sender<Outcome>,
     /// Its place under `MAX_CONCURRENT_PUBLISHES` and in the shutdown drain, both held until
     /// its group is done.
-    pub held: (OwnedSemaphorePermit, TaskTrackerToken),
+    pub _held: (OwnedSemaphorePermit, TaskTrackerToken),
 }
 
 /// Starts the writer task; it runs until every sender is dropped.

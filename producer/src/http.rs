@@ -92,7 +92,7 @@ impl PublishTasks {
             let (reply, outcome) = oneshot::channel();
             let held = (permit, self.tracker.token());
             writer
-                .send(group::Request { scope, batch, reply, held })
+                .send(group::Request { scope, batch, reply, _held: held })
                 .map_err(|_| AppError::Panicked("the group-commit writer stopped".to_owned()))?;
             return match outcome.await {
                 Ok(outcome) => outcome.map_err(AppError::from),

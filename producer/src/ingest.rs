@@ -212,11 +212,6 @@ impl IngestConsumer {
         IngestConsumer { publisher, limits, config, consumer, read_page: Script::new(READ_PAGE) }
     }
 
-    /// This consumer's name in the group.
-    pub fn consumer_name(&self) -> &str {
-        &self.consumer
-    }
-
     /// Its settings.
     pub fn config(&self) -> &IngestConfig {
         &self.config

@@ -1,35 +1,35 @@
 //! The producer service: takes events from upstream services, makes each part of its
 //! topic's history, and routes it to the gateways that have subscribers for the topic.
 //!
-//! - [`auth`]: who may publish (static tokens, JWTs with topic grants), and the scope of
+//! - `auth`: who may publish (static tokens, JWTs with topic grants), and the scope of
 //!   their idempotency keys.
 //! - [`settings`]: every setting ([`settings::SETTINGS`]) and [`settings::ProducerConfig`].
-//! - [`input`]: what upstreams hand in (HTTP body, ingest entry, command line), parsed once
-//!   into [`publisher::Publish`] values under [`input::Limits`].
+//! - `input`: what upstreams hand in (HTTP body, ingest entry, command line), parsed once
+//!   into [`publisher::Publish`] values under `input::Limits`.
 //! - [`publisher`]: the routing core — one atomic append script per batch, liveness, one
 //!   routing pipeline. Its semantics are the gateway's contract.
-//! - [`group`]: group commit — concurrent `POST /publish` requests share one script call
+//! - `group`: group commit — concurrent `POST /publish` requests share one script call
 //!   and one routing pipeline, each with its own result.
-//! - [`http`]: the axum router (`POST /publish`, `/healthz`, `/readyz`) and [`http::AppError`].
-//! - [`ingest`]: the consumer-group loop over the ingest stream, with dead letters, and
+//! - `http`: the axum router (`POST /publish`, `/healthz`, `/readyz`) and `http::AppError`.
+//! - `ingest`: the consumer-group loop over the ingest stream, with dead letters, and
 //!   the timer that reads its backlog for the metrics.
-//! - [`metrics`]: [`metrics::ProducerMetrics`], served at `GET /metrics` on the admin
+//! - `metrics`: `metrics::ProducerMetrics`, served at `GET /metrics` on the admin
 //!   listener (`ADMIN_LISTEN_ADDR`).
 //! - [`startup`]: [`startup::Application`], which binds, serves and runs the ingest consumer.
-//! - [`serve`]: the accept loop, with a header-read timeout.
+//! - `serve`: the accept loop, with a header-read timeout.
 //! - [`cli`]: the command line (`serve`, `publish`).
 //!
 //! Architecture invariant: only [`publisher`] writes histories and instance streams; the
 //! three ingest paths differ in how they read input, never in how they route it.
 
-pub mod auth;
+mod auth;
 pub mod cli;
-pub mod group;
-pub mod http;
-pub mod ingest;
-pub mod input;
-pub mod metrics;
+mod group;
+mod http;
+mod ingest;
+mod input;
+mod metrics;
 pub mod publisher;
-pub mod serve;
+mod serve;
 pub mod settings;
 pub mod startup;
