@@ -456,9 +456,8 @@ impl HubWorker {
                 Ok(position) => break position,
                 Err(error) => {
                     tracing::debug!(%error, topic = %self.hub.topic, "Hub start: history unreadable; retrying.");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                        _ = stop.cancelled() => return,
+                    if !backoff.pause(&stop).await {
+                        return;
                     }
                 }
             }
@@ -486,9 +485,8 @@ impl HubWorker {
             if let Err(error) = result {
                 tracing::debug!(%error, topic = %self.hub.topic, "Hub catch-up failed; will retry.");
                 self.hub.overflowed.store(true, Ordering::Relaxed);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = stop.cancelled() => return,
+                if !backoff.pause(&stop).await {
+                    return;
                 }
                 // Retry through the queue so newer routed entries are not starved.
                 let _ = self.hub.inbox.try_send(HubMessage::CatchUp);

@@ -235,9 +235,8 @@ impl Membership {
                     outage.failed(&error);
                     self.live.store(false, Ordering::Relaxed);
                     self.state.lock().expect("membership lock").resync = true;
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                        _ = shutdown.cancelled() => break,
+                    if !backoff.pause(&shutdown).await {
+                        break;
                     }
                     self.wake.notify_one();
                 }

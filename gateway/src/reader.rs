@@ -49,10 +49,10 @@ pub async fn run(redis: Redis, stream: String, hubs: Arc<Hubs>, shutdown: Cancel
             Ok(connection) => connection,
             Err(error) => {
                 outage.failed(&error);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => continue 'connect,
-                    _ = shutdown.cancelled() => return,
+                if !backoff.pause(&shutdown).await {
+                    return;
                 }
+                continue 'connect;
             }
         };
         loop {
@@ -112,10 +112,10 @@ pub async fn run(redis: Redis, stream: String, hubs: Arc<Hubs>, shutdown: Cancel
                 Err(error) => {
                     hubs.metrics().redis.error(command::XREAD);
                     outage.failed(&error);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => continue 'connect,
-                        _ = shutdown.cancelled() => return,
+                    if !backoff.pause(&shutdown).await {
+                        return;
                     }
+                    continue 'connect;
                 }
             }
         }

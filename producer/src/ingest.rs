@@ -246,9 +246,8 @@ impl IngestConsumer {
                     outage.failed(&error);
                     state.group_ready = false;
                     state.recover_own = true;
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    if !backoff.pause(&shutdown).await {
+                        break;
                     }
                 }
             }

@@ -9,9 +9,11 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use tokio_util::sync::CancellationToken;
 
 mod handle;
 mod topology;
@@ -168,18 +170,28 @@ pub fn memory_warnings(info: &str) -> Vec<&'static str> {
     warnings
 }
 
-/// Capped exponential backoff with jitter, for reconnect loops.
-#[derive(Debug, Clone)]
+/// Capped exponential backoff with jitter, for the services' retry loops: backon's
+/// policy for the delays, and a sleep that gives way to cancellation.
+///
+/// The loops keep their own shape (a reconnect label, an outage log, a reset after each
+/// success), which a retry-a-closure helper would hide; what they share is here.
+#[derive(Debug)]
 pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
+    policy: ExponentialBuilder,
+    delays: ExponentialBackoff,
 }
 
 impl Backoff {
-    /// Starts at `initial` and doubles up to `max`.
+    /// Starts at `initial` and doubles up to `max`; each delay gets up to as much again of
+    /// random jitter, so reconnecting processes spread out.
     pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff { initial, max, current: initial }
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(initial)
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        Backoff { policy, delays: policy.build() }
     }
 
     /// The default for Redis reconnects: 100 ms doubling to 5 s.
@@ -187,17 +199,22 @@ impl Backoff {
         Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
     }
 
-    /// The next delay (with up to 25% random jitter), and doubles the base.
+    /// The next delay.
     pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let jitter = base.mul_f64(fastrand::f64() * 0.25);
-        base + jitter
+        self.delays.next().unwrap_or(Duration::MAX)
+    }
+
+    /// Sleeps the next delay; `false` when `cancel` fired first.
+    pub async fn pause(&mut self, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(self.next_delay()) => true,
+            () = cancel.cancelled() => false,
+        }
     }
 
     /// Back to the initial delay after a success.
     pub fn reset(&mut self) {
-        self.current = self.initial;
+        self.delays = self.policy.build();
     }
 }
 
@@ -254,10 +271,13 @@ mod tests {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
         let delays: Vec<_> = (0..5).map(|_| backoff.next_delay()).collect();
         for (delay, base) in delays.iter().zip([100u64, 200, 400, 400, 400]) {
-            assert!(*delay >= Duration::from_millis(base) && *delay <= Duration::from_millis(base * 5 / 4));
+            assert!(
+                *delay >= Duration::from_millis(base) && *delay <= Duration::from_millis(base * 2),
+                "{delays:?}"
+            );
         }
         backoff.reset();
-        assert!(backoff.next_delay() < Duration::from_millis(126));
+        assert!(backoff.next_delay() <= Duration::from_millis(200));
     }
 
     #[test]
