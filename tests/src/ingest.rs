@@ -6,6 +6,10 @@ use redis::aio::MultiplexedConnection;
 
 /// The producers' consumer group by default (`INGEST_GROUP`).
 pub const GROUP: &str = producer::settings::INGEST_GROUP.default;
+/// The ingest stream by default (`INGEST_STREAM`).
+pub const STREAM: &str = producer::settings::INGEST_STREAM.default;
+/// The ingest dead-letter stream by default (`INGEST_DEAD_LETTER`).
+pub const DEAD_LETTER: &str = producer::settings::INGEST_DEAD_LETTER.default;
 
 /// Creates the producers' consumer group (and the stream), as a producer would.
 pub async fn create_group(conn: &mut MultiplexedConnection, stream: &str) {

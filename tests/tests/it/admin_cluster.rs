@@ -9,6 +9,7 @@ use janitor::{JanitorConfig, Sweeper};
 use redis::AsyncCommands;
 use serde_json::Value;
 use streamgate_tests::gateway_app::{TestGateway, spawn_gateway};
+use streamgate_tests::ingest;
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::sse_client::{SseStream, connect};
 use streamgate_tests::wait::wait_until;
@@ -95,38 +96,17 @@ async fn the_cluster_view_shows_live_gateways_top_topics_and_ingest_lag() {
 
     // The ingest stream: three entries, two read by a consumer and not acknowledged.
     let mut conn = redis.client().await;
-    let () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("streamgate:ingest")
-        .arg("streamgate-producers")
-        .arg("$")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    ingest::create_group(&mut conn, ingest::STREAM).await;
     let mut ids = Vec::new();
     for n in 0..3 {
         let id: String =
-            conn.xadd("streamgate:ingest", "*", &[("topic", "t"), ("data", &n.to_string())]).await.unwrap();
+            conn.xadd(ingest::STREAM, "*", &[("topic", "t"), ("data", &n.to_string())]).await.unwrap();
         ids.push(id);
     }
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("streamgate-producers")
-        .arg("producer-1")
-        .arg("COUNT")
-        .arg(2)
-        .arg("STREAMS")
-        .arg("streamgate:ingest")
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    ingest::read_as(&mut conn, ingest::STREAM, "producer-1", 2).await;
     for n in 0..2 {
-        let _: String = conn
-            .xadd("streamgate:ingest:dead", "*", &[("reason", "bad"), ("n", &n.to_string())])
-            .await
-            .unwrap();
+        let _: String =
+            conn.xadd(ingest::DEAD_LETTER, "*", &[("reason", "bad"), ("n", &n.to_string())]).await.unwrap();
     }
     let ingest = cluster(&a).await["ingest"].clone();
     assert_eq!(ingest["groupExists"], true, "{ingest}");
