@@ -92,7 +92,8 @@ impl Drop for Subscriber {
     }
 }
 
-fn urlencode(text: &str) -> String {
+/// `text` as a URL query value.
+pub(crate) fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

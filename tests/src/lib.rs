@@ -18,6 +18,8 @@
 //! - [`rig`]: gateway and producer processes behind a real nginx, Redis with AOF.
 //! - [`wait`]: [`wait::wait_until`], polling a condition with a deadline.
 //! - [`sse_client`]: an SSE client with an independent parser.
+//! - [`world`]: [`world::TestWorld`], one test's Redis, prefix, keys and publisher, with
+//!   gateways started in it and streams opened on them (`gateway.subscribe`).
 //! - [`tokens`]: subscriber JWTs signed in the test (HS256, and RS256/ES256 keys from the
 //!   openssl CLI in a JWKS file).
 
@@ -39,3 +41,4 @@ pub mod rig;
 pub mod sse_client;
 pub mod tokens;
 pub mod wait;
+pub mod world;
