@@ -436,31 +436,27 @@ impl Hubs {
     }
 }
 
+/// What a routed entry left to do.
+enum Routed {
+    /// Delivered, or dropped as a duplicate.
+    Delivered,
+    /// A gap: catch up from history (with the entry's delivery span, if it has one).
+    Gap(Option<(HistoryId, Box<DeliveryTrace>)>),
+}
+
 struct HubWorker {
     hub: Arc<Hub>,
     context: HubContext,
 }
 
 impl HubWorker {
+    /// The hub's task. An idle hub's task waits on its inbox, and its future is all the
+    /// memory that wait holds: the start and every catch-up (Redis reads, timing, retries;
+    /// ~15 KiB of future state together) run boxed, only while they run.
     async fn run(self, mut inbox: mpsc::Receiver<HubMessage>, ready: watch::Sender<bool>, generation: u64) {
         let stop = self.hub.stop.clone();
-        if !self.context.membership.wait_flushed(generation, &stop).await {
+        let Some(position) = Box::pin(self.start(generation, &stop)).await else {
             return;
-        }
-        // Membership is in Redis: every event appended from now on is routed here, so the
-        // history's newest id is where this hub starts.
-        let mut backoff = Backoff::redis();
-        let position = loop {
-            let read = history::read_meta(&self.context.redis, &self.context.keys, &self.hub.topic);
-            match self.context.metrics.redis.time(command::HISTORY_READ, read).await {
-                Ok(position) => break position,
-                Err(error) => {
-                    tracing::debug!(%error, topic = %self.hub.topic, "Hub start: history unreadable; retrying.");
-                    if !backoff.pause(&stop).await {
-                        return;
-                    }
-                }
-            }
         };
         {
             let mut state = self.hub.state.lock().expect("hub lock");
@@ -468,6 +464,7 @@ impl HubWorker {
             state.position = position;
         }
         ready.send_replace(true);
+        let mut backoff = Backoff::redis();
         loop {
             let message = tokio::select! {
                 message = inbox.recv() => message,
@@ -475,11 +472,16 @@ impl HubWorker {
             };
             let Some(message) = message else { return };
             let result = match message {
-                HubMessage::Routed(routed) => self.on_routed(*routed).await,
-                HubMessage::CatchUp => self.catch_up(None).await,
+                HubMessage::Routed(routed) => match self.on_routed(*routed) {
+                    Routed::Delivered => Ok(()),
+                    Routed::Gap(traced) => Box::pin(self.catch_up(traced)).await,
+                },
+                HubMessage::CatchUp => Box::pin(self.catch_up(None)).await,
             };
             let result = match result {
-                Ok(()) if self.hub.overflowed.swap(false, Ordering::Relaxed) => self.catch_up(None).await,
+                Ok(()) if self.hub.overflowed.swap(false, Ordering::Relaxed) => {
+                    Box::pin(self.catch_up(None)).await
+                }
                 other => other,
             };
             if let Err(error) = result {
@@ -492,6 +494,28 @@ impl HubWorker {
                 let _ = self.hub.inbox.try_send(HubMessage::CatchUp);
             } else {
                 backoff.reset();
+            }
+        }
+    }
+
+    /// Waits for the membership to reach Redis, then reads where the topic's history ends:
+    /// every event appended from then on is routed here, so that is where this hub starts.
+    /// `None` when stopped first.
+    async fn start(&self, generation: u64, stop: &CancellationToken) -> Option<Position> {
+        if !self.context.membership.wait_flushed(generation, stop).await {
+            return None;
+        }
+        let mut backoff = Backoff::redis();
+        loop {
+            let read = history::read_meta(&self.context.redis, &self.context.keys, &self.hub.topic);
+            match self.context.metrics.redis.time(command::HISTORY_READ, read).await {
+                Ok(position) => return Some(position),
+                Err(error) => {
+                    tracing::debug!(%error, topic = %self.hub.topic, "Hub start: history unreadable; retrying.");
+                    if !backoff.pause(stop).await {
+                        return None;
+                    }
+                }
             }
         }
     }
@@ -510,7 +534,9 @@ impl HubWorker {
         DeliveryTrace::start(&self.hub.topic, routed.entry.id, trace_parent).map(Box::new)
     }
 
-    async fn on_routed(&self, routed: RoutedEntry) -> Result<(), RedisError> {
+    /// Delivers a routed entry that continues the hub's position (or drops a duplicate);
+    /// anything else is a gap, which the history must fill.
+    fn on_routed(&self, routed: RoutedEntry) -> Routed {
         let trace = self.trace(&routed);
         let (position, duplicate) = {
             let state = self.hub.state.lock().expect("hub lock");
@@ -524,7 +550,7 @@ impl HubWorker {
             if let Some(trace) = trace {
                 trace.path(delivery_trace::Path::Duplicate);
             }
-            return Ok(()); // Already delivered (history and live path both carried it).
+            return Routed::Delivered; // Already delivered (history and live path both carried it).
         }
         let same_epoch = position.epoch.as_ref() == Some(&routed.epoch);
         let continues = routed.entry.prev == position.last
@@ -539,7 +565,7 @@ impl HubWorker {
                 // Once per event per hub, whatever the number of subscribers.
                 self.context.metrics.observe_publish_to_deliver(published_at);
             }
-            return Ok(());
+            return Routed::Delivered;
         }
         // A gap (reordered producers, a crashed producer, a trimmed instance stream),
         // another epoch, or an id at or before the position that this hub never delivered
@@ -548,7 +574,7 @@ impl HubWorker {
         if let Some(trace) = &trace {
             trace.path(delivery_trace::Path::CatchUp);
         }
-        self.catch_up(trace.map(|trace| (routed.entry.id, trace))).await
+        Routed::Gap(trace.map(|trace| (routed.entry.id, trace)))
     }
 
     /// Reads the history after the hub's position until it is exhausted, delivering every
