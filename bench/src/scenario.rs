@@ -363,19 +363,17 @@ const H2_STREAMS_PER_CONNECTION: usize = 100;
 /// `h2_streams`) that many streams per HTTP/2 connection in clear text.
 async fn s1_idle_connections(scale: f64, h2_streams: usize) -> (Value, String) {
     let connections = scaled(19_000, scale);
+    // One topic per connection unless `BENCH_TOPICS` says otherwise (fewer topics split
+    // a stream's cost from its topic's).
+    let topics: usize =
+        std::env::var("BENCH_TOPICS").ok().and_then(|v| v.parse().ok()).unwrap_or(connections);
     let system = Streamgate::start(1, &[]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let gateway = &system.gateways[0].0;
     let idle_kib = gateway.rss_kib();
     let started = Instant::now();
-    let mut processes = subscribe_with(
-        &system.servers(),
-        "/events?topic={topic}",
-        connections,
-        connections,
-        None,
-        h2_streams,
-    );
+    let mut processes =
+        subscribe_with(&system.servers(), "/events?topic={topic}", topics, connections, None, h2_streams);
     let connected = connect_all(&mut processes);
     let connect_all_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -384,7 +382,7 @@ async fn s1_idle_connections(scale: f64, h2_streams: usize) -> (Value, String) {
     let merged = merge_reports(processes);
     let label = if h2_streams == 0 { "S1" } else { "S1h2" };
     let result = json!({
-        "scenario": label, "connections": connections, "connected": connected, "h2_streams_per_connection": h2_streams,
+        "scenario": label, "connections": connections, "topics": topics, "connected": connected, "h2_streams_per_connection": h2_streams,
         "connect_all_s": connect_all_s,
         "connect_ms": { "p50": merged.connect.value_at_quantile(0.5), "p99": merged.connect.value_at_quantile(0.99), "max": merged.connect.max() },
         "gateway_rss_idle_kib": idle_kib, "gateway_rss_loaded_kib": loaded_kib,
@@ -395,8 +393,10 @@ async fn s1_idle_connections(scale: f64, h2_streams: usize) -> (Value, String) {
     } else {
         format!("idle streams over HTTP/2 (h2c, {h2_streams} per connection)")
     };
+    let spread =
+        if topics == connections { "one topic each".to_owned() } else { format!("on {topics} topics") };
     let row = format!(
-        "| {label} | {connected}/{connections} {shape}, one topic each, one gateway | RSS ≤ 4 KiB/connection, all in ≤ 10 s | {:.1} KiB/stream above idle ({} → {} MiB); all connected in {:.1} s (p99 {} ms) |",
+        "| {label} | {connected}/{connections} {shape}, {spread}, one gateway | RSS ≤ 4 KiB/connection, all in ≤ 10 s | {:.1} KiB/stream above idle ({} → {} MiB); all connected in {:.1} s (p99 {} ms) |",
         per_connection / 1024.0,
         idle_kib / 1024,
         loaded_kib / 1024,

@@ -7,7 +7,8 @@
 //! - `summary` — this gateway's summary in Redis, for the cluster view.
 //! - `access` — who may subscribe to what (`SUBSCRIBE_AUTH`: none, jwt, hook).
 //! - `limits` — client addresses behind proxies, per-client caps and rates.
-//! - `server` — the HTTP/1.1 connection loop: header-read timeout, head size cap.
+//! - `server` — the connection loop: header-read timeout, head size cap, HTTP/1.1 and /2.
+//! - `http1_stream` — event streams on clear-text HTTP/1.1, served from the socket.
 //! - `connection` — one SSE connection: join, replay, live delivery.
 //! - `hub` — per-topic sequencing and the encode-once broadcast.
 //! - `delivery_trace` — the `deliver` span of a sampled event, one per hub.
@@ -28,6 +29,7 @@ mod error;
 mod fanout;
 pub mod history;
 mod http;
+mod http1_stream;
 mod hub;
 mod limits;
 mod membership;

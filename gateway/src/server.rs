@@ -38,6 +38,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use crate::http1_stream::{self, FirstRequest, Prefixed};
 use tower::ServiceExt as _;
 
 /// Per-connection limits.
@@ -126,48 +128,13 @@ pub async fn serve(
     all_closed.closed().await;
 }
 
-/// HTTP/2's connection preface: a clear-text client that starts with it speaks HTTP/2
-/// with prior knowledge (h2c).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// How long to wait between looks at a clear-text connection's first bytes while they
-/// could still be the HTTP/2 preface (only a client that sends `PRI` slowly waits).
-const PREFACE_POLL: Duration = Duration::from_millis(1);
-
-/// The protocol a connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    Http1,
-    Http2,
-}
-
-/// The protocol a clear-text client speaks, from its first bytes (left unread), or `None`
-/// when it closes or sends too little within `wait`.
-async fn sniff(stream: &TcpStream, wait: Duration) -> Option<Protocol> {
-    let look = async {
-        let mut first = [0u8; H2_PREFACE.len()];
-        loop {
-            let n = stream.peek(&mut first).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            if first[..n] != H2_PREFACE[..n] {
-                return Some(Protocol::Http1);
-            }
-            if n == H2_PREFACE.len() {
-                return Some(Protocol::Http2);
-            }
-            tokio::time::sleep(PREFACE_POLL).await;
-        }
-    };
-    tokio::time::timeout(wait, look).await.ok().flatten()
-}
-
-/// One connection, from the handshake to its close. HTTP/1.1 in clear text, by far the
-/// most connections, runs in this task's own future; HTTP/2 and TLS, whose state is
-/// larger, in boxes of their own, so an idle HTTP/1.1 stream does not pay for them.
+/// One connection, from the handshake to its close. In clear text, the first request
+/// head decides: an event stream over HTTP/1.1, by far the most connections, is served
+/// from the socket in this task's own future ([`crate::http1_stream`]); anything else goes
+/// to hyper (HTTP/1.1, or HTTP/2 with prior knowledge), in a box of its own, as do TLS
+/// connections, so an idle event stream does not pay for their larger state.
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: std::net::SocketAddr,
     router: Router,
     limits: ConnectionLimits,
@@ -175,19 +142,23 @@ async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let wait = limits.header_read_timeout;
-    let requests = Arc::new(Requests::default());
-    let service = TowerToHyperService::new(counted_service(router, remote, Arc::clone(&requests)));
     let Some(acceptor) = tls else {
-        match sniff(&stream, wait).await {
-            Some(Protocol::Http1) => {
-                let connection = http1_builder(limits).serve_connection(TokioIo::new(stream), service);
-                drive(connection, remote, wait, &requests, shutdown).await;
+        let first =
+            tokio::time::timeout(wait, http1_stream::read_first(&mut stream, limits.max_header_bytes));
+        match first.await {
+            Ok(Some(FirstRequest::Events(request))) => {
+                http1_stream::serve(stream, remote, router, request).await
             }
-            Some(Protocol::Http2) => {
-                let connection = http2_builder(limits).serve_connection(TokioIo::new(stream), service);
-                Box::pin(drive(connection, remote, wait, &requests, shutdown)).await;
+            Ok(Some(FirstRequest::Http1(read))) => {
+                let io = TokioIo::new(Prefixed::new(read, stream));
+                Box::pin(serve_http1(io, remote, router, limits, shutdown)).await;
             }
-            None => {}
+            Ok(Some(FirstRequest::Http2(read))) => {
+                let io = TokioIo::new(Prefixed::new(read, stream));
+                Box::pin(serve_http2(io, remote, router, limits, shutdown)).await;
+            }
+            // Closed, or no complete request head within the header read timeout.
+            Ok(None) | Err(_) => {}
         }
         return;
     };
@@ -205,12 +176,42 @@ async fn serve_connection(
     };
     // ALPN decides; a client that offered none speaks HTTP/1.1.
     if crate::tls::negotiated_h2(stream.get_ref().1.alpn_protocol()) == Some(true) {
-        let connection = http2_builder(limits).serve_connection(TokioIo::new(stream), service);
-        Box::pin(drive(connection, remote, wait, &requests, shutdown)).await;
+        Box::pin(serve_http2(TokioIo::new(stream), remote, router, limits, shutdown)).await;
     } else {
-        let connection = http1_builder(limits).serve_connection(TokioIo::new(stream), service);
-        Box::pin(drive(connection, remote, wait, &requests, shutdown)).await;
+        Box::pin(serve_http1(TokioIo::new(stream), remote, router, limits, shutdown)).await;
     }
+}
+
+/// Serves an HTTP/1.1 connection with hyper.
+async fn serve_http1<I>(
+    io: I,
+    remote: std::net::SocketAddr,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let requests = Arc::new(Requests::default());
+    let service = TowerToHyperService::new(counted_service(router, remote, Arc::clone(&requests)));
+    let connection = http1_builder(limits).serve_connection(io, service);
+    drive(connection, remote, limits.header_read_timeout, &requests, shutdown).await;
+}
+
+/// Serves an HTTP/2 connection with hyper.
+async fn serve_http2<I>(
+    io: I,
+    remote: std::net::SocketAddr,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let requests = Arc::new(Requests::default());
+    let service = TowerToHyperService::new(counted_service(router, remote, Arc::clone(&requests)));
+    let connection = http2_builder(limits).serve_connection(io, service);
+    drive(connection, remote, limits.header_read_timeout, &requests, shutdown).await;
 }
 
 fn http1_builder(limits: ConnectionLimits) -> hyper::server::conn::http1::Builder {

@@ -144,6 +144,18 @@ pub fn tally(streams: &[Stream], expected: &HashMap<String, Vec<u64>>) -> Tally 
     for stream in streams {
         let seqs = stream.seqs.lock().expect("seqs lock").clone();
         let order = &expected[&stream.topic];
+        if seqs.len() < order.len() {
+            // Which streams fell short, and where, for a failing test's output.
+            eprintln!(
+                "stream of {}: {} of {} events, first {:?}, last {:?}, reader finished: {}",
+                stream.topic,
+                seqs.len(),
+                order.len(),
+                seqs.first(),
+                seqs.last(),
+                stream.reader.is_finished()
+            );
+        }
         tally.published += order.len() as u64;
         tally.delivered += seqs.len() as u64;
         let mut seen = HashSet::new();

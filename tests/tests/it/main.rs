@@ -18,6 +18,7 @@ mod gateway_memory;
 mod gateway_metrics;
 mod gateway_resilience;
 mod gateway_tls;
+mod gateway_wire;
 mod guarantee;
 mod hostile;
 mod janitor_sweep;
