@@ -372,7 +372,7 @@ pub fn event_stream(
             }
         };
         tokio::pin!(deadline_passes);
-        let Joined { subscriptions, mut subscribed } = joined;
+        let Joined { subscriptions, subscribed } = joined;
         let shutdown = state.shutdown.clone();
         let closed = guard.info.closed.clone();
         let mut heartbeat = tokio::time::interval(state.config.heartbeat_interval);
@@ -381,92 +381,36 @@ pub fn event_stream(
         yield Ok(retry(state.config.retry_interval.as_millis() as u64));
         yield Ok(comment(&format!("streamgate instance {}", state.config.instance_id)));
 
-        for subscription in subscriptions.iter().filter(|_| subscribed.is_none()) {
-            loop {
-                tokio::select! {
-                    ready = subscription.hub().wait_ready(&shutdown) => {
-                        if !ready { return; }
-                        break;
-                    }
-                    _ = heartbeat.tick() => yield Ok(comment("")),
-                    _ = closed.cancelled() => { gauge.reason = CloseReason::Admin; return; }
-                }
-            }
-        }
         let mut lanes = Lanes {
-            topics: topics.clone(),
-            positions: Vec::with_capacity(topics.len()),
+            topics,
+            positions: Vec::with_capacity(subscriptions.len()),
             info: Arc::clone(&guard.info),
             metrics: Arc::clone(&state.metrics),
         };
-        let mut receivers = Vec::with_capacity(topics.len());
-        let subscribed = subscribed.take().unwrap_or_else(|| subscribe_all(&subscriptions));
-        // Lanes with a cursor replay from it; the others start at their hub's position.
-        let mut replay_lanes = Vec::new();
-        for (lane, (receiver, hub_position)) in subscribed.into_iter().enumerate() {
-            receivers.push(Box::pin(receiver.into_stream().map(move |item| (lane, item))));
-            let start = match cursors.as_ref().and_then(|cursors| cursors[lane].as_ref()) {
-                Some(cursor) => {
-                    replay_lanes.push(lane);
-                    Position::from_cursor(cursor)
-                }
-                None => hub_position,
-            };
-            lanes.positions.push(start);
-        }
-
-        // Replay what each topic's cursor missed, in bounded batches, checking continuity
-        // on every batch.
-        let mut backoff = Backoff::redis();
-        let replaying = (!replay_lanes.is_empty()).then(|| ReplayGauge::start(&state.metrics));
-        for lane in replay_lanes {
-            let topic = &topics[lane];
-            let hub = subscriptions[lane].hub();
-            loop {
-                let position = lanes.positions[lane].clone();
-                let step = tokio::select! {
-                    // Boxed: the read's future (a Redis round trip, its timing) is large, and
-                    // held inline it would weigh on every idle stream's state.
-                    step = Box::pin(replay_step(&state, hub, &position)) => step,
-                    _ = shutdown.cancelled() => return,
-                    // Every event replayed so far carried its cursor: the client resumes
-                    // after the last one.
-                    _ = closed.cancelled() => { gauge.reason = CloseReason::Admin; return; }
-                };
-                let (verdict, read) = match step {
-                    Ok(step) => { backoff.reset(); step }
-                    Err(error) => {
-                        tracing::debug!(%error, topic = %topic, "Replay read failed; retrying.");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff.next_delay()) => {}
-                            _ = heartbeat.tick() => yield Ok(comment("")),
-                            _ = shutdown.cancelled() => return,
-                            _ = closed.cancelled() => { gauge.reason = CloseReason::Admin; return; }
-                        }
-                        continue;
-                    }
-                };
-                match verdict.reset {
-                    Some(reason) => yield Ok(lanes.reset(lane, topic, reason, verdict.position.clone())),
-                    None => lanes.positions[lane] = verdict.position.clone(),
-                }
-                match verdict.next {
-                    Next::UpToDate => break,
-                    Next::ReadAgain => continue,
-                    Next::Deliver => {}
-                }
-                for entry in &read.entries {
-                    if let Some(bytes) = lanes.history_event(lane, entry) {
-                        yield Ok(bytes);
+        let mut receivers = Vec::with_capacity(subscriptions.len());
+        {
+            // Boxed, and dropped once done: the opening's state (waits, replay reads,
+            // retries) is larger than the live loop's, and every idle stream would keep it.
+            let mut opening = Box::pin(opening(
+                &state, &subscriptions, subscribed, cursors, &closed, &mut heartbeat, &mut lanes, &mut receivers,
+            ));
+            while let Some(step) = opening.next().await {
+                match step {
+                    Opening::Send(bytes) => yield Ok(bytes),
+                    Opening::End(reason) => {
+                        if let Some(reason) = reason { gauge.reason = reason; }
+                        return;
                     }
                 }
-                if !read.truncated { break; }
             }
         }
-        drop(replaying);
         // The stream's position from its first bytes on (and after the replay).
         yield Ok(lanes.cursor_block(cursor_event));
 
+        let receivers = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(lane, receiver)| Box::pin(receiver.into_stream().map(move |item| (lane, item))));
         let mut live = futures_util::stream::select_all(receivers);
         // Registered once: a fresh `cancelled()` per event would take the token's waiter
         // lock, shared by every connection, twice per delivery.
@@ -512,6 +456,106 @@ pub fn event_stream(
                     }
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// What a stream's opening yields: bytes to send, or its end (with the reason to count,
+/// when it is not a shutdown).
+enum Opening {
+    Send(Bytes),
+    End(Option<CloseReason>),
+}
+
+/// A stream's opening: waits for its topics' hubs when they were not ready before the
+/// response started (with heartbeats), subscribes, and replays what each lane's cursor
+/// missed, in bounded batches, checking continuity on every batch. Leaves the lanes'
+/// positions in `lanes` and the receivers, in lane order, in `receivers`.
+#[expect(clippy::too_many_arguments, reason = "the borrowed parts of one stream's state")]
+fn opening<'a>(
+    state: &'a AppState,
+    subscriptions: &'a [Subscription],
+    subscribed: Option<Vec<(fanout::Receiver<Delivery>, Position)>>,
+    cursors: Option<Vec<Option<TopicCursor>>>,
+    closed: &'a CancellationToken,
+    heartbeat: &'a mut tokio::time::Interval,
+    lanes: &'a mut Lanes,
+    receivers: &'a mut Vec<fanout::Receiver<Delivery>>,
+) -> impl Stream<Item = Opening> + Send + 'a {
+    async_stream::stream! {
+        let shutdown = &state.shutdown;
+        if subscribed.is_none() {
+            for subscription in subscriptions {
+                loop {
+                    tokio::select! {
+                        ready = subscription.hub().wait_ready(shutdown) => {
+                            if !ready { yield Opening::End(None); return; }
+                            break;
+                        }
+                        _ = heartbeat.tick() => yield Opening::Send(comment("")),
+                        _ = closed.cancelled() => { yield Opening::End(Some(CloseReason::Admin)); return; }
+                    }
+                }
+            }
+        }
+        let subscribed = subscribed.unwrap_or_else(|| subscribe_all(subscriptions));
+        // Lanes with a cursor replay from it; the others start at their hub's position.
+        let mut replay_lanes = Vec::new();
+        for (lane, (receiver, hub_position)) in subscribed.into_iter().enumerate() {
+            receivers.push(receiver);
+            let start = match cursors.as_ref().and_then(|cursors| cursors[lane].as_ref()) {
+                Some(cursor) => {
+                    replay_lanes.push(lane);
+                    Position::from_cursor(cursor)
+                }
+                None => hub_position,
+            };
+            lanes.positions.push(start);
+        }
+
+        let mut backoff = Backoff::redis();
+        let _replaying = (!replay_lanes.is_empty()).then(|| ReplayGauge::start(&state.metrics));
+        for lane in replay_lanes {
+            let topic = lanes.topics[lane].clone();
+            let hub = subscriptions[lane].hub();
+            loop {
+                let position = lanes.positions[lane].clone();
+                let step = tokio::select! {
+                    step = replay_step(state, hub, &position) => step,
+                    _ = shutdown.cancelled() => { yield Opening::End(None); return; }
+                    // Every event replayed so far carried its cursor: the client resumes
+                    // after the last one.
+                    _ = closed.cancelled() => { yield Opening::End(Some(CloseReason::Admin)); return; }
+                };
+                let (verdict, read) = match step {
+                    Ok(step) => { backoff.reset(); step }
+                    Err(error) => {
+                        tracing::debug!(%error, topic = %topic, "Replay read failed; retrying.");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                            _ = heartbeat.tick() => yield Opening::Send(comment("")),
+                            _ = shutdown.cancelled() => { yield Opening::End(None); return; }
+                            _ = closed.cancelled() => { yield Opening::End(Some(CloseReason::Admin)); return; }
+                        }
+                        continue;
+                    }
+                };
+                match verdict.reset {
+                    Some(reason) => yield Opening::Send(lanes.reset(lane, &topic, reason, verdict.position.clone())),
+                    None => lanes.positions[lane] = verdict.position.clone(),
+                }
+                match verdict.next {
+                    Next::UpToDate => break,
+                    Next::ReadAgain => continue,
+                    Next::Deliver => {}
+                }
+                for entry in &read.entries {
+                    if let Some(bytes) = lanes.history_event(lane, entry) {
+                        yield Opening::Send(bytes);
+                    }
+                }
+                if !read.truncated { break; }
             }
         }
     }

@@ -53,10 +53,10 @@ const MAX_BATCH_FRAMES: usize = 32;
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// What a clear-text connection's first bytes are.
-#[expect(clippy::large_enum_variant, reason = "a short-lived value, never stored")]
 pub enum FirstRequest {
-    /// `GET /events…` over HTTP/1.x, which this module serves.
-    Events(EventsRequest),
+    /// `GET /events…` over HTTP/1.x, which this module serves (boxed: the connection's
+    /// task keeps room for this value for as long as it lives).
+    Events(Box<EventsRequest>),
     /// HTTP/2 with prior knowledge: the bytes read so far, for hyper.
     Http2(Bytes),
     /// Any other HTTP/1 request, or something hyper should answer: the bytes read so far.
@@ -96,7 +96,7 @@ pub async fn read_first(stream: &mut TcpStream, max_head: usize) -> Option<First
         }
         match parse_events_head(&read) {
             Head::Partial => continue,
-            Head::Events(request) => return Some(FirstRequest::Events(request)),
+            Head::Events(request) => return Some(FirstRequest::Events(Box::new(request))),
             Head::Other => return Some(FirstRequest::Http1(read.freeze())),
         }
     }
@@ -151,15 +151,30 @@ fn parse_events_head(bytes: &[u8]) -> Head {
     Head::Events(EventsRequest { request, chunked: minor == 1 })
 }
 
-/// Answers `request` through `router` and writes the response on `stream`, then closes it.
-pub async fn serve(mut stream: TcpStream, remote: SocketAddr, router: Router, request: EventsRequest) {
-    let EventsRequest { mut request, chunked } = request;
+/// A response ready to be written: its head, with the framing this path chose, and its
+/// body.
+pub struct Answer {
+    head: Bytes,
+    body: Body,
+    chunked: bool,
+}
+
+/// Answers `request` through `router`. Await it boxed: the handler's future
+/// (authorization, the join) is larger than what the stream needs afterwards, and held
+/// inline it would stay in the connection's task for the stream's life.
+pub async fn respond(router: Router, remote: SocketAddr, request: Box<EventsRequest>) -> Answer {
+    let EventsRequest { mut request, chunked } = *request;
     request.extensions_mut().insert(ConnectInfo(remote));
     let Ok(response) = router.oneshot(request).await;
     let length = response.body().size_hint().exact();
     let chunked = chunked && length.is_none();
     let head = response_head(&response, length, chunked);
-    let body = response.into_body();
+    Answer { head, body: response.into_body(), chunked }
+}
+
+/// Writes `answer` on `stream`, then closes it.
+pub async fn send(mut stream: TcpStream, answer: Answer) {
+    let Answer { head, body, chunked } = answer;
     // Finished or not (the client left, a write failed), the connection ends here.
     let _ = write_body(&mut stream, head, body, chunked).await;
     let _ = stream.shutdown().await;

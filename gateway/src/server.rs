@@ -143,11 +143,13 @@ async fn serve_connection(
 ) {
     let wait = limits.header_read_timeout;
     let Some(acceptor) = tls else {
-        let first =
-            tokio::time::timeout(wait, http1_stream::read_first(&mut stream, limits.max_header_bytes));
-        match first.await {
+        // Boxed, like the handler's future below: a stream's task then holds only what its
+        // idle wait needs.
+        let first = http1_stream::read_first(&mut stream, limits.max_header_bytes);
+        match Box::pin(tokio::time::timeout(wait, first)).await {
             Ok(Some(FirstRequest::Events(request))) => {
-                http1_stream::serve(stream, remote, router, request).await
+                let answer = Box::pin(http1_stream::respond(router, remote, request)).await;
+                http1_stream::send(stream, answer).await;
             }
             Ok(Some(FirstRequest::Http1(read))) => {
                 let io = TokioIo::new(Prefixed::new(read, stream));
