@@ -35,7 +35,7 @@ use streamgate::redis::Redis;
 use streamgate::redis::{Backoff, RedisError};
 use streamgate::stream::{HistoryEntry, RoutedEntry};
 use streamgate::topic::Topic;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery_trace::{self, DeliveryTrace};
@@ -123,9 +123,52 @@ impl fanout::Weight for Delivery {
 }
 
 enum HubMessage {
-    // Boxed: the inbox's first block is allocated with the hub, idle or not.
+    // Boxed: an inbox keeps some capacity after a burst, so its slots stay small.
     Routed(Box<RoutedEntry>),
     CatchUp,
+}
+
+/// A hub's queue of routed entries and catch-up requests, in arrival order, bounded by
+/// `INBOX_CAPACITY`. An idle hub's inbox allocates nothing (a tokio channel allocated its
+/// first block of slots with every hub).
+#[derive(Default)]
+struct Inbox {
+    queue: Mutex<VecDeque<HubMessage>>,
+    /// One consumer (the hub's task): a push while it is not waiting leaves a permit.
+    pushed: Notify,
+}
+
+/// Slots an emptied inbox keeps (more is released).
+const INBOX_KEPT: usize = 8;
+
+impl Inbox {
+    /// Queues `message`; false when the inbox is full.
+    fn push(&self, message: HubMessage) -> bool {
+        let mut queue = self.queue.lock().expect("inbox lock");
+        if queue.len() >= INBOX_CAPACITY {
+            return false;
+        }
+        queue.push_back(message);
+        drop(queue);
+        self.pushed.notify_one();
+        true
+    }
+
+    /// The next message, waiting for one.
+    async fn pop(&self) -> HubMessage {
+        loop {
+            {
+                let mut queue = self.queue.lock().expect("inbox lock");
+                if let Some(message) = queue.pop_front() {
+                    if queue.is_empty() && queue.capacity() > INBOX_KEPT {
+                        queue.shrink_to(INBOX_KEPT);
+                    }
+                    return message;
+                }
+            }
+            self.pushed.notified().await;
+        }
+    }
 }
 
 struct HubState {
@@ -175,23 +218,46 @@ impl RecentIds {
 pub struct Hub {
     topic: Topic,
     state: Mutex<HubState>,
-    inbox: mpsc::Sender<HubMessage>,
+    inbox: Inbox,
     overflowed: AtomicBool,
     /// Set whenever a routed entry arrives; reconciliation skips hubs that had one since
     /// the last round (their next entry's `p` reveals any gap).
     touched: AtomicBool,
-    ready: watch::Receiver<bool>,
+    /// Set once the hub knows its position (and `became_ready` notified).
+    ready: AtomicBool,
+    /// Set when the hub's task ended (stopped) without becoming ready.
+    finished: AtomicBool,
+    became_ready: Notify,
     stop: CancellationToken,
 }
 
 impl Hub {
     /// Waits until the hub knows its position (its membership has reached Redis).
     pub async fn wait_ready(&self, cancel: &CancellationToken) -> bool {
-        let mut ready = self.ready.clone();
-        tokio::select! {
-            result = ready.wait_for(|r| *r) => result.is_ok(),
-            _ = cancel.cancelled() => false,
+        loop {
+            let notified = self.became_ready.notified();
+            tokio::pin!(notified);
+            // Register before looking, so a change in between is not missed.
+            notified.as_mut().enable();
+            if self.ready.load(Ordering::Acquire) {
+                return true;
+            }
+            if self.finished.load(Ordering::Acquire) {
+                return false;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = cancel.cancelled() => return false,
+            }
         }
+    }
+
+    /// Marks the hub ready (or, with `ready` false, ended without becoming so) and wakes
+    /// whoever waits for it.
+    fn settle(&self, ready: bool) {
+        let flag = if ready { &self.ready } else { &self.finished };
+        flag.store(true, Ordering::Release);
+        self.became_ready.notify_waiters();
     }
 
     /// Subscribes, returning the receiver and the hub's position at that instant: every
@@ -342,7 +408,7 @@ impl Hubs {
             return;
         };
         entry.hub.touched.store(true, Ordering::Relaxed);
-        if entry.hub.inbox.try_send(HubMessage::Routed(Box::new(routed))).is_err() {
+        if !entry.hub.inbox.push(HubMessage::Routed(Box::new(routed))) {
             // The hub is behind: rather than queue without bound, it catches up from
             // history once its queue drains.
             entry.hub.overflowed.store(true, Ordering::Relaxed);
@@ -353,7 +419,7 @@ impl Hubs {
     pub fn catch_up_all(&self) {
         let map = self.map.lock().expect("hubs lock");
         for entry in map.values() {
-            if entry.hub.inbox.try_send(HubMessage::CatchUp).is_err() {
+            if !entry.hub.inbox.push(HubMessage::CatchUp) {
                 entry.hub.overflowed.store(true, Ordering::Relaxed);
             }
         }
@@ -368,7 +434,8 @@ impl Hubs {
             let map = self.map.lock().expect("hubs lock");
             map.values()
                 .filter(|entry| {
-                    !entry.hub.touched.swap(false, Ordering::Relaxed) && *entry.hub.ready.borrow()
+                    !entry.hub.touched.swap(false, Ordering::Relaxed)
+                        && entry.hub.ready.load(Ordering::Acquire)
                 })
                 .map(|entry| Arc::clone(&entry.hub))
                 .collect()
@@ -389,7 +456,7 @@ impl Hubs {
                 let position = hub.state.lock().expect("hub lock").position.clone();
                 if meta != position {
                     behind += 1;
-                    if hub.inbox.try_send(HubMessage::CatchUp).is_err() {
+                    if !hub.inbox.push(HubMessage::CatchUp) {
                         hub.overflowed.store(true, Ordering::Relaxed);
                     }
                 }
@@ -414,8 +481,6 @@ impl Hubs {
     }
 
     fn spawn_hub(&self, topic: Topic, generation: u64) -> Arc<Hub> {
-        let (inbox, receiver) = mpsc::channel(INBOX_CAPACITY);
-        let (ready_tx, ready) = watch::channel(false);
         let stop = self.context.shutdown.child_token();
         let hub = Arc::new(Hub {
             topic,
@@ -424,14 +489,16 @@ impl Hubs {
                 recent: RecentIds::default(),
                 sender: fanout::channel(self.context.queue_size, self.context.queue_bytes),
             }),
-            inbox,
+            inbox: Inbox::default(),
             overflowed: AtomicBool::new(false),
             touched: AtomicBool::new(false),
-            ready,
+            ready: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            became_ready: Notify::new(),
             stop,
         });
         let worker = HubWorker { hub: Arc::clone(&hub), context: self.context.clone() };
-        tokio::spawn(worker.run(receiver, ready_tx, generation));
+        tokio::spawn(worker.run(generation));
         hub
     }
 }
@@ -453,9 +520,10 @@ impl HubWorker {
     /// The hub's task. An idle hub's task waits on its inbox, and its future is all the
     /// memory that wait holds: the start and every catch-up (Redis reads, timing, retries;
     /// ~15 KiB of future state together) run boxed, only while they run.
-    async fn run(self, mut inbox: mpsc::Receiver<HubMessage>, ready: watch::Sender<bool>, generation: u64) {
+    async fn run(self, generation: u64) {
         let stop = self.hub.stop.clone();
         let Some(position) = Box::pin(self.start(generation, &stop)).await else {
+            self.hub.settle(false);
             return;
         };
         {
@@ -463,14 +531,13 @@ impl HubWorker {
             state.recent = RecentIds::starting_at(position.last);
             state.position = position;
         }
-        ready.send_replace(true);
+        self.hub.settle(true);
         let mut backoff = Backoff::redis();
         loop {
             let message = tokio::select! {
-                message = inbox.recv() => message,
+                message = self.hub.inbox.pop() => message,
                 _ = stop.cancelled() => return,
             };
-            let Some(message) = message else { return };
             let result = match message {
                 HubMessage::Routed(routed) => match self.on_routed(*routed) {
                     Routed::Delivered => Ok(()),
@@ -491,7 +558,7 @@ impl HubWorker {
                     return;
                 }
                 // Retry through the queue so newer routed entries are not starved.
-                let _ = self.hub.inbox.try_send(HubMessage::CatchUp);
+                let _ = self.hub.inbox.push(HubMessage::CatchUp);
             } else {
                 backoff.reset();
             }
