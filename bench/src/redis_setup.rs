@@ -63,6 +63,11 @@ impl RedisSetup {
         self.cluster_nodes.is_some()
     }
 
+    /// Resident memory of every node, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.nodes.iter().map(Proc::rss_kib).sum()
+    }
+
     /// CPU seconds so far of every node.
     pub fn cpu_seconds(&self) -> f64 {
         self.nodes.iter().map(Proc::cpu_seconds).sum()

@@ -133,6 +133,20 @@ impl Nchan {
         Nchan { master, port, _dir: dir }
     }
 
+    /// Resident memory of nginx (master and workers) and of its private Redis, KiB.
+    fn rss_kib(&self) -> (u64, u64) {
+        let master = self.master.pid();
+        let (mut nginx, mut redis) = (crate::procs::rss_kib(master), 0);
+        for child in crate::procs::children(master) {
+            if crate::procs::command_name(child).starts_with("redis") {
+                redis += crate::procs::rss_kib(child);
+            } else {
+                nginx += crate::procs::rss_kib(child);
+            }
+        }
+        (nginx, redis)
+    }
+
     /// CPU seconds of nginx (master and workers) and of its private Redis.
     fn cpu_by_process(&self) -> Vec<(&'static str, f64)> {
         let master = self.master.pid();
@@ -189,6 +203,15 @@ impl System {
         match self {
             System::Streamgate(s) => s.api(),
             System::Nchan(n) => Api::Nchan { base: format!("http://127.0.0.1:{}", n.port) },
+        }
+    }
+
+    /// Resident memory of the server (the gateways; nginx's master and workers) and of its
+    /// Redis, KiB.
+    fn rss_kib(&self) -> (u64, u64) {
+        match self {
+            System::Streamgate(s) => (s.gateways.iter().map(|(g, _)| g.rss_kib()).sum(), s.redis.rss_kib()),
+            System::Nchan(n) => n.rss_kib(),
         }
     }
 
@@ -297,8 +320,8 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
         anyhow::bail!("{name} has no Redis Cluster variant: use s3, s4 or s5 with --system cluster");
     }
     let (result, row) = match name {
-        "s1" => s1_idle_connections(scale, 0).await,
-        "s1h2" => s1_idle_connections(scale, H2_STREAMS_PER_CONNECTION).await,
+        "s1" => s1_idle_connections(system, scale, 0).await,
+        "s1h2" => s1_idle_connections(system, scale, H2_STREAMS_PER_CONNECTION).await,
         "s2" => s2_many_gateways(scale).await,
         "s3" => {
             fan_out(
@@ -361,32 +384,50 @@ const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// S1: idle streams on one gateway, each its own HTTP/1.1 connection, or (S1h2, with
 /// `h2_streams`) that many streams per HTTP/2 connection in clear text.
-async fn s1_idle_connections(scale: f64, h2_streams: usize) -> (Value, String) {
+/// How long S1 gives the server to give memory back after every client closed.
+const S1_RELEASE_WINDOW: Duration = Duration::from_secs(30);
+
+/// S1: idle streams, one topic each (or `BENCH_TOPICS` topics, which splits a stream's
+/// cost from its topic's). Memory is the server's RSS (the gateway; Nchan's nginx master
+/// and workers) above its idle baseline, per stream, with its Redis' growth beside it;
+/// then every client closes and the server has `S1_RELEASE_WINDOW` to come back within
+/// twice its baseline.
+async fn s1_idle_connections(kind: &str, scale: f64, h2_streams: usize) -> (Value, String) {
     let connections = scaled(19_000, scale);
-    // One topic per connection unless `BENCH_TOPICS` says otherwise (fewer topics split
-    // a stream's cost from its topic's).
     let topics: usize =
         std::env::var("BENCH_TOPICS").ok().and_then(|v| v.parse().ok()).unwrap_or(connections);
-    let system = Streamgate::start(1, &[]).await;
+    let system = System::start(kind).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let gateway = &system.gateways[0].0;
-    let idle_kib = gateway.rss_kib();
+    let (idle_kib, redis_idle_kib) = system.rss_kib();
     let started = Instant::now();
     let mut processes =
-        subscribe_with(&system.servers(), "/events?topic={topic}", topics, connections, None, h2_streams);
+        subscribe_with(&system.servers(), system.path_template(), topics, connections, None, h2_streams);
     let connected = connect_all(&mut processes);
     let connect_all_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let loaded_kib = gateway.rss_kib();
-    let per_connection = (loaded_kib.saturating_sub(idle_kib)) as f64 * 1024.0 / connected.max(1) as f64;
+    let (loaded_kib, redis_loaded_kib) = system.rss_kib();
+    let per_stream = |from: u64, to: u64| to.saturating_sub(from) as f64 * 1024.0 / connected.max(1) as f64;
+    let per_connection = per_stream(idle_kib, loaded_kib);
+    let redis_per_connection = per_stream(redis_idle_kib, redis_loaded_kib);
     let merged = merge_reports(processes);
+    // Every client has closed (the subscriber processes exited): the memory comes back.
+    let closed_at = Instant::now();
+    let mut released_kib = system.rss_kib().0;
+    while released_kib > 2 * idle_kib && closed_at.elapsed() < S1_RELEASE_WINDOW {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        released_kib = system.rss_kib().0;
+    }
+    let released_s = closed_at.elapsed().as_secs_f64();
     let label = if h2_streams == 0 { "S1" } else { "S1h2" };
     let result = json!({
-        "scenario": label, "connections": connections, "topics": topics, "connected": connected, "h2_streams_per_connection": h2_streams,
+        "scenario": label, "system": system.name(), "connections": connections, "topics": topics, "connected": connected, "h2_streams_per_connection": h2_streams,
         "connect_all_s": connect_all_s,
         "connect_ms": { "p50": merged.connect.value_at_quantile(0.5), "p99": merged.connect.value_at_quantile(0.99), "max": merged.connect.max() },
-        "gateway_rss_idle_kib": idle_kib, "gateway_rss_loaded_kib": loaded_kib,
+        "server_rss_idle_kib": idle_kib, "server_rss_loaded_kib": loaded_kib, "server_rss_after_close_kib": released_kib,
+        "after_close_s": released_s,
         "rss_bytes_per_connection": per_connection,
+        "redis_rss_idle_kib": redis_idle_kib, "redis_rss_loaded_kib": redis_loaded_kib,
+        "redis_rss_bytes_per_connection": redis_per_connection,
     });
     let shape = if h2_streams == 0 {
         "idle connections".to_owned()
@@ -395,11 +436,22 @@ async fn s1_idle_connections(scale: f64, h2_streams: usize) -> (Value, String) {
     };
     let spread =
         if topics == connections { "one topic each".to_owned() } else { format!("on {topics} topics") };
+    let server = match &system {
+        System::Streamgate(_) => "gateway",
+        System::Nchan(_) => "nginx",
+    };
+    let released = if released_kib <= 2 * idle_kib {
+        format!("back to {} MiB {released_s:.1} s after all closed", released_kib / 1024)
+    } else {
+        format!("still {} MiB {released_s:.0} s after all closed", released_kib / 1024)
+    };
     let row = format!(
-        "| {label} | {connected}/{connections} {shape}, {spread}, one gateway | RSS ≤ 4 KiB/connection, all in ≤ 10 s | {:.1} KiB/stream above idle ({} → {} MiB); all connected in {:.1} s (p99 {} ms) |",
+        "| {label} | {}: {connected}/{connections} {shape}, {spread}, one server | RSS ≤ 6 KiB/connection (4 stretch), 10,000 connected in ≤ 1 s, back within 2× idle ≤ 30 s after close | {:.1} KiB/stream above idle ({server} {} → {} MiB; Redis +{:.1} KiB/stream); all connected in {:.1} s (p99 {} ms); {released} |",
+        system.name(),
         per_connection / 1024.0,
         idle_kib / 1024,
         loaded_kib / 1024,
+        redis_per_connection / 1024.0,
         connect_all_s,
         merged.connect.value_at_quantile(0.99)
     );

@@ -54,6 +54,23 @@ pub struct ConnectionLimits {
     pub http2_max_concurrent_streams: u32,
 }
 
+/// Connections the kernel may hold for the accept loop (capped by `net.core.somaxconn`).
+/// Tokio's default of 1,024 overflowed when thousands of clients reconnected at once (a
+/// gateway restart): the kernel dropped their SYNs and each client waited a whole
+/// second to try again.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener on `addr` with `LISTEN_BACKLOG`.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As the standard library's `bind`: a restarted gateway can bind while connections of
+    // its earlier life are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// How long to pause accepting after an error such as running out of file descriptors,
 /// so the loop does not spin while connections close.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);

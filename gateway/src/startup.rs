@@ -126,8 +126,7 @@ impl Application {
             Arc::new(Membership::new(config.instance_id.clone(), keys.clone(), Arc::clone(&metrics)));
         membership.reset_and_claim(&membership_pool, config.liveness_ttl).await.map_err(redis_error)?;
 
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
+        let listener = crate::server::bind(config.listen_addr)
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
         let port = listener
             .local_addr()
@@ -137,7 +136,7 @@ impl Application {
             None => (None, None),
             Some(addr) => {
                 let bind_error = |source| StartError::Bind { addr, source };
-                let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+                let listener = crate::server::bind(addr).map_err(bind_error)?;
                 let port = listener.local_addr().map_err(bind_error)?.port();
                 (Some(listener), Some(port))
             }
