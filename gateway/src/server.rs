@@ -170,11 +170,11 @@ async fn serve_connection(
             }
             Ok(Some(FirstRequest::Http1(read))) => {
                 let io = TokioIo::new(Prefixed::new(read, stream));
-                Box::pin(serve_http1(io, remote, router, limits, shutdown)).await;
+                Box::pin(serve_hyper(io, Protocol::Http1, remote, router, limits, shutdown)).await;
             }
             Ok(Some(FirstRequest::Http2(read))) => {
                 let io = TokioIo::new(Prefixed::new(read, stream));
-                Box::pin(serve_http2(io, remote, router, limits, shutdown)).await;
+                Box::pin(serve_hyper(io, Protocol::Http2, remote, router, limits, shutdown)).await;
             }
             // Closed, or no complete request head within the header read timeout.
             Ok(None) | Err(_) => {}
@@ -194,43 +194,44 @@ async fn serve_connection(
         }
     };
     // ALPN decides; a client that offered none speaks HTTP/1.1.
-    if crate::tls::negotiated_h2(stream.get_ref().1.alpn_protocol()) == Some(true) {
-        Box::pin(serve_http2(TokioIo::new(stream), remote, router, limits, shutdown)).await;
-    } else {
-        Box::pin(serve_http1(TokioIo::new(stream), remote, router, limits, shutdown)).await;
+    let protocol = match crate::tls::negotiated_h2(stream.get_ref().1.alpn_protocol()) {
+        Some(true) => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    Box::pin(serve_hyper(TokioIo::new(stream), protocol, remote, router, limits, shutdown)).await;
+}
+
+/// The HTTP version hyper speaks on a connection.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Serves a connection with hyper.
+async fn serve_hyper<I>(
+    io: I,
+    protocol: Protocol,
+    remote: std::net::SocketAddr,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let requests = Arc::new(Requests::default());
+    let service = TowerToHyperService::new(counted_service(router, remote, Arc::clone(&requests)));
+    let idle = limits.header_read_timeout;
+    match protocol {
+        Protocol::Http1 => {
+            let connection = http1_builder(limits).serve_connection(io, service);
+            drive(connection, remote, idle, &requests, shutdown).await;
+        }
+        Protocol::Http2 => {
+            let connection = http2_builder(limits).serve_connection(io, service);
+            drive(connection, remote, idle, &requests, shutdown).await;
+        }
     }
-}
-
-/// Serves an HTTP/1.1 connection with hyper.
-async fn serve_http1<I>(
-    io: I,
-    remote: std::net::SocketAddr,
-    router: Router,
-    limits: ConnectionLimits,
-    shutdown: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let requests = Arc::new(Requests::default());
-    let service = TowerToHyperService::new(counted_service(router, remote, Arc::clone(&requests)));
-    let connection = http1_builder(limits).serve_connection(io, service);
-    drive(connection, remote, limits.header_read_timeout, &requests, shutdown).await;
-}
-
-/// Serves an HTTP/2 connection with hyper.
-async fn serve_http2<I>(
-    io: I,
-    remote: std::net::SocketAddr,
-    router: Router,
-    limits: ConnectionLimits,
-    shutdown: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let requests = Arc::new(Requests::default());
-    let service = TowerToHyperService::new(counted_service(router, remote, Arc::clone(&requests)));
-    let connection = http2_builder(limits).serve_connection(io, service);
-    drive(connection, remote, limits.header_read_timeout, &requests, shutdown).await;
 }
 
 fn http1_builder(limits: ConnectionLimits) -> hyper::server::conn::http1::Builder {
