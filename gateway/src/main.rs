@@ -1,6 +1,7 @@
 //! The `gateway` binary: parses flags, loads configuration, starts telemetry and serves.
 
 use std::process::ExitCode;
+use streamgate::config::ServiceConfig as _;
 
 use clap::Parser;
 use gateway::{Application, GatewayConfig};

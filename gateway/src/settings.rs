@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use streamgate::config::{ConfigError, Layered, Setting, Sources, parse_bool, parse_list};
+use streamgate::config::{ConfigError, Layered, ServiceConfig, Setting, parse_bool, parse_list};
 use streamgate::settings::{COMMON, Common, with_common};
 use streamgate::topic::InstanceId;
 
@@ -567,10 +567,10 @@ fn tls_files(layered: &Layered) -> Result<Option<crate::tls::TlsFiles>, ConfigEr
 /// `ADMIN_TOKEN`: at least this long, so it cannot be guessed by trying.
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
-impl GatewayConfig {
-    /// Loads and types the configuration from `sources`.
-    pub fn load(sources: &Sources) -> Result<GatewayConfig, ConfigError> {
-        let layered = Layered::load(SETTINGS, sources)?;
+impl ServiceConfig for GatewayConfig {
+    const SETTINGS: &'static [Setting] = SETTINGS;
+
+    fn from_layered(layered: &Layered) -> Result<GatewayConfig, ConfigError> {
         let instance_id = match layered.get_optional(&INSTANCE_ID) {
             None => InstanceId::generate(),
             Some(_) => layered.get_with(&INSTANCE_ID, |raw| InstanceId::parse(raw).ok())?,
@@ -587,7 +587,7 @@ impl GatewayConfig {
             })
         })?;
         let config = GatewayConfig {
-            common: Common::from_layered(&layered)?,
+            common: Common::from_layered(layered)?,
             listen_addr: layered.get(&LISTEN_ADDR)?,
             instance_id,
             heartbeat_interval: layered
@@ -626,16 +626,18 @@ impl GatewayConfig {
                     });
                 }
             },
-            ingest: IngestNames::from_layered(&layered)?,
+            ingest: IngestNames::from_layered(layered)?,
             demo_page: layered.get_with(&DEMO_PAGE, parse_bool)?,
-            access: AccessConfig::from_layered(&layered)?,
-            limits: Limits::from_layered(&layered)?,
-            tls: tls_files(&layered)?,
+            access: AccessConfig::from_layered(layered)?,
+            limits: Limits::from_layered(layered)?,
+            tls: tls_files(layered)?,
         };
         config.check_pairs()?;
         Ok(config)
     }
+}
 
+impl GatewayConfig {
     /// Rejects settings that are valid alone but break the guarantee together.
     fn check_pairs(&self) -> Result<(), ConfigError> {
         if self.queue_size < self.replay_batch {
@@ -663,11 +665,6 @@ impl GatewayConfig {
     /// How much one history read may return.
     pub fn read_limit(&self) -> crate::history::ReadLimit {
         crate::history::ReadLimit { count: self.replay_batch, bytes: self.replay_bytes }
-    }
-
-    /// The defaults, with the given overrides (setting name, value): for tests and embedding.
-    pub fn with_overrides(overrides: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
-        GatewayConfig::load(&Sources::from_pairs(overrides))
     }
 }
 

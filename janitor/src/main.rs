@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use streamgate::config::ServiceConfig as _;
 
 use clap::Parser;
 use janitor::run::MetricsOutput;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use streamgate::config::{ConfigError, Layered, Setting, Sources, parse_bool};
+use streamgate::config::{ConfigError, Layered, ServiceConfig, Setting, parse_bool};
 use streamgate::settings::{COMMON, Common, with_common};
 
 use crate::instances::MIN_CLAIM_TTL;
@@ -95,21 +95,10 @@ pub struct JanitorConfig {
     pub sweep: SweepSettings,
 }
 
-impl JanitorConfig {
-    /// Loads and types every setting from `sources`.
-    pub fn load(sources: &Sources) -> Result<JanitorConfig, ConfigError> {
-        JanitorConfig::from_layered(&Layered::load(SETTINGS, sources)?)
-    }
+impl ServiceConfig for JanitorConfig {
+    const SETTINGS: &'static [Setting] = SETTINGS;
 
-    /// The configuration from the built-in defaults and the given `(setting name, value)`
-    /// pairs only (later pairs win), ignoring the process environment and files: for tests
-    /// and for embedding the janitor in another program.
-    pub fn with_overrides(settings: &[(&str, &str)]) -> Result<JanitorConfig, ConfigError> {
-        JanitorConfig::load(&Sources::from_pairs(settings))
-    }
-
-    /// Types every setting from merged values.
-    pub fn from_layered(layered: &Layered) -> Result<JanitorConfig, ConfigError> {
+    fn from_layered(layered: &Layered) -> Result<JanitorConfig, ConfigError> {
         let max_age = layered.get_duration(&HISTORY_MAX_AGE, Duration::ZERO..=Duration::MAX)?;
         let retention = Retention {
             max_len: Some(layered.get::<u64>(&HISTORY_MAX_LEN)?).filter(|&len| len > 0),

@@ -2,6 +2,7 @@
 //! `serve` (the default) or `publish`. Everything else lives in the library.
 
 use std::process::ExitCode;
+use streamgate::config::ServiceConfig as _;
 
 use clap::Parser as _;
 use producer::cli::{Cli, Command};

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use streamgate::config::{ConfigError, Layered, Secret, Setting, Sources, parse_bool};
+use streamgate::config::{ConfigError, Layered, Secret, ServiceConfig, Setting, parse_bool};
 use streamgate::settings::{COMMON, Common, with_common};
 
 use crate::auth::{AuthConfig, MIN_JWT_SECRET_BYTES};
@@ -307,21 +307,10 @@ pub struct ProducerConfig {
     pub publish_group_commit: bool,
 }
 
-impl ProducerConfig {
-    /// Loads and types every setting from `sources`.
-    pub fn load(sources: &Sources) -> Result<ProducerConfig, ConfigError> {
-        ProducerConfig::from_layered(&Layered::load(SETTINGS, sources)?)
-    }
+impl ServiceConfig for ProducerConfig {
+    const SETTINGS: &'static [Setting] = SETTINGS;
 
-    /// The configuration from the built-in defaults and the given `(setting name, value)`
-    /// pairs only (later pairs win), ignoring the process environment and files: for tests
-    /// and for embedding the producer in another program.
-    pub fn with_overrides(settings: &[(&str, &str)]) -> Result<ProducerConfig, ConfigError> {
-        ProducerConfig::load(&Sources::from_pairs(settings))
-    }
-
-    /// Types every setting from merged values.
-    pub fn from_layered(layered: &Layered) -> Result<ProducerConfig, ConfigError> {
+    fn from_layered(layered: &Layered) -> Result<ProducerConfig, ConfigError> {
         let unlimited_or = |value: Duration| (!value.is_zero()).then_some(value);
         let publisher = PublisherConfig {
             history_max_len: Some(layered.get::<u64>(&HISTORY_MAX_LEN)?).filter(|&len| len > 0),
@@ -504,7 +493,7 @@ mod tests {
     fn load(env: &[(&str, &str)]) -> Result<ProducerConfig, ConfigError> {
         let env: HashMap<String, String> =
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        ProducerConfig::load(&Sources { env, ..Sources::default() })
+        ProducerConfig::load(&streamgate::config::Sources { env, ..Default::default() })
     }
 
     #[test]

@@ -141,6 +141,29 @@ impl Sources {
     }
 }
 
+/// A service's typed configuration, built from the merged values of its settings. The
+/// three services load theirs the same way: `load` from the process' sources, and
+/// `with_overrides` from the defaults and given pairs only (tests, embedding).
+pub trait ServiceConfig: Sized {
+    /// Every setting the service reads.
+    const SETTINGS: &'static [Setting];
+
+    /// Types every setting from merged values.
+    fn from_layered(layered: &Layered) -> Result<Self, ConfigError>;
+
+    /// Loads and types every setting from `sources`.
+    fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        Self::from_layered(&Layered::load(Self::SETTINGS, sources)?)
+    }
+
+    /// The built-in defaults with the given `(setting name, value)` pairs over them (later
+    /// pairs win), ignoring the process environment and files: for tests and for
+    /// embedding the service in another program.
+    fn with_overrides(settings: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::load(&Sources::from_pairs(settings))
+    }
+}
+
 /// The merged values of a service's settings, before typing.
 #[derive(Debug)]
 pub struct Layered {

@@ -1,6 +1,7 @@
 //! Starting a real gateway in-process on port 0 against a test Redis.
 
 use std::time::Duration;
+use streamgate::config::ServiceConfig as _;
 
 use gateway::{Application, GatewayConfig};
 use tokio::task::JoinHandle;

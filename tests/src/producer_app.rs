@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use streamgate::config::ServiceConfig as _;
 
 use producer::settings::ProducerConfig;
 use producer::startup::Application;

@@ -4,6 +4,7 @@
 //! is counted apart, and the janitor takes the summaries for what they are.
 
 use std::time::Duration;
+use streamgate::config::ServiceConfig as _;
 
 use janitor::{JanitorConfig, Sweeper};
 use redis::AsyncCommands;

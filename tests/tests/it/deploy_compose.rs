@@ -32,6 +32,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use streamgate::config::ServiceConfig as _;
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use streamgate::config::ServiceConfig as _;
 
 use gateway::GatewayConfig;
 use janitor::JanitorConfig;

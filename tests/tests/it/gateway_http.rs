@@ -2,6 +2,7 @@
 //! stream's opening, heartbeats, health and readiness, memberships in Redis.
 
 use std::time::Duration;
+use streamgate::config::ServiceConfig as _;
 
 use redis::AsyncCommands;
 use streamgate::cursor::topic_tag;

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
+use streamgate::config::ServiceConfig as _;
 
 use bytes::Bytes;
 use gateway::{Application, GatewayConfig};

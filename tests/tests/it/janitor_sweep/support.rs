@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
+use streamgate::config::ServiceConfig as _;
 
 use janitor::{JanitorConfig, Sweeper};
 use redis::AsyncCommands;
