@@ -575,6 +575,8 @@ async fn s5_ingest(duration: Duration, redis: RedisKind) -> (Value, String) {
         "accepted": accepted, "seconds": elapsed, "events_per_s": rate,
         "delivered": merged.sum(|r| r.events), "gaps": merged.sum(|r| r.gaps), "duplicates": merged.sum(|r| r.duplicates),
         "producer_cpu_s": system.producer.0.cpu_seconds(),
+        "gateway_cpu_s": system.gateways.iter().map(|(g, _)| g.cpu_seconds()).sum::<f64>(),
+        "redis_cpu_s": system.redis.cpu_seconds(),
         "system": system.name(),
     });
     // The one-server row keeps its old text; the cluster's names its system.
