@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 use streamgate::keys::Keys;
 use streamgate::redis::Redis;
 use tokio::net::TcpListener;
@@ -84,12 +86,14 @@ pub struct Application {
     admin_port: Option<u16>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: AppState,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The background tasks, started by `run_until_stopped`.
+    tasks: Vec<BoxFuture<'static, ()>>,
     tasks_stop: CancellationToken,
 }
 
 impl Application {
-    /// Connects, registers and binds.
+    /// Connects, registers and binds. Nothing runs in the background until
+    /// [`Application::run_until_stopped`] starts it, as in the producer.
     pub async fn build(config: GatewayConfig) -> Result<Application, StartError> {
         let config = Arc::new(config);
         // TLS first: a certificate that cannot be used stops the gateway before it claims
@@ -155,14 +159,14 @@ impl Application {
             traces: config.common.traces.exporting(),
             shutdown: tasks_stop.clone(),
         });
-        let mut tasks = Vec::new();
-        tasks.extend(reload_tls.map(tokio::spawn));
-        tasks.push(tokio::spawn(Arc::clone(&membership).run(
+        let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
+        tasks.extend(reload_tls.map(|reload| reload.boxed()));
+        tasks.push(Box::pin(Arc::clone(&membership).run(
             membership_pool,
             config.liveness_ttl,
             tasks_stop.clone(),
         )));
-        tasks.push(tokio::spawn(crate::reader::run(
+        tasks.push(Box::pin(crate::reader::run(
             redis.clone(),
             keys.instance_stream(&config.instance_id),
             Arc::clone(&hubs),
@@ -171,7 +175,7 @@ impl Application {
         let mut resyncs = membership.resyncs();
         let hubs_for_resync = Arc::clone(&hubs);
         let resync_stop = tasks_stop.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(Box::pin(async move {
             loop {
                 tokio::select! {
                     changed = resyncs.changed() => if changed.is_err() { return },
@@ -180,13 +184,13 @@ impl Application {
                 hubs_for_resync.catch_up_all();
             }
         }));
-        tasks.push(tokio::spawn(reconcile(Arc::clone(&hubs), config.reconcile_interval, tasks_stop.clone())));
+        tasks.push(Box::pin(reconcile(Arc::clone(&hubs), config.reconcile_interval, tasks_stop.clone())));
         let mut verifier = None;
         if let AuthMode::Jwt(jwt) = &config.access.mode {
             let keys = Arc::new(Verifier::new(jwt.keys.clone(), jwt.audience.clone(), jwt.issuer.clone()));
             if let Some(url) = &jwt.jwks_url {
                 let fetched = crate::access::jwks::fetch_once(url, &jwt.keys, &keys).await;
-                tasks.push(tokio::spawn(crate::access::jwks::refresh(
+                tasks.push(Box::pin(crate::access::jwks::refresh(
                     url.clone(),
                     jwt.jwks_refresh,
                     jwt.keys.clone(),
@@ -228,7 +232,7 @@ impl Application {
             started_at_ms: crate::summary::unix_ms(std::time::SystemTime::now()),
         };
         crate::summary::write(&state, &identity).await;
-        tasks.push(tokio::spawn(crate::summary::run(state.clone(), identity, tasks_stop.clone())));
+        tasks.push(Box::pin(crate::summary::run(state.clone(), identity, tasks_stop.clone())));
         Ok(Application { listener, port, admin_listener, admin_port, tls, state, tasks, tasks_stop })
     }
 
@@ -247,10 +251,12 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `stop` fires; then deregisters, ends every stream so clients reconnect
+    /// Starts the background tasks (membership, the reader, reconciliation, summaries,
+    /// key and certificate refreshes) and serves until `stop` fires; then deregisters, ends every stream so clients reconnect
     /// elsewhere, and waits up to the drain time for connections to close.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> std::io::Result<()> {
         let Application { listener, admin_listener, tls, state, tasks, tasks_stop, .. } = self;
+        let tasks: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
         let app = crate::http::router(state.clone());
         let limits = ConnectionLimits {
             header_read_timeout: state.config.limits.header_read_timeout,

@@ -10,13 +10,15 @@
 //!   routing pipeline. Its semantics are the gateway's contract.
 //! - `group`: group commit — concurrent `POST /publish` requests share one script call
 //!   and one routing pipeline, each with its own result.
-//! - `http`: the axum router (`POST /publish`, `/healthz`, `/readyz`) and `http::AppError`.
+//! - `http`: the axum router (`POST /publish`, `/healthz`, `/readyz`).
+//! - `error`: `error::AppError`, every refusal as a status code and a JSON body.
 //! - `ingest`: the consumer-group loop over the ingest stream, with dead letters, and
 //!   the timer that reads its backlog for the metrics.
 //! - `metrics`: `metrics::ProducerMetrics`, served at `GET /metrics` on the admin
 //!   listener (`ADMIN_LISTEN_ADDR`).
-//! - [`startup`]: [`startup::Application`], which binds, serves and runs the ingest consumer.
-//! - `serve`: the accept loop, with a header-read timeout.
+//! - [`startup`]: [`startup::Application`], which binds, serves and runs the ingest consumer,
+//!   and `startup::AppState`, what every handler shares.
+//! - `server`: the accept loop, with a header-read timeout.
 //! - [`cli`]: the command line (`serve`, `publish`).
 //!
 //! Architecture invariant: only [`publisher`] writes histories and instance streams; the
@@ -24,12 +26,13 @@
 
 mod auth;
 pub mod cli;
+mod error;
 mod group;
 mod http;
 mod ingest;
 mod input;
 mod metrics;
 pub mod publisher;
-mod serve;
+mod server;
 pub mod settings;
 pub mod startup;

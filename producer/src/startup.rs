@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::http::{AppState, PublishTasks, router};
+use crate::http::{PublishTasks, router};
 use crate::ingest::IngestConsumer;
+use crate::input::Limits;
 use crate::publisher::Publisher;
 use crate::settings::{ProducerConfig, UnprotectedListener};
 
@@ -52,6 +53,21 @@ pub async fn build_publisher(config: &ProducerConfig) -> Result<Arc<Publisher>, 
     )?;
     streamgate::redis::check_ready(&redis).await?;
     Ok(Arc::new(Publisher::new(redis, config.common.keys.clone(), config.publisher.clone())))
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The routing core.
+    pub publisher: Arc<Publisher>,
+    /// Limits on what a publisher may hand in.
+    pub limits: Limits,
+    /// Who may publish, and to which topics.
+    pub auth: Arc<Authenticator>,
+    /// How long a client may take to send a body.
+    pub request_body_timeout: Duration,
+    /// The publishes running on tasks of their own.
+    pub tasks: PublishTasks,
 }
 
 /// The producer service, built and bound, not yet serving.
@@ -162,9 +178,9 @@ impl Application {
         let tasks = self.state.tasks.clone();
         let admin = self.admin_listener.map(|listener| {
             let router = crate::http::admin_router(Arc::clone(self.state.publisher.metrics()));
-            tokio::spawn(crate::serve::serve(listener, router, self.header_read_timeout, shutdown.clone()))
+            tokio::spawn(crate::server::serve(listener, router, self.header_read_timeout, shutdown.clone()))
         });
-        crate::serve::serve(self.listener, router(self.state), self.header_read_timeout, shutdown.clone())
+        crate::server::serve(self.listener, router(self.state), self.header_read_timeout, shutdown.clone())
             .await;
         // Publishes whose clients left before the answer are not waited for by the server.
         tasks.wait(PUBLISH_DRAIN_TIMEOUT).await;
