@@ -52,6 +52,11 @@ const READ_STEP: usize = 1024;
 const MAX_BATCH_FRAMES: usize = 32;
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
+/// Bytes a client may send after its request head while its stream is served (a few
+/// pipelined requests, which are not answered). Past this the connection is closed: a
+/// client streaming data at a gateway would otherwise keep one of its threads reading.
+const MAX_DISCARDED_BYTES: usize = 64 * 1024;
+
 /// What a clear-text connection's first bytes are.
 pub enum FirstRequest {
     /// `GET /events…` over HTTP/1.x, which this module serves (boxed: the connection's
@@ -216,6 +221,7 @@ fn response_head(response: &Response<Body>, length: Option<u64>, chunked: bool) 
 async fn write_body(stream: &mut TcpStream, head: Bytes, mut body: Body, chunked: bool) -> io::Result<()> {
     let mut batch = Batch::starting_with(head, chunked);
     let mut ended = false;
+    let mut discarded = 0;
     loop {
         // Everything the body has ready now joins the batch.
         while !ended && !batch.full() {
@@ -241,12 +247,17 @@ async fn write_body(stream: &mut TcpStream, head: Bytes, mut body: Body, chunked
             },
             readable = stream.readable() => {
                 readable?;
-                // Nothing more is expected from the client: discard what it sends, and
-                // end at its close.
+                // Nothing more is expected from the client: discard what it sends (up to
+                // a bound), and end at its close.
                 let mut discard = [0u8; 256];
                 match stream.try_read(&mut discard) {
                     Ok(0) => return Ok(()),
-                    Ok(_) => {}
+                    Ok(read) => {
+                        discarded += read;
+                        if discarded > MAX_DISCARDED_BYTES {
+                            return Err(io::Error::other("the client kept sending after its request"));
+                        }
+                    }
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                     Err(error) => return Err(error),
                 }

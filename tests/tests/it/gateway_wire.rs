@@ -167,6 +167,26 @@ async fn bytes_after_the_head_do_not_disturb_the_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_sending_after_its_head_is_closed() {
+    let world = TestWorld::start("wire-flood");
+    let gateway = world.gateway(&[]).await;
+    let mut socket = raw(&gateway).await;
+    socket.send(b"GET /events?topic=flood HTTP/1.1\r\nHost: gateway\r\n\r\n").await;
+    socket.until_cursor().await;
+    // Far more than a few pipelined requests; the gateway stops reading and closes.
+    let junk = vec![b'x'; 16 * 1024];
+    let mut closed_while_writing = false;
+    for _ in 0..64 {
+        if socket.socket.write_all(&junk).await.is_err() {
+            closed_while_writing = true;
+            break;
+        }
+    }
+    let closed = closed_while_writing || socket.read_until(|_| false).await.1;
+    assert!(closed, "the connection is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_the_stream_path_does_not_model_are_answered_on_the_same_port() {
     let world = TestWorld::start("wire-other");
     let gateway = world.gateway(&[]).await;
