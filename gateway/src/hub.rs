@@ -312,7 +312,7 @@ struct Entry {
 /// Every hub of this gateway, by topic.
 pub struct Hubs {
     map: Mutex<HashMap<Topic, Entry>>,
-    context: HubContext,
+    context: Arc<HubContext>,
 }
 
 /// A subscriber's hold on a hub; dropping it leaves the topic.
@@ -337,7 +337,7 @@ impl Drop for Subscription {
 impl Hubs {
     /// An empty set of hubs.
     pub fn new(context: HubContext) -> Arc<Hubs> {
-        Arc::new(Hubs { map: Mutex::new(HashMap::new()), context })
+        Arc::new(Hubs { map: Mutex::new(HashMap::new()), context: Arc::new(context) })
     }
 
     /// Joins `topic`, creating its hub (and registering the membership) when it is the
@@ -497,7 +497,7 @@ impl Hubs {
             became_ready: Notify::new(),
             stop,
         });
-        let worker = HubWorker { hub: Arc::clone(&hub), context: self.context.clone() };
+        let worker = HubWorker { hub: Arc::clone(&hub), context: Arc::clone(&self.context) };
         tokio::spawn(worker.run(generation));
         hub
     }
@@ -513,7 +513,8 @@ enum Routed {
 
 struct HubWorker {
     hub: Arc<Hub>,
-    context: HubContext,
+    /// Shared by every hub: one copy, not one per idle topic.
+    context: Arc<HubContext>,
 }
 
 impl HubWorker {
