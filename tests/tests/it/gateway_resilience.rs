@@ -8,21 +8,19 @@ use streamgate_tests::gateway_app::spawn_gateway;
 use streamgate_tests::publish::{publish_one, publisher};
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::sse_client::connect;
+use streamgate_tests::world::TestWorld;
 
 const WAIT: Duration = Duration::from_secs(15);
 
 #[tokio::test]
 async fn a_slow_consumer_is_closed_and_resumes_from_its_cursor_without_loss() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("slow");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("QUEUE_SIZE", "16"), ("REPLAY_BATCH", "16")]).await;
-    let publisher = publisher(&redis.url(), &prefix);
-    let url = gateway.url("/events?topic=firehose");
-    let mut slow = connect(&url, None).await;
+    let world = TestWorld::start("slow");
+    let gateway = world.gateway(&[("QUEUE_SIZE", "16"), ("REPLAY_BATCH", "16")]).await;
+    let mut slow = gateway.subscribe(&["firehose"], None).await;
     let total = 300usize;
     let padding = "x".repeat(50_000);
     for n in 0..total {
-        publish_one(&publisher, "firehose", &format!("{n} {padding}")).await;
+        world.publish("firehose", &format!("{n} {padding}")).await;
     }
     // The client did not read while 15 MB were published: the gateway closes it once it
     // has fallen QUEUE_SIZE events behind. It reads what was in flight, then the end.
@@ -37,7 +35,7 @@ async fn a_slow_consumer_is_closed_and_resumes_from_its_cursor_without_loss() {
 
     // Like EventSource, it reconnects with the last id it saw and misses nothing.
     let last_id = received.last().map(|(_, id)| id.clone());
-    let mut resumed = connect(&url, last_id.as_deref()).await;
+    let mut resumed = gateway.subscribe(&["firehose"], last_id.as_deref()).await;
     let rest = resumed.take(total - received.len(), WAIT).await;
     let mut all: Vec<usize> = received.iter().map(|(n, _)| *n).collect();
     all.extend(rest.iter().map(|e| e.data.split(' ').next().unwrap().parse::<usize>().unwrap()));
@@ -104,10 +102,9 @@ async fn a_restart_under_the_same_instance_id_resets_the_earlier_lifes_state() {
 
 #[tokio::test]
 async fn a_connection_storm_registers_membership_in_few_round_trips() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("storm");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("storm");
+    let gateway = world.gateway(&[]).await;
+    let mut conn = world.conn().await;
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
     let n = 400;
     let url = gateway.url("/events?topic=storm");
@@ -117,7 +114,7 @@ async fn a_connection_storm_registers_membership_in_few_round_trips() {
     });
     let streams: Vec<_> = futures_util::future::join_all(connects).await;
     assert_eq!(streams.len(), n);
-    let group = streamgate_tests::keys::group(&prefix, "storm");
+    let group = streamgate_tests::keys::group(&world.prefix, "storm");
     // Only the first subscriber of a topic waits for its membership; the count of the
     // others follows in the next flushes.
     let deadline = tokio::time::Instant::now() + WAIT;
