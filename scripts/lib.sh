@@ -77,11 +77,13 @@ ensure_apt_packages() {
         apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
-# Toolchain pieces the build needs: a C compiler and linker, pkg-config, and the OpenSSL
-# headers (the redis crate links the system OpenSSL through native-tls).
+# Toolchain pieces the build needs: a C compiler and linker, make (jemalloc's build),
+# pkg-config, and the OpenSSL headers (the redis crate links the system OpenSSL through
+# native-tls).
 ensure_build_deps() {
     local missing=()
     command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+    command -v make >/dev/null 2>&1 || missing+=(make)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     if ! { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; }; then
         missing+=(libssl-dev)

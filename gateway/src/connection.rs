@@ -30,6 +30,7 @@ use crate::fanout::{self, Lagged};
 use crate::history::{self, HistoryRead, Position};
 use crate::hub::{Delivery, Hub, LiveEvent, ResetNotice, Subscription};
 use crate::metrics::{CloseLabels, CloseReason, GatewayMetrics, command};
+use crate::sparse::ShrinkWhenSparse as _;
 use crate::startup::AppState;
 
 /// What `/admin/connections` shows of a connection.
@@ -78,6 +79,7 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let mut map = self.connections.map.lock().expect("connections lock");
         map.remove(&self.info.id);
+        map.shrink_when_sparse();
         // Under the same lock, so a total is never counted twice or missed.
         let sent = self.info.events_sent.load(Ordering::Relaxed);
         self.connections.closed_events_sent.fetch_add(sent, Ordering::Relaxed);

@@ -43,6 +43,7 @@ use crate::fanout;
 use crate::history::{self, Position, ReadLimit};
 use crate::membership::Membership;
 use crate::metrics::command;
+use crate::sparse::ShrinkWhenSparse as _;
 
 /// How many routed entries may wait for a hub before the reader stops queueing and lets
 /// the hub catch up from history instead.
@@ -389,6 +390,7 @@ impl Hubs {
             if entry.subscribers == 0 {
                 entry.hub.stop.cancel();
                 map.remove(topic);
+                map.shrink_when_sparse();
             }
         }
         self.context.metrics.hubs.set(map.len() as i64);

@@ -13,6 +13,7 @@
 //! - `hub` — per-topic sequencing and the encode-once broadcast.
 //! - `delivery_trace` — the `deliver` span of a sampled event, one per hub.
 //! - `fanout` — the broadcast ring that allocates only what it holds.
+//! - `sparse` — tables that give their room back once most entries are gone.
 //! - `membership` — liveness and group-hash registration, batched.
 //! - `reader` — the instance stream reader.
 //! - [`history`] — reading a topic's history.
@@ -37,6 +38,7 @@ mod metrics;
 mod reader;
 mod server;
 pub mod settings;
+mod sparse;
 mod startup;
 mod summary;
 mod tls;

@@ -8,12 +8,13 @@ use gateway::{Application, GatewayConfig};
 use streamgate::settings::bad_config;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc gives freed memory back to the system: with glibc's malloc a gateway's RSS
-/// stayed near its peak after subscribers had read everything, the freed event frames
-/// kept in its heaps (`tests/tests/it/gateway_memory.rs`, docs/BENCHMARKS.md). `v2` and
-/// `no_thp`: huge pages added ~20 KiB per idle connection, and v2 came back lowest.
+/// jemalloc, with background threads and a one-second decay (`.cargo/config.toml`), gives
+/// freed memory back to the system while the gateway is idle: after a connection storm
+/// closes (S1) and after subscribers have read everything (`gateway_memory` test). glibc's
+/// malloc kept the freed event frames in its heaps; mimalloc returned pages only on later
+/// allocations, which an idle gateway does not make (docs/BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Streamgate gateway: Server-Sent Events with resume on any instance.
 #[derive(Debug, Parser)]

@@ -43,6 +43,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{GatewayMetrics, command};
+use crate::sparse::ShrinkWhenSparse as _;
 
 #[derive(Debug, Default)]
 struct State {
@@ -129,6 +130,7 @@ impl Membership {
             *count = count.saturating_sub(1);
             if *count == 0 {
                 state.counts.remove(topic);
+                state.counts.shrink_when_sparse();
             }
         }
         state.dirty.insert(topic.clone());
@@ -299,6 +301,8 @@ impl Membership {
                         state.registered.insert(topic, want);
                     }
                 }
+                state.registered.shrink_when_sparse();
+                state.dirty.shrink_when_sparse();
                 drop(state);
                 self.live.store(true, Ordering::Relaxed);
                 self.flushed.send_replace(generation);

@@ -23,7 +23,8 @@ const QUEUE_SIZE: usize = 16;
 const EVENT_BYTES: usize = 16 * 1024;
 /// What the gateway may keep above its baseline once everything is read: allocator caches
 /// and buffers that grew with the traffic, under 10% of the 250 MiB that went through.
-/// Measured: 9–12 MiB with mimalloc; glibc's malloc kept 43–67 MiB (docs/BENCHMARKS.md).
+/// Measured: 0 MiB with jemalloc (41 → 47 → 41), 9–12 MiB with mimalloc; glibc's malloc kept
+/// 43–67 MiB (docs/BENCHMARKS.md).
 const ALLOWANCE_KIB: u64 = 24 * 1024;
 /// How long the memory may take to come back after the last subscriber caught up.
 const SETTLE: Duration = Duration::from_secs(10);
