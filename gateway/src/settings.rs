@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use streamgate::config::{ConfigError, Layered, ServiceConfig, Setting, parse_bool, parse_list};
-use streamgate::settings::{COMMON, Common, with_common};
+use streamgate::settings::{COMMON, Common, MAX_TOPIC_BYTES, max_topic_bytes, with_common};
 use streamgate::topic::InstanceId;
 
 use crate::access::config::AccessConfig;
@@ -52,13 +52,6 @@ pub const MAX_TOPICS_PER_CONNECTION: Setting = Setting {
     default: "32",
     allowed: "a whole number from 1 to 1024",
     help: "How many topic parameters one /events request may name.",
-};
-/// `MAX_TOPIC_BYTES`.
-pub const MAX_TOPIC_BYTES: Setting = Setting {
-    name: "MAX_TOPIC_BYTES",
-    default: "256",
-    allowed: "a whole number from 1 to 4096",
-    help: "The longest topic name accepted, in bytes.",
 };
 /// `QUEUE_SIZE`.
 pub const QUEUE_SIZE: Setting = Setting {
@@ -596,7 +589,7 @@ impl ServiceConfig for GatewayConfig {
                 .get_duration(&RETRY_INTERVAL, Duration::from_millis(100)..=Duration::from_secs(60))?,
             max_connections: layered.get_in_range(&MAX_CONNECTIONS, 1..=10_000_000)?,
             max_topics_per_connection: layered.get_in_range(&MAX_TOPICS_PER_CONNECTION, 1..=1024)?,
-            max_topic_bytes: layered.get_in_range(&MAX_TOPIC_BYTES, 1..=4096)?,
+            max_topic_bytes: max_topic_bytes(layered)?,
             queue_size: layered.get_in_range(&QUEUE_SIZE, 16..=1 << 20)?,
             queue_bytes: layered.get_bytes(&QUEUE_BYTES, 64 << 10..=1 << 30)?,
             replay_batch: layered.get_in_range(&REPLAY_BATCH, 1..=10_000)?,

@@ -7,27 +7,13 @@
 use std::time::Duration;
 
 use streamgate::config::{ConfigError, Layered, ServiceConfig, Setting, parse_bool};
-use streamgate::settings::{COMMON, Common, with_common};
+use streamgate::settings::{
+    COMMON, Common, HISTORY_MAX_AGE, HISTORY_MAX_LEN, MAX_TOPIC_BYTES, Retention, max_topic_bytes,
+    with_common,
+};
 
 use crate::instances::MIN_CLAIM_TTL;
-use crate::sweep::{Retention, SweepSettings};
-
-/// `HISTORY_MAX_LEN`.
-pub const HISTORY_MAX_LEN: Setting = Setting {
-    name: "HISTORY_MAX_LEN",
-    default: "10000",
-    allowed: "a whole number; 0 means unlimited",
-    help: "Events kept per topic history (trimmed approximately). Keep it equal to the producer's.",
-};
-
-/// `HISTORY_MAX_AGE`.
-pub const HISTORY_MAX_AGE: Setting = Setting {
-    name: "HISTORY_MAX_AGE",
-    default: "24h",
-    allowed: "a duration such as 90s, 30m or 24h; 0 means unlimited",
-    help: "Events older than this are trimmed (by Redis' clock); a history idle this long with no \
-           subscribers is deleted. 0: nothing is trimmed by age and no history is deleted.",
-};
+use crate::sweep::SweepSettings;
 
 /// `SWEEP_BUDGET`.
 pub const SWEEP_BUDGET: Setting = Setting {
@@ -52,14 +38,6 @@ pub const FULL_SCAN: Setting = Setting {
     allowed: "true or false",
     help: "Also SCAN the keyspace for orphans no index names (otherwise only the instance and \
            topic indexes are swept).",
-};
-
-/// `MAX_TOPIC_BYTES`.
-pub const MAX_TOPIC_BYTES: Setting = Setting {
-    name: "MAX_TOPIC_BYTES",
-    default: "256",
-    allowed: "a whole number from 1 to 4096",
-    help: "Longest topic name; keys naming a longer or invalid topic are reported and left alone.",
 };
 
 /// `SWEEP_CLAIM_TTL`.
@@ -99,17 +77,12 @@ impl ServiceConfig for JanitorConfig {
     const SETTINGS: &'static [Setting] = SETTINGS;
 
     fn from_layered(layered: &Layered) -> Result<JanitorConfig, ConfigError> {
-        let max_age = layered.get_duration(&HISTORY_MAX_AGE, Duration::ZERO..=Duration::MAX)?;
-        let retention = Retention {
-            max_len: Some(layered.get::<u64>(&HISTORY_MAX_LEN)?).filter(|&len| len > 0),
-            max_age: (!max_age.is_zero()).then_some(max_age),
-        };
         let sweep = SweepSettings {
-            retention,
+            retention: Retention::from_layered(layered)?,
             budget: layered.get_in_range(&SWEEP_BUDGET, 1..=1_000_000_000)?,
             scan_count: layered.get_in_range(&SCAN_COUNT, 1..=10_000)?,
             full_scan: layered.get_with(&FULL_SCAN, parse_bool)?,
-            max_topic_bytes: layered.get_in_range(&MAX_TOPIC_BYTES, 1..=4096)?,
+            max_topic_bytes: max_topic_bytes(layered)?,
             claim_ttl: layered.get_duration(&SWEEP_CLAIM_TTL, MIN_CLAIM_TTL..=Duration::from_secs(3600))?,
         };
         Ok(JanitorConfig { common: Common::from_layered(layered)?, sweep })

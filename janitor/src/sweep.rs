@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use streamgate::keys::{Keys, RedisType};
 use streamgate::redis::RedisError;
 use streamgate::redis::{Conn, Redis};
+pub use streamgate::settings::Retention;
 use streamgate::topic::{InstanceId, Topic};
 
 use crate::instances::{Claim, InstanceClaim};
@@ -31,16 +32,6 @@ use crate::instances::{Claim, InstanceClaim};
 /// How many malformed items a sweep logs at `warn`; the rest go to `debug`. Enough to show
 /// an operator what is wrong without flooding the log when a whole keyspace is foreign.
 const MALFORMED_WARNINGS_PER_SWEEP: u64 = 20;
-
-/// The retention a sweep enforces on topic histories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Events kept per history; `None` for no limit.
-    pub max_len: Option<u64>,
-    /// Age after which events are trimmed and an idle history deleted; `None` for no limit
-    /// (then no history is ever deleted as idle).
-    pub max_age: Option<Duration>,
-}
 
 /// What one sweep enforces and how much it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]

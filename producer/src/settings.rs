@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use streamgate::config::{ConfigError, Layered, Secret, ServiceConfig, Setting, parse_bool};
-use streamgate::settings::{COMMON, Common, with_common};
+use streamgate::settings::{
+    COMMON, Common, HISTORY_MAX_AGE, HISTORY_MAX_LEN, MAX_TOPIC_BYTES, Retention, max_topic_bytes,
+    with_common,
+};
 
 use crate::auth::{AuthConfig, MIN_JWT_SECRET_BYTES};
 use crate::ingest::IngestConfig;
@@ -94,23 +97,6 @@ pub const REQUEST_BODY_TIMEOUT: Setting = Setting {
     help: "How long a client may take to send a POST /publish body (408 after it).",
 };
 
-/// `HISTORY_MAX_LEN`.
-pub const HISTORY_MAX_LEN: Setting = Setting {
-    name: "HISTORY_MAX_LEN",
-    default: "10000",
-    allowed: "a whole number; 0 means unlimited",
-    help: "Events kept per topic history (trimmed approximately, so appends stay O(1)).",
-};
-
-/// `HISTORY_MAX_AGE`.
-pub const HISTORY_MAX_AGE: Setting = Setting {
-    name: "HISTORY_MAX_AGE",
-    default: "24h",
-    allowed: "a duration such as 90s, 30m or 24h; 0 means unlimited",
-    help: "Events older than this are trimmed from a topic's history on its next publish \
-           (approximately, by Redis' clock).",
-};
-
 /// `DEDUP_WINDOW`.
 pub const DEDUP_WINDOW: Setting = Setting {
     name: "DEDUP_WINDOW",
@@ -150,14 +136,6 @@ pub const MAX_BATCH_EVENTS: Setting = Setting {
     default: "1000",
     allowed: "a whole number from 1 to 100000",
     help: "Most events in one POST /publish batch (413 over it).",
-};
-
-/// `MAX_TOPIC_BYTES`.
-pub const MAX_TOPIC_BYTES: Setting = Setting {
-    name: "MAX_TOPIC_BYTES",
-    default: "256",
-    allowed: "a whole number from 1 to 4096",
-    help: "Longest topic name accepted, in bytes. Keep it equal on gateways and producers.",
 };
 
 /// `INGEST_STREAM`.
@@ -311,12 +289,10 @@ impl ServiceConfig for ProducerConfig {
     const SETTINGS: &'static [Setting] = SETTINGS;
 
     fn from_layered(layered: &Layered) -> Result<ProducerConfig, ConfigError> {
-        let unlimited_or = |value: Duration| (!value.is_zero()).then_some(value);
+        let retention = Retention::from_layered(layered)?;
         let publisher = PublisherConfig {
-            history_max_len: Some(layered.get::<u64>(&HISTORY_MAX_LEN)?).filter(|&len| len > 0),
-            history_max_age: unlimited_or(
-                layered.get_duration(&HISTORY_MAX_AGE, Duration::ZERO..=Duration::MAX)?,
-            ),
+            history_max_len: retention.max_len,
+            history_max_age: retention.max_age,
             dedup_window: layered
                 .get_duration(&DEDUP_WINDOW, Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600))?,
             instance_stream_max_len: layered.get_in_range(&INSTANCE_STREAM_MAX_LEN, 1..=100_000_000)?,
@@ -327,7 +303,7 @@ impl ServiceConfig for ProducerConfig {
             max_event_bytes: layered.get_bytes(&MAX_EVENT_BYTES, 1..=64 << 20)?,
             max_request_bytes: layered.get_bytes(&MAX_REQUEST_BYTES, 1..=256 << 20)?,
             max_batch_events: layered.get_in_range(&MAX_BATCH_EVENTS, 1..=100_000)?,
-            max_topic_bytes: layered.get_in_range(&MAX_TOPIC_BYTES, 1..=4096)?,
+            max_topic_bytes: max_topic_bytes(layered)?,
         };
         let key_name =
             |raw: &str| (!raw.is_empty() && !raw.chars().any(char::is_control)).then(|| raw.to_owned());

@@ -1,6 +1,7 @@
 //! Settings every service shares, and the one way a binary stops on bad configuration.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::config::{ConfigError, EXIT_BAD_CONFIG, Layered, Secret, Setting};
 use crate::keys::{DEFAULT_PREFIX, Keys};
@@ -109,6 +110,67 @@ pub const OTEL_TRACES_SAMPLER_ARG: Setting = Setting {
     allowed: "a ratio from 0 to 1, such as 0.01",
     help: "The fraction of traces the ratio samplers keep.",
 };
+
+// --- Settings several services read (not all of them), each beside its one reading, so
+// that the range in `allowed` and the range checked cannot drift apart. ---
+
+/// `MAX_TOPIC_BYTES`: gateways and producers refuse longer topic names; the janitor leaves
+/// keys naming one alone. Read it with [`max_topic_bytes`].
+pub const MAX_TOPIC_BYTES: Setting = Setting {
+    name: "MAX_TOPIC_BYTES",
+    default: "256",
+    allowed: "a whole number from 1 to 4096",
+    help: "The longest topic name, in bytes: gateways and producers refuse longer ones (400), the \
+           janitor reports keys naming one and leaves them alone. Keep it equal on every service.",
+};
+
+/// The value of [`MAX_TOPIC_BYTES`].
+pub fn max_topic_bytes(layered: &Layered) -> Result<usize, ConfigError> {
+    layered.get_in_range(&MAX_TOPIC_BYTES, 1..=4096)
+}
+
+/// `HISTORY_MAX_LEN`: producers trim on append, the janitor on its sweep. Read it with
+/// [`Retention::from_layered`].
+pub const HISTORY_MAX_LEN: Setting = Setting {
+    name: "HISTORY_MAX_LEN",
+    default: "10000",
+    allowed: "a whole number; 0 means unlimited",
+    help: "Events kept per topic history (trimmed approximately, so appends stay O(1)). Keep the \
+           janitor's equal to the producers'.",
+};
+
+/// `HISTORY_MAX_AGE`: producers trim on append, the janitor trims and deletes idle
+/// histories. Read it with [`Retention::from_layered`].
+pub const HISTORY_MAX_AGE: Setting = Setting {
+    name: "HISTORY_MAX_AGE",
+    default: "24h",
+    allowed: "a duration such as 90s, 30m or 24h; 0 means unlimited",
+    help: "Events older than this are trimmed from a topic's history (approximately, by Redis' \
+           clock): by producers on its next publish, by the janitor on its sweep, which also \
+           deletes a history idle this long with no subscribers. 0: nothing is trimmed by age \
+           and no history is deleted.",
+};
+
+/// A topic history's retention ([`HISTORY_MAX_LEN`], [`HISTORY_MAX_AGE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Events kept per history; `None` for no limit.
+    pub max_len: Option<u64>,
+    /// Age after which events are trimmed and an idle history deleted; `None` for no limit
+    /// (then no history is ever deleted as idle).
+    pub max_age: Option<Duration>,
+}
+
+impl Retention {
+    /// The retention the two settings give; `0` is no limit.
+    pub fn from_layered(layered: &Layered) -> Result<Retention, ConfigError> {
+        let max_age = layered.get_duration(&HISTORY_MAX_AGE, Duration::ZERO..=Duration::MAX)?;
+        Ok(Retention {
+            max_len: Some(layered.get::<u64>(&HISTORY_MAX_LEN)?).filter(|&len| len > 0),
+            max_age: (!max_age.is_zero()).then_some(max_age),
+        })
+    }
+}
 
 /// The settings in [`Common`].
 pub const COMMON: [Setting; 12] = [

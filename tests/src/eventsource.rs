@@ -30,6 +30,11 @@ pub struct Received {
     pub last_id: Option<String>,
 }
 
+/// `n` topic names, `{prefix}-0` to `{prefix}-{n-1}`.
+pub fn topic_names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
 /// One browser-like subscriber.
 pub struct Subscriber {
     /// Its topics.
@@ -59,6 +64,21 @@ impl Subscriber {
             stop.clone(),
         ));
         Subscriber { topics, received, connected, connects, stop }
+    }
+
+    /// `n` subscribers at `base`, spread round robin over `topics`; every fifth one listens
+    /// to three topics (its own and the next two), so multi-topic streams are in the mix.
+    pub fn start_many(base: &str, topics: &[String], n: usize) -> Vec<Subscriber> {
+        (0..n)
+            .map(|i| {
+                let mine: Vec<&str> = if i % 5 == 0 {
+                    (0..3).map(|k| topics[(i + k) % topics.len()].as_str()).collect()
+                } else {
+                    vec![topics[i % topics.len()].as_str()]
+                };
+                Subscriber::start(base, &mine, None)
+            })
+            .collect()
     }
 
     /// Whether a stream is open now and has its cursor (its first `id:`, which the gateway

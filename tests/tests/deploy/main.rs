@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use stack::{Gateway, Stack};
 use streamgate_tests::eventsource::{
-    Publisher, Subscriber, Tally, counted, tally, wait_connected, wait_delivered,
+    Publisher, Subscriber, Tally, counted, tally, topic_names, wait_connected, wait_delivered,
 };
 
 /// How long delivery may take to complete after the last publish.
@@ -36,23 +36,9 @@ const TLS_SERVER_NAME: &str = "localhost";
 /// caches the service's addresses for `valid=10s` (deploy/nginx.conf).
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(30);
 
-/// `n` topics named after the scenario, so scenarios on the one stack never share one.
-fn topic_names(scenario: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{scenario}-{i}")).collect()
-}
-
-/// `n` subscribers through the load balancer; every fifth one listens to three topics.
+/// `n` subscribers through the load balancer (`Subscriber::start_many`).
 fn subscribe_all(stack: &Stack, topics: &[String], n: usize) -> Vec<Subscriber> {
-    (0..n)
-        .map(|i| {
-            let mine: Vec<&str> = if i % 5 == 0 {
-                (0..3).map(|k| topics[(i + k) % topics.len()].as_str()).collect()
-            } else {
-                vec![topics[i % topics.len()].as_str()]
-            };
-            Subscriber::start(&stack.lb_url, &mine, None)
-        })
-        .collect()
+    Subscriber::start_many(&stack.lb_url, topics, n)
 }
 
 fn report(scenario: &str, tally: Tally) {

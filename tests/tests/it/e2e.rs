@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use streamgate_tests::eventsource::{
-    Publisher, Subscriber, Tally, counted, history_order, tally, wait_connected, wait_delivered,
+    Publisher, Subscriber, Tally, counted, history_order, tally, topic_names, wait_connected, wait_delivered,
 };
 use streamgate_tests::rig::{Rig, RigOptions, RigRedis};
 
@@ -26,22 +26,9 @@ const DELIVERY_DEADLINE: Duration = Duration::from_secs(30);
 const ROUNDS: u64 = 150;
 const TOPOLOGY_ROUNDS: u64 = 50;
 
-fn topic_names(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("topic-{i}")).collect()
-}
-
-/// `n` subscribers through nginx; every fifth one listens to three topics.
+/// `n` subscribers through nginx (`Subscriber::start_many`).
 fn subscribe_all(rig: &Rig, topics: &[String], n: usize) -> Vec<Subscriber> {
-    (0..n)
-        .map(|i| {
-            let mine: Vec<&str> = if i % 5 == 0 {
-                (0..3).map(|k| topics[(i + k) % topics.len()].as_str()).collect()
-            } else {
-                vec![topics[i % topics.len()].as_str()]
-            };
-            Subscriber::start(&rig.nginx.url(""), &mine, None)
-        })
-        .collect()
+    Subscriber::start_many(&rig.nginx.url(""), topics, n)
 }
 
 fn publisher(rig: &Rig) -> Publisher {
@@ -76,7 +63,7 @@ async fn e2e_sentinel_1_steady_state_many_clients_many_topics_two_producers() {
 
 async fn steady_state(redis: RigRedis, rounds: u64) {
     let rig = Rig::start("e2e1", RigOptions { redis, ..RigOptions::default() }).await;
-    let topics = topic_names(20);
+    let topics = topic_names("topic", 20);
     let subscribers = subscribe_all(&rig, &topics, 60);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -117,7 +104,7 @@ async fn e2e_sentinel_2_sigkill_a_gateway_mid_stream() {
 
 async fn sigkill_a_gateway_mid_stream(redis: RigRedis, rounds: u64) {
     let mut rig = Rig::start("e2e2", RigOptions { redis, ..RigOptions::default() }).await;
-    let topics = topic_names(9);
+    let topics = topic_names("topic", 9);
     let subscribers = subscribe_all(&rig, &topics, 30);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -167,7 +154,7 @@ async fn sigkill_a_gateway_mid_stream(redis: RigRedis, rounds: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_3_redis_restart_mid_stream() {
     let mut rig = Rig::start("e2e3", RigOptions::default()).await;
-    let topics = topic_names(6);
+    let topics = topic_names("topic", 6);
     let subscribers = subscribe_all(&rig, &topics, 20);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
     let connects_before: u64 =
@@ -232,7 +219,7 @@ async fn producer_sigkill_mid_batch_on_the_ingest_stream(redis: RigRedis, rounds
         RigOptions { redis, producer_env: vec![("INGEST_BATCH", "50")], ..RigOptions::default() },
     )
     .await;
-    let topics = topic_names(5);
+    let topics = topic_names("topic", 5);
     let subscribers = subscribe_all(&rig, &topics, 15);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
     let mut conn = rig.conn().await;
@@ -267,7 +254,7 @@ async fn producer_sigkill_mid_batch_on_the_ingest_stream(redis: RigRedis, rounds
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_5_quiet_streams_behind_a_proxy_with_a_short_read_timeout() {
     let rig = Rig::start("e2e5", RigOptions { proxy_read_timeout: "2s", ..RigOptions::default() }).await;
-    let topics = topic_names(3);
+    let topics = topic_names("topic", 3);
     let subscribers = subscribe_all(&rig, &topics, 9);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -349,7 +336,7 @@ async fn e2e_sentinel_8_graceful_shutdown_during_traffic() {
 
 async fn graceful_shutdown_during_traffic(redis: RigRedis, rounds: u64) {
     let mut rig = Rig::start("e2e8", RigOptions { redis, ..RigOptions::default() }).await;
-    let topics = topic_names(9);
+    let topics = topic_names("topic", 9);
     let subscribers = subscribe_all(&rig, &topics, 30);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
