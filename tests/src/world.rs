@@ -4,8 +4,12 @@
 //! and assert.
 
 use producer::publisher::Publisher;
+use redis::AsyncCommands as _;
 use redis::aio::MultiplexedConnection;
+use streamgate::cursor::HistoryId;
 use streamgate::keys::Keys;
+use streamgate::stream::{HistoryEntry, field};
+use streamgate::topic::Topic;
 
 use crate::eventsource::urlencode;
 use crate::gateway_app::{TestGateway, spawn_gateway};
@@ -28,7 +32,11 @@ pub struct TestWorld {
 impl TestWorld {
     /// Starts a Redis server; `name` starts the prefix, so keys say which test wrote them.
     pub fn start(name: &str) -> TestWorld {
-        let redis = RedisServer::start();
+        TestWorld::on(name, RedisServer::start())
+    }
+
+    /// A world on a Redis server started with options of the test's own.
+    pub fn on(name: &str, redis: RedisServer) -> TestWorld {
         let prefix = unique_prefix(name);
         let keys = Keys::new(&prefix).expect("a valid prefix");
         let publisher = publisher(&redis.url(), &prefix);
@@ -48,6 +56,22 @@ impl TestWorld {
     /// Publishes one event with `data` on `topic`; returns its cursor.
     pub async fn publish(&self, topic: &str, data: &str) -> String {
         publish_one(&self.publisher, topic, data).await
+    }
+
+    /// Appends an event to `topic`'s history exactly as the producer's script does (with
+    /// its predecessor and the meta's `last`), with the id `id` or Redis' own, but routes
+    /// it nowhere: a producer that died between its two steps, or a route that failed
+    /// after the publish was answered.
+    pub async fn append_unrouted(&self, topic: &Topic, id: Option<HistoryId>, data: &str) -> HistoryEntry {
+        let mut conn = self.conn().await;
+        let prev: String = conn.hget(self.keys.meta(topic), field::META_LAST).await.unwrap();
+        let mut entry =
+            HistoryEntry { id: HistoryId::ZERO, prev: prev.parse().unwrap(), name: None, data: data.into() };
+        let id_arg = id.map_or_else(|| "*".to_owned(), |id| id.to_string());
+        let added: String = conn.xadd(self.keys.history(topic), id_arg, &entry.fields()).await.unwrap();
+        entry.id = added.parse().unwrap();
+        let _: () = conn.hset(self.keys.meta(topic), field::META_LAST, &added).await.unwrap();
+        entry
     }
 }
 

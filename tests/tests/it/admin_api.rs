@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use streamgate_tests::eventsource::Subscriber;
-use streamgate_tests::gateway_app::{TestGateway, spawn_gateway};
-use streamgate_tests::publish::{event, publish_one, publisher};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::gateway_app::TestGateway;
+use streamgate_tests::publish::event;
 use streamgate_tests::sse_client::{SseStream, connect};
 use streamgate_tests::wait::wait_until;
+use streamgate_tests::world::TestWorld;
 
 const WAIT: Duration = Duration::from_secs(15);
 const TOKEN: &str = "admin-token-0123456789";
@@ -65,19 +65,16 @@ fn expect_bad_request(status: u16, body: &Value, what: &str) {
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: a JSON error, got {body}");
 }
 
-async fn two_gateways(redis: &RedisServer, prefix: &str) -> (TestGateway, TestGateway) {
-    let settings = [("ADMIN_TOKEN", TOKEN), ("INSTANCE_ID", "gw-a")];
-    let a = spawn_gateway(&redis.url(), prefix, &settings).await;
-    let settings = [("ADMIN_TOKEN", TOKEN), ("INSTANCE_ID", "gw-b")];
-    let b = spawn_gateway(&redis.url(), prefix, &settings).await;
+async fn two_gateways(world: &TestWorld) -> (TestGateway, TestGateway) {
+    let a = world.gateway(&[("ADMIN_TOKEN", TOKEN), ("INSTANCE_ID", "gw-a")]).await;
+    let b = world.gateway(&[("ADMIN_TOKEN", TOKEN), ("INSTANCE_ID", "gw-b")]).await;
     (a, b)
 }
 
 #[tokio::test]
 async fn a_topics_subscribers_per_gateway_follow_streams_opening_and_closing() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("admintopic");
-    let (a, b) = two_gateways(&redis, &prefix).await;
+    let world = TestWorld::start("admintopic");
+    let (a, b) = two_gateways(&world).await;
     let (status, body) = get(&a, "/admin/topics/room").await;
     assert_eq!(status, 404, "nothing is known of the topic yet: {body}");
     assert!(body["error"].as_str().unwrap().contains("unknown topic"), "{body}");
@@ -109,9 +106,8 @@ async fn a_topics_subscribers_per_gateway_follow_streams_opening_and_closing() {
     assert_eq!(subscribers(&a, "other").await, (1, vec![("gw-a".to_owned(), 1, true)]));
 
     // A gateway that shuts down takes its subscribers with it; the history stays known.
-    let publisher = publisher(&redis.url(), &prefix);
-    let first = publish_one(&publisher, "room", "one").await;
-    let last = publish_one(&publisher, "room", "two").await;
+    let first = world.publish("room", "one").await;
+    let last = world.publish("room", "two").await;
     drop(on_a_2);
     a.shutdown().await;
     wait_until("no subscriber left", WAIT, || async { subscribers(&b, "room").await == (0, Vec::new()) })
@@ -133,14 +129,12 @@ async fn a_topics_subscribers_per_gateway_follow_streams_opening_and_closing() {
 
 #[tokio::test]
 async fn a_topics_history_is_paged_after_an_exclusive_cursor() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("adminhist");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("ADMIN_TOKEN", TOKEN)]).await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let world = TestWorld::start("adminhist");
+    let gateway = world.gateway(&[("ADMIN_TOKEN", TOKEN)]).await;
     let batch: Vec<_> = (0..105)
         .map(|n| event("log", (n % 2 == 0).then_some("even"), &format!("line {n}\nsecond line")))
         .collect();
-    let published = publisher.publish(&batch).await.unwrap();
+    let published = world.publisher.publish(&batch).await.unwrap();
     let cursors: Vec<String> = published.iter().map(|p| p.cursor.to_string()).collect();
 
     let (status, first_page) = get(&gateway, "/admin/topics/log/history").await;
@@ -195,8 +189,8 @@ async fn a_topics_history_is_paged_after_an_exclusive_cursor() {
 
 #[tokio::test]
 async fn connections_are_listed_by_topic_and_client_address() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("adminfilter"), &[("ADMIN_TOKEN", TOKEN)]).await;
+    let world = TestWorld::start("adminfilter");
+    let gateway = world.gateway(&[("ADMIN_TOKEN", TOKEN)]).await;
     let _x = open(&gateway, "topic=x").await;
     let _y = open(&gateway, "topic=y").await;
     let _xy = open(&gateway, "topic=x&topic=y").await;
@@ -240,14 +234,12 @@ async fn connections_are_listed_by_topic_and_client_address() {
 
 #[tokio::test]
 async fn closing_a_connection_ends_its_stream_and_its_client_resumes_without_loss_or_duplicate() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("adminclose");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("ADMIN_TOKEN", TOKEN)]).await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let world = TestWorld::start("adminclose");
+    let gateway = world.gateway(&[("ADMIN_TOKEN", TOKEN)]).await;
     let subscriber = Subscriber::start(&gateway.url(""), &["room"], None);
     wait_until("the subscriber is connected", WAIT, || async { subscriber.is_connected() }).await;
     for seq in 0..5 {
-        publish_one(&publisher, "room", &format!("room {seq}")).await;
+        world.publish("room", &format!("room {seq}")).await;
     }
     wait_until("five events", WAIT, || async { subscriber.count("room") == 5 }).await;
     let (_, listed) = get(&gateway, "/admin/connections?topic=room").await;
@@ -257,7 +249,7 @@ async fn closing_a_connection_ends_its_stream_and_its_client_resumes_without_los
     assert_eq!(status, 204);
     // Published while the client is away: it must get them from its cursor.
     for seq in 5..10 {
-        publish_one(&publisher, "room", &format!("room {seq}")).await;
+        world.publish("room", &format!("room {seq}")).await;
     }
     wait_until("ten events", WAIT, || async { subscriber.count("room") == 10 }).await;
     let received = subscriber.received();
@@ -290,8 +282,8 @@ async fn closing_a_connection_ends_its_stream_and_its_client_resumes_without_los
 
 #[tokio::test]
 async fn the_new_admin_routes_require_the_token_and_the_page_needs_none() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("admintoken"), &[("ADMIN_TOKEN", TOKEN)]).await;
+    let world = TestWorld::start("admintoken");
+    let gateway = world.gateway(&[("ADMIN_TOKEN", TOKEN)]).await;
     let client = reqwest::Client::new();
     let routes = [
         ("GET", "/admin/cluster"),

@@ -6,15 +6,20 @@ use streamgate::config::ServiceConfig as _;
 
 use redis::AsyncCommands;
 use streamgate::cursor::topic_tag;
+use streamgate::topic::InstanceId;
 use streamgate_tests::gateway_app::spawn_gateway;
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::sse_client::{connect, read_raw_until};
+use streamgate_tests::wait::wait_until;
+use streamgate_tests::world::TestWorld;
+
+/// How long a membership change may take to reach Redis.
+const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn each_bad_request_gets_400_with_a_json_error() {
-    let redis = RedisServer::start();
-    let gateway =
-        spawn_gateway(&redis.url(), &unique_prefix("bad"), &[("MAX_TOPICS_PER_CONNECTION", "2")]).await;
+    let world = TestWorld::start("bad");
+    let gateway = world.gateway(&[("MAX_TOPICS_PER_CONNECTION", "2")]).await;
     let client = reqwest::Client::new();
     let cases = [
         ("/events", None, "no topic"),
@@ -42,8 +47,8 @@ async fn each_bad_request_gets_400_with_a_json_error() {
 
 #[tokio::test]
 async fn stream_opens_with_headers_retry_and_instance_comment() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("open"), &[]).await;
+    let world = TestWorld::start("open");
+    let gateway = world.gateway(&[]).await;
     let stream = connect(&gateway.url("/events?topic=order:1"), None).await;
     assert_eq!(stream.status, 200);
     assert_eq!(stream.headers["content-type"], "text/event-stream");
@@ -56,8 +61,8 @@ async fn stream_opens_with_headers_retry_and_instance_comment() {
 
 #[tokio::test]
 async fn heartbeat_comments_arrive_at_the_configured_interval() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("hb"), &[("HEARTBEAT_INTERVAL", "1s")]).await;
+    let world = TestWorld::start("hb");
+    let gateway = world.gateway(&[("HEARTBEAT_INTERVAL", "1s")]).await;
     let started = std::time::Instant::now();
     let raw =
         read_raw_until(&gateway.url("/events?topic=quiet"), ": \n\n: \n\n", Duration::from_secs(10)).await;
@@ -68,32 +73,35 @@ async fn heartbeat_comments_arrive_at_the_configured_interval() {
 
 #[tokio::test]
 async fn memberships_are_counted_and_removed_when_the_last_subscriber_leaves() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("members");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
-    let mut conn = redis.client().await;
-    let group = streamgate_tests::keys::group(&prefix, "room");
+    let world = TestWorld::start("members");
+    let gateway = world.gateway(&[]).await;
+    let mut conn = world.conn().await;
+    let group = streamgate_tests::keys::group(&world.prefix, "room");
     let first = connect(&gateway.url("/events?topic=room"), None).await;
     let second = connect(&gateway.url("/events?topic=room&topic=other"), None).await;
-    wait_for(|| async {
+    wait_until("both subscribers counted", WAIT, || async {
         conn.clone().hget::<_, _, Option<i64>>(&group, &gateway.instance).await.unwrap() == Some(2)
     })
     .await;
     drop(first);
     drop(second);
-    wait_for(|| async { !conn.clone().exists::<_, bool>(&group).await.unwrap() }).await;
-    let alive: bool = conn.exists(format!("{prefix}:i:{{{}}}:alive", gateway.instance)).await.unwrap();
+    wait_until("the membership removed", WAIT, || async {
+        !conn.clone().exists::<_, bool>(&group).await.unwrap()
+    })
+    .await;
+    let alive: bool =
+        conn.exists(world.keys.instance_alive(&InstanceId::parse(&gateway.instance).unwrap())).await.unwrap();
     assert!(alive);
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let mut redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("ready"), &[]).await;
+    let mut world = TestWorld::start("ready");
+    let gateway = world.gateway(&[]).await;
     let client = reqwest::Client::new();
     assert_eq!(client.get(gateway.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(client.get(gateway.url("/readyz")).send().await.unwrap().status(), 200);
-    redis.stop();
+    world.redis.stop();
     let response = client.get(gateway.url("/readyz")).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(client.get(gateway.url("/healthz")).send().await.unwrap().status(), 200);
@@ -101,48 +109,41 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn graceful_shutdown_removes_memberships_and_liveness() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("bye");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("DRAIN_TIMEOUT", "2s")]).await;
-    let mut conn = redis.client().await;
-    let group = streamgate_tests::keys::group(&prefix, "t");
+    let world = TestWorld::start("bye");
+    let gateway = world.gateway(&[("DRAIN_TIMEOUT", "2s")]).await;
+    let mut conn = world.conn().await;
+    let group = streamgate_tests::keys::group(&world.prefix, "t");
     let mut stream = connect(&gateway.url("/events?topic=t"), None).await;
-    wait_for(|| async { conn.clone().exists::<_, bool>(&group).await.unwrap() }).await;
+    wait_until("the membership written", WAIT, || async {
+        conn.clone().exists::<_, bool>(&group).await.unwrap()
+    })
+    .await;
     let instance = gateway.instance.clone();
     gateway.shutdown().await;
     assert!(stream.next_event(Duration::from_secs(5)).await.is_none(), "the stream ends");
     assert!(!conn.exists::<_, bool>(&group).await.unwrap());
-    assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:alive")).await.unwrap());
+    assert!(
+        !conn
+            .exists::<_, bool>(world.keys.instance_alive(&InstanceId::parse(&instance).unwrap()))
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
 async fn over_the_connection_limit_gets_503_with_retry_after() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("limit"), &[("MAX_CONNECTIONS", "1")]).await;
+    let world = TestWorld::start("limit");
+    let gateway = world.gateway(&[("MAX_CONNECTIONS", "1")]).await;
     let _first = connect(&gateway.url("/events?topic=a"), None).await;
     let response = reqwest::get(gateway.url("/events?topic=a")).await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
 }
 
-/// Polls `condition` every 20 ms until it holds, failing after 10 s.
-pub async fn wait_for<F, Fut>(mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn cors_origins_are_configurable_and_apply_to_events_only() {
-    let redis = RedisServer::start();
-    let gateway =
-        spawn_gateway(&redis.url(), &unique_prefix("cors"), &[("CORS_ORIGINS", "https://app.example")]).await;
+    let world = TestWorld::start("cors");
+    let gateway = world.gateway(&[("CORS_ORIGINS", "https://app.example")]).await;
     let client = reqwest::Client::new();
     let preflight = |url: String, origin: &'static str| {
         client
@@ -163,15 +164,15 @@ async fn cors_origins_are_configurable_and_apply_to_events_only() {
         client.get(gateway.url("/healthz")).header("origin", "https://app.example").send().await.unwrap();
     assert!(health.headers().get("access-control-allow-origin").is_none(), "CORS is for /events only");
 
-    let closed = spawn_gateway(&redis.url(), &unique_prefix("nocors"), &[]).await;
+    let closed = world.gateway(&[]).await;
     let response = preflight(closed.url("/events?topic=a"), "https://app.example").await.unwrap();
     assert!(response.headers().get("access-control-allow-origin").is_none());
 }
 
 #[tokio::test]
 async fn admin_lists_connections_on_its_own_port_and_the_demo_page_is_opt_in() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("admin"), &[("DEMO_PAGE", "true")]).await;
+    let world = TestWorld::start("admin");
+    let gateway = world.gateway(&[("DEMO_PAGE", "true")]).await;
     let _stream = connect(&gateway.url("/events?topic=a&topic=b"), None).await;
     let admin: serde_json::Value =
         reqwest::get(gateway.admin_url("/admin/connections")).await.unwrap().json().await.unwrap();
@@ -195,7 +196,7 @@ async fn admin_lists_connections_on_its_own_port_and_the_demo_page_is_opt_in() {
     let code = client.text().await.unwrap();
     assert!(code.contains("export function subscribe(") && code.contains("localStorage"));
 
-    let without_demo = spawn_gateway(&redis.url(), &unique_prefix("nodemo"), &[]).await;
+    let without_demo = world.gateway(&[]).await;
     assert_eq!(reqwest::get(without_demo.url("/")).await.unwrap().status(), 404);
     assert_eq!(reqwest::get(without_demo.url("/streamgate.js")).await.unwrap().status(), 404);
 }

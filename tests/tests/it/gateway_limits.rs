@@ -8,10 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use streamgate_tests::gateway_app::spawn_gateway;
-use streamgate_tests::publish::{publish_one, publisher};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::sse_client::{SseStream, connect, connect_with_headers};
+use streamgate_tests::world::TestWorld;
 
 const WAIT: Duration = Duration::from_secs(10);
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
@@ -49,9 +47,8 @@ async fn open(url: &str, headers: &[(&str, &str)]) -> SseStream {
 
 #[tokio::test]
 async fn admin_is_served_only_on_its_own_port_behind_its_token_and_paginated() {
-    let redis = RedisServer::start();
-    let gateway =
-        spawn_gateway(&redis.url(), &unique_prefix("adminsec"), &[("ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    let world = TestWorld::start("adminsec");
+    let gateway = world.gateway(&[("ADMIN_TOKEN", ADMIN_TOKEN)]).await;
     let mut streams = Vec::new();
     for n in 0..5 {
         streams.push(open(&gateway.url(&format!("/events?topic=t{n}")), &[]).await);
@@ -89,17 +86,15 @@ async fn admin_is_served_only_on_its_own_port_behind_its_token_and_paginated() {
     let (_, everything) = page(String::new()).await;
     assert_eq!(everything["connections"].as_array().unwrap().len(), 5, "the default page holds them all");
 
-    let without =
-        spawn_gateway(&redis.url(), &unique_prefix("noadmin"), &[("ADMIN_LISTEN_ADDR", "off")]).await;
+    let without = world.gateway(&[("ADMIN_LISTEN_ADDR", "off")]).await;
     assert_eq!(without.admin_port, None);
 }
 
 #[tokio::test]
 async fn streams_per_address_are_capped_and_forwarded_for_counts_only_from_trusted_proxies() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("perip");
     // The default TRUSTED_PROXIES trusts loopback: the test client acts as the proxy.
-    let gateway =
-        spawn_gateway(&redis.url(), &unique_prefix("perip"), &[("MAX_CONNECTIONS_PER_IP", "2")]).await;
+    let gateway = world.gateway(&[("MAX_CONNECTIONS_PER_IP", "2")]).await;
     let url = gateway.url("/events?topic=a");
     let alice = [("x-forwarded-for", "198.51.100.7")];
     let first = open(&url, &alice).await;
@@ -121,12 +116,7 @@ async fn streams_per_address_are_capped_and_forwarded_for_counts_only_from_trust
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let untrusting = spawn_gateway(
-        &redis.url(),
-        &unique_prefix("perip-untrusted"),
-        &[("MAX_CONNECTIONS_PER_IP", "2"), ("TRUSTED_PROXIES", "none")],
-    )
-    .await;
+    let untrusting = world.gateway(&[("MAX_CONNECTIONS_PER_IP", "2"), ("TRUSTED_PROXIES", "none")]).await;
     let url = untrusting.url("/events?topic=a");
     let _one = open(&url, &[("x-forwarded-for", "198.51.100.1")]).await;
     let _two = open(&url, &[("x-forwarded-for", "198.51.100.2")]).await;
@@ -135,13 +125,8 @@ async fn streams_per_address_are_capped_and_forwarded_for_counts_only_from_trust
 
 #[tokio::test]
 async fn the_subscribe_rate_per_address_is_a_burst_then_a_steady_rate() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(
-        &redis.url(),
-        &unique_prefix("rate"),
-        &[("SUBSCRIBE_RATE_PER_IP", "0.5"), ("SUBSCRIBE_BURST_PER_IP", "2")],
-    )
-    .await;
+    let world = TestWorld::start("rate");
+    let gateway = world.gateway(&[("SUBSCRIBE_RATE_PER_IP", "0.5"), ("SUBSCRIBE_BURST_PER_IP", "2")]).await;
     let url = gateway.url("/events?topic=a");
     let carol = [("x-forwarded-for", "203.0.113.5")];
     assert_eq!(plain_get(&url, &carol).await.0, 200);
@@ -155,8 +140,8 @@ async fn the_subscribe_rate_per_address_is_a_burst_then_a_steady_rate() {
 
 #[tokio::test]
 async fn a_request_that_would_exceed_the_topic_cap_is_refused_retryably() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("topiccap"), &[("MAX_TOPICS", "2")]).await;
+    let world = TestWorld::start("topiccap");
+    let gateway = world.gateway(&[("MAX_TOPICS", "2")]).await;
     let _a = open(&gateway.url("/events?topic=a"), &[]).await;
     let _b = open(&gateway.url("/events?topic=b"), &[]).await;
     assert_retry_later(&gateway.url("/events?topic=c"), &[]).await;
@@ -169,10 +154,8 @@ async fn a_request_that_would_exceed_the_topic_cap_is_refused_retryably() {
 
 #[tokio::test]
 async fn a_stream_ends_at_its_longest_lifetime_after_an_id_only_block_and_resumes_exactly() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("lifetime");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("MAX_STREAM_LIFETIME", "2s")]).await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let world = TestWorld::start("lifetime");
+    let gateway = world.gateway(&[("MAX_STREAM_LIFETIME", "2s")]).await;
     let started = Instant::now();
     let response = reqwest::Client::new()
         .get(gateway.url("/events?topic=life"))
@@ -181,7 +164,7 @@ async fn a_stream_ends_at_its_longest_lifetime_after_an_id_only_block_and_resume
         .await
         .unwrap();
     let mut body = response.bytes_stream();
-    let id = publish_one(&publisher, "life", "one").await;
+    let id = world.publish("life", "one").await;
     let mut raw = String::new();
     while let Some(chunk) = tokio::time::timeout(WAIT, body.next()).await.expect("the stream ends") {
         raw.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
@@ -190,7 +173,7 @@ async fn a_stream_ends_at_its_longest_lifetime_after_an_id_only_block_and_resume
     assert!(raw.contains("data: one"), "{raw:?}");
     assert!(raw.ends_with(&format!("id: {id}\n\n")), "the stream ends with its cursor: {raw:?}");
 
-    publish_one(&publisher, "life", "two").await;
+    world.publish("life", "two").await;
     let mut resumed = connect(&gateway.url("/events?topic=life"), Some(&id)).await;
     let data: Vec<String> = resumed.take(1, WAIT).await.into_iter().map(|e| e.data).collect();
     assert_eq!(data, ["two"]);
@@ -199,9 +182,8 @@ async fn a_stream_ends_at_its_longest_lifetime_after_an_id_only_block_and_resume
 
 #[tokio::test]
 async fn a_client_trickling_its_headers_is_closed_after_the_header_read_timeout() {
-    let redis = RedisServer::start();
-    let gateway =
-        spawn_gateway(&redis.url(), &unique_prefix("slowloris"), &[("HEADER_READ_TIMEOUT", "1s")]).await;
+    let world = TestWorld::start("slowloris");
+    let gateway = world.gateway(&[("HEADER_READ_TIMEOUT", "1s")]).await;
     let port = gateway.port;
     let closed_after = tokio::task::spawn_blocking(move || {
         let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -234,8 +216,8 @@ async fn a_client_trickling_its_headers_is_closed_after_the_header_read_timeout(
 
 #[tokio::test]
 async fn a_100_kib_header_gets_431_and_the_gateway_goes_on() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("bighead"), &[]).await;
+    let world = TestWorld::start("bighead");
+    let gateway = world.gateway(&[]).await;
     let port = gateway.port;
     for header in ["Last-Event-ID", "X-Padding"] {
         let status_line = tokio::task::spawn_blocking(move || {

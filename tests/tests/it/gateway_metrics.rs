@@ -5,15 +5,9 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands as _;
-use streamgate::keys::Keys;
-use streamgate::stream::{HistoryEntry, field};
 use streamgate::topic::Topic;
-use streamgate_tests::gateway_app::spawn_gateway;
-use streamgate_tests::publish::{publish_one, publisher};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
-use streamgate_tests::sse_client::connect;
 use streamgate_tests::wait::wait_until;
+use streamgate_tests::world::TestWorld;
 
 /// The value of the sample named exactly `series` (with its labels), if exposed.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
@@ -30,22 +24,20 @@ pub async fn scrape(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_streams_deliveries_replays_and_resets() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("metrics");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let world = TestWorld::start("metrics");
+    let gateway = world.gateway(&[]).await;
     let metrics_url = gateway.admin_url("/metrics");
     assert_eq!(reqwest::get(gateway.url("/metrics")).await.unwrap().status(), 404, "not on the public port");
 
-    let mut stream = connect(&gateway.url("/events?topic=a"), None).await;
-    let first = publish_one(&publisher, "a", "one").await;
-    publish_one(&publisher, "a", "two").await;
+    let mut stream = gateway.subscribe(&["a"], None).await;
+    let first = world.publish("a", "one").await;
+    world.publish("a", "two").await;
     stream.take(2, Duration::from_secs(10)).await;
     // A client resuming from the first event replays the second; one with a cursor from
     // another epoch gets a reset.
-    let mut resumed = connect(&gateway.url("/events?topic=a"), Some(&first)).await;
+    let mut resumed = gateway.subscribe(&["a"], Some(&first)).await;
     resumed.take(1, Duration::from_secs(10)).await;
-    let mut lost = connect(&gateway.url("/events?topic=a"), Some("1-0~gone")).await;
+    let mut lost = gateway.subscribe(&["a"], Some("1-0~gone")).await;
     lost.take(3, Duration::from_secs(10)).await; // the reset, then both events
 
     let text = scrape(&metrics_url).await;
@@ -81,33 +73,19 @@ async fn metrics_follow_streams_deliveries_replays_and_resets() {
     }
 }
 
-/// Appends an event to `topic`'s history as the producer's script would, without routing
-/// it anywhere (a producer that crashed between its two steps).
-async fn append_unrouted(redis_url: &str, keys: &Keys, topic: &str, data: &str) {
-    let topic = Topic::parse(topic, 256).unwrap();
-    let mut conn = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let prev: String = conn.hget(keys.meta(&topic), field::META_LAST).await.unwrap();
-    let entry =
-        HistoryEntry { id: Default::default(), prev: prev.parse().unwrap(), name: None, data: data.into() };
-    let added: String = conn.xadd(keys.history(&topic), "*", &entry.fields()).await.unwrap();
-    let _: () = conn.hset(keys.meta(&topic), field::META_LAST, &added).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_is_observed_once_per_event_per_hub_and_gaps_subscriptions_and_redis_are_counted() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("metrics-latency");
+    let world = TestWorld::start("metrics-latency");
     // No reconciliation round but the first (at start): the unrouted event below must be
     // found by the gap the next routed event reveals, not by a round.
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("RECONCILE_INTERVAL", "1m")]).await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let gateway = world.gateway(&[("RECONCILE_INTERVAL", "1m")]).await;
     let metrics_url = gateway.admin_url("/metrics");
 
     // Two subscribers of `a` (one also of `b`): three subscriptions, two hubs.
-    let mut only_a = connect(&gateway.url("/events?topic=a"), None).await;
-    let mut a_and_b = connect(&gateway.url("/events?topic=a&topic=b"), None).await;
+    let mut only_a = gateway.subscribe(&["a"], None).await;
+    let mut a_and_b = gateway.subscribe(&["a", "b"], None).await;
     for data in ["one", "two", "three"] {
-        publish_one(&publisher, "a", data).await;
+        world.publish("a", data).await;
     }
     only_a.take(3, Duration::from_secs(10)).await;
     a_and_b.take(3, Duration::from_secs(10)).await;
@@ -119,8 +97,8 @@ async fn latency_is_observed_once_per_event_per_hub_and_gaps_subscriptions_and_r
 
     // An event in history that was never routed, then one that is: its predecessor is not
     // the hub's position, so the hub fills the gap from history.
-    append_unrouted(&redis.url(), &Keys::new(&prefix).unwrap(), "a", "unrouted").await;
-    publish_one(&publisher, "a", "after the gap").await;
+    world.append_unrouted(&Topic::parse("a", 256).unwrap(), None, "unrouted").await;
+    world.publish("a", "after the gap").await;
     let gap = only_a.take(2, Duration::from_secs(10)).await;
     assert_eq!(
         gap.iter().map(|event| event.data.as_str()).collect::<Vec<_>>(),

@@ -14,12 +14,11 @@ use streamgate::keys::Keys;
 use streamgate::stream::{HistoryEntry, RoutedEntry};
 use streamgate::topic::{InstanceId, Topic};
 use streamgate_tests::eventsource::{Publisher, Subscriber, counted, tally, wait_connected, wait_delivered};
-use streamgate_tests::gateway_app::{TestGateway, spawn_gateway};
-use streamgate_tests::publish::{publish_one, publisher};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::redis_server::RedisServer;
 use streamgate_tests::rig::{Rig, RigOptions};
 use streamgate_tests::sse_client::{SseStream, connect};
 use streamgate_tests::wait::wait_until;
+use streamgate_tests::world::TestWorld;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -32,67 +31,29 @@ async fn next_data(stream: &mut SseStream) -> (String, String, String) {
     (event.event, event.data, event.id)
 }
 
-/// Appends an event to a topic's history exactly as the producer's script does (with its
-/// predecessor `p` and the meta's `last`), but routes it nowhere: a producer that died
-/// between its two steps, or a route that failed after the publish was answered.
-async fn append_unrouted(
-    conn: &mut redis::aio::MultiplexedConnection,
-    keys: &Keys,
-    topic: &Topic,
-    id: Option<HistoryId>,
-    data: &str,
-) -> HistoryEntry {
-    let prev: String = conn.hget(keys.meta(topic), field::META_LAST).await.unwrap();
-    let mut entry =
-        HistoryEntry { id: HistoryId::ZERO, prev: prev.parse().unwrap(), name: None, data: data.into() };
-    let id_arg = id.map_or_else(|| "*".to_owned(), |id| id.to_string());
-    let added: String = conn.xadd(keys.history(topic), id_arg, &entry.fields()).await.unwrap();
-    entry.id = added.parse().unwrap();
-    let _: () = conn.hset(keys.meta(topic), field::META_LAST, &added).await.unwrap();
-    entry
-}
-
 async fn epoch_of(conn: &mut redis::aio::MultiplexedConnection, keys: &Keys, topic: &Topic) -> Epoch {
     let epoch: String = conn.hget(keys.meta(topic), field::META_EPOCH).await.unwrap();
     Epoch::parse(&epoch).unwrap()
 }
 
-struct World {
-    redis: RedisServer,
-    keys: Keys,
-    prefix: String,
-}
-
-impl World {
-    fn new(name: &str, redis: RedisServer) -> World {
-        let prefix = unique_prefix(name);
-        World { redis, keys: Keys::new(&prefix).unwrap(), prefix }
-    }
-
-    async fn gateway(&self, overrides: &[(&str, &str)]) -> TestGateway {
-        spawn_gateway(&self.redis.url(), &self.prefix, overrides).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_behind_a_history_emptied_by_retention_gets_a_trimmed_reset_first() {
-    let world = World::new("emptied", RedisServer::start());
+    let world = TestWorld::start("emptied");
     let gateway = world.gateway(&[]).await;
-    let publisher = publisher(&world.redis.url(), &world.prefix);
     let url = gateway.url("/events?topic=quiet");
     // Another subscriber stays, so the topic is not idle: retention trims it, it is not
     // deleted.
     let _other = connect(&url, None).await;
     let mut client = connect(&url, None).await;
     for n in 0..3 {
-        publish_one(&publisher, "quiet", &format!("e{n}")).await;
+        world.publish("quiet", &format!("e{n}")).await;
     }
     let mut cursor = String::new();
     for _ in 0..3 {
         cursor = next_data(&mut client).await.2;
     }
     drop(client);
-    publish_one(&publisher, "quiet", "missed while away").await;
+    world.publish("quiet", "missed while away").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let janitor = std::process::Command::new(streamgate_tests::binaries::workspace_binary("janitor"))
         .env("REDIS_URL", world.redis.url())
@@ -110,7 +71,7 @@ async fn a_cursor_behind_a_history_emptied_by_retention_gets_a_trimmed_reset_fir
     let (name, data, _) = next_data(&mut resumed).await;
     assert_eq!(name, "streamgate.reset", "the first thing a resuming client gets: {data}");
     assert!(data.contains("\"trimmed\""), "{data}");
-    publish_one(&publisher, "quiet", "next").await;
+    world.publish("quiet", "next").await;
     assert_eq!(next_data(&mut resumed).await.1, "next");
 }
 
@@ -150,13 +111,12 @@ async fn a_stream_that_ends_before_its_first_event_resumes_without_missing_what_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_events_behind_a_lost_tail_are_delivered_after_a_reset_not_taken_for_duplicates() {
-    let world = World::new("clockbehind", RedisServer::start());
+    let world = TestWorld::start("clockbehind");
     let gateway = world.gateway(&[]).await;
-    let publisher = publisher(&world.redis.url(), &world.prefix);
     let mut client = connect(&gateway.url("/events?topic=t"), None).await;
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(publish_one(&publisher, "t", &format!("e{n}")).await);
+        ids.push(world.publish("t", &format!("e{n}")).await);
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     for n in 0..5 {
@@ -181,7 +141,7 @@ async fn new_events_behind_a_lost_tail_are_delivered_after_a_reset_not_taken_for
     let _: () = conn.hset(world.keys.meta(&t), field::META_LAST, e2.to_string()).await.unwrap();
     let behind = HistoryId { ms: e3.ms, seq: e3.seq + 1 };
     assert!(e2 < behind && behind < e4);
-    let entry = append_unrouted(&mut conn, &world.keys, &t, Some(behind), "after the loss").await;
+    let entry = world.append_unrouted(&t, Some(behind), "after the loss").await;
     let epoch = epoch_of(&mut conn, &world.keys, &t).await;
     let instance = InstanceId::parse(gateway.instance.as_str()).unwrap();
     let _: String = conn
@@ -197,23 +157,22 @@ async fn new_events_behind_a_lost_tail_are_delivered_after_a_reset_not_taken_for
     assert_eq!(name, "streamgate.reset", "{data}");
     assert!(data.contains("history_lost"), "{data}");
     assert_eq!(next_data(&mut client).await.1, "after the loss", "the new event is not dropped as seen");
-    publish_one(&publisher, "t", "later").await;
+    world.publish("t", "later").await;
     assert_eq!(next_data(&mut client).await.1, "later");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_topic_cursors_resume_each_topic_whatever_the_order_and_set_of_topics() {
-    let world = World::new("lanes", RedisServer::start());
+    let world = TestWorld::start("lanes");
     let gateway = world.gateway(&[]).await;
-    let publisher = publisher(&world.redis.url(), &world.prefix);
     let mut client = connect(&gateway.url("/events?topic=a&topic=b"), None).await;
-    publish_one(&publisher, "a", "a0").await;
-    publish_one(&publisher, "b", "b0").await;
+    world.publish("a", "a0").await;
+    world.publish("b", "b0").await;
     assert_eq!(next_data(&mut client).await.1, "a0");
     let cursor = next_data(&mut client).await.2;
     drop(client);
-    publish_one(&publisher, "a", "a1").await;
-    publish_one(&publisher, "b", "b1").await;
+    world.publish("a", "a1").await;
+    world.publish("b", "b1").await;
 
     // The same topics in the other order.
     let mut swapped = connect(&gateway.url("/events?topic=b&topic=a"), Some(&cursor)).await;
@@ -228,10 +187,10 @@ async fn multi_topic_cursors_resume_each_topic_whatever_the_order_and_set_of_top
     swapped.expect_silence(Duration::from_millis(300)).await;
 
     // A topic dropped and one added: the kept lane resumes, the new topic starts live.
-    publish_one(&publisher, "c", "c0 before").await;
+    world.publish("c", "c0 before").await;
     let mut changed = connect(&gateway.url("/events?topic=c&topic=b"), Some(&cursor)).await;
     assert_eq!(next_data(&mut changed).await.1, "b1");
-    publish_one(&publisher, "c", "c1").await;
+    world.publish("c", "c1").await;
     assert_eq!(next_data(&mut changed).await.1, "c1");
 
     // `0` for several topics: everything held of each.
@@ -249,9 +208,8 @@ async fn memberships_lost_with_recent_writes_are_written_again_within_the_livene
     // DEBUG RELOAD NOSAVE puts Redis back to its last snapshot without closing a single
     // connection: the gateway sees no outage, only data that went back in time.
     let redis = RedisServer::builder().config("enable-debug-command", "local").start();
-    let world = World::new("snapshot", redis);
+    let world = TestWorld::on("snapshot", redis);
     let gateway = world.gateway(&[("LIVENESS_TTL", "3s")]).await;
-    let publisher = publisher(&world.redis.url(), &world.prefix);
     let mut conn = world.redis.client().await;
     let _early = connect(&gateway.url("/events?topic=early"), None).await;
     let group = |name: &str| world.keys.group(&topic(name));
@@ -274,20 +232,18 @@ async fn memberships_lost_with_recent_writes_are_written_again_within_the_livene
         registered(&mut conn, group("late"))
     })
     .await;
-    publish_one(&publisher, "late", "routed again").await;
+    world.publish("late", "routed again").await;
     assert_eq!(next_data(&mut late).await.1, "routed again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_appended_but_never_routed_reaches_a_quiet_topic_within_two_reconcile_intervals() {
-    let world = World::new("unrouted", RedisServer::start());
+    let world = TestWorld::start("unrouted");
     let gateway = world.gateway(&[("RECONCILE_INTERVAL", "200ms")]).await;
-    let publisher = publisher(&world.redis.url(), &world.prefix);
     let mut client = connect(&gateway.url("/events?topic=quiet"), None).await;
-    publish_one(&publisher, "quiet", "routed").await;
+    world.publish("quiet", "routed").await;
     assert_eq!(next_data(&mut client).await.1, "routed");
-    let mut conn = world.redis.client().await;
-    append_unrouted(&mut conn, &world.keys, &topic("quiet"), None, "never routed").await;
+    world.append_unrouted(&topic("quiet"), None, "never routed").await;
     let started = tokio::time::Instant::now();
     let event = client.next_event(Duration::from_secs(5)).await.expect("the unrouted event arrives");
     assert_eq!(event.data, "never routed");
@@ -296,9 +252,8 @@ async fn an_event_appended_but_never_routed_reaches_a_quiet_topic_within_two_rec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_gateway_keeps_an_event_source_retrying_and_answers_others_503() {
-    let world = World::new("full", RedisServer::start());
+    let world = TestWorld::start("full");
     let gateway = world.gateway(&[("MAX_CONNECTIONS", "1"), ("RETRY_INTERVAL", "200ms")]).await;
-    let publisher = publisher(&world.redis.url(), &world.prefix);
     let first = connect(&gateway.url("/events?topic=t"), None).await;
     assert_eq!(first.status, 200);
 
@@ -321,7 +276,7 @@ async fn a_full_gateway_keeps_an_event_source_retrying_and_answers_others_503() 
     let mut n = 0;
     while waiting.count("t") == 0 {
         assert!(tokio::time::Instant::now() < until, "the retrying client never got in");
-        publish_one(&publisher, "t", &format!("t {n}")).await;
+        world.publish("t", &format!("t {n}")).await;
         n += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -333,10 +288,10 @@ async fn a_history_recreated_during_a_long_replay_is_announced_once_and_nothing_
     use eventsource_stream::Eventsource;
     use futures_util::StreamExt;
 
-    let world = World::new("flushall", RedisServer::start());
+    let world = TestWorld::start("flushall");
     let gateway =
         world.gateway(&[("REPLAY_BATCH", "20"), ("QUEUE_SIZE", "64"), ("LIVENESS_TTL", "3s")]).await;
-    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let publisher = &world.publisher;
     // 40 MB of history: far more than the socket buffers between the gateway and a client
     // that stops reading, so the replay is stalled half-way.
     let pad = "x".repeat(8 * 1024);
@@ -449,13 +404,12 @@ async fn settings_that_defeat_each_other_stop_the_gateway_with_one_line() {
 async fn one_history_read_is_bounded_by_bytes_as_well_as_by_count() {
     use gateway::history::{ReadLimit, read_after};
 
-    let world = World::new("readbytes", RedisServer::start());
-    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let world = TestWorld::start("readbytes");
     let big = "x".repeat(16 * 1024);
     for n in 0..20 {
-        publish_one(&publisher, "big", &format!("{n} {big}")).await;
+        world.publish("big", &format!("{n} {big}")).await;
     }
-    publish_one(&publisher, "big", &"y".repeat(200 * 1024)).await;
+    world.publish("big", &"y".repeat(200 * 1024)).await;
     let pool = streamgate::redis::Redis::single(&world.redis.url(), 2).unwrap();
     let t = topic("big");
     let limit = ReadLimit { count: 500, bytes: 64 * 1024 };
@@ -481,11 +435,11 @@ async fn one_history_read_is_bounded_by_bytes_as_well_as_by_count() {
 async fn a_replay_flood_on_a_busy_pool_never_lets_a_healthy_gateway_expire() {
     use futures_util::StreamExt;
 
-    let world = World::new("flood", RedisServer::start());
+    let world = TestWorld::start("flood");
     // One pooled connection, and 150 clients replaying a 2 MB history at once: every read
     // waits for all the reads queued before it, for seconds.
     let gateway = world.gateway(&[("REDIS_POOL_SIZE", "1"), ("LIVENESS_TTL", "3s")]).await;
-    let publisher = publisher(&world.redis.url(), &world.prefix);
+    let publisher = &world.publisher;
     let pad = "x".repeat(10 * 1024);
     for first in (0..200).step_by(50) {
         let batch: Vec<_> = (first..first + 50)
@@ -578,10 +532,9 @@ impl RawStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_waits_for_redis_starts_at_the_cursor_it_sends_once_subscribed() {
     use futures_util::StreamExt;
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("slowjoin");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("HEARTBEAT_INTERVAL", "1s")]).await;
-    redis.pause();
+    let world = TestWorld::start("slowjoin");
+    let gateway = world.gateway(&[("HEARTBEAT_INTERVAL", "1s")]).await;
+    world.redis.pause();
     let response = reqwest::Client::new()
         .get(gateway.url("/events?topic=slow-join"))
         .header("accept", "text/event-stream")
@@ -596,14 +549,13 @@ async fn a_stream_that_waits_for_redis_starts_at_the_cursor_it_sends_once_subscr
     };
     stream.read(Duration::from_millis(1500), false).await;
     assert_eq!(stream.cursor.get(), None, "no cursor while Redis cannot be asked: {:?}", stream.seen);
-    redis.resume();
+    world.redis.resume();
     stream.read(WAIT, true).await;
     assert!(stream.cursor.get().is_some(), "the cursor once Redis answers: {:?}", stream.seen);
 
-    let publisher = publisher(&redis.url(), &prefix);
     let expected: Vec<String> = (0..20).map(|n| format!("slow-join {n}")).collect();
     for data in &expected {
-        publish_one(&publisher, "slow-join", data).await;
+        world.publish("slow-join", data).await;
     }
     let until = tokio::time::Instant::now() + WAIT;
     while stream.data().len() < expected.len() && tokio::time::Instant::now() < until {

@@ -10,6 +10,7 @@ use streamgate_tests::gateway_app::spawn_gateway;
 use streamgate_tests::producer_app::spawn_producer;
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::rig::{Service, free_port};
+use streamgate_tests::world::TestWorld;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -128,8 +129,8 @@ async fn ten_thousand_streams_from_one_address_over_its_cap_are_told_to_retry_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_asking_for_32_topics_each_stop_at_the_hub_cap() {
-    let redis = RedisServer::start();
-    let gateway = spawn_gateway(&redis.url(), &unique_prefix("hub-cap"), &[("MAX_TOPICS", "100")]).await;
+    let world = TestWorld::start("hub-cap");
+    let gateway = world.gateway(&[("MAX_TOPICS", "100")]).await;
     let mut accepted = Vec::new();
     let mut refused = 0;
     for connection in 0..10 {
