@@ -10,15 +10,17 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use deadpool_redis::{Manager, Pool, Runtime};
+use deadpool_redis::Runtime;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 mod handle;
+mod pool;
 mod topology;
 
 pub use handle::{BlockingConnection, Conn, PRIMARY_RECHECK, Redis, SentinelBlocking, SentinelConn};
+pub use pool::{Pool, connection_failed};
 pub use topology::{Node, Topology};
 
 /// How long to wait for a TCP connection to Redis.
@@ -40,10 +42,10 @@ pub enum RedisError {
     Pool(String),
 }
 
-impl From<deadpool_redis::PoolError> for RedisError {
-    fn from(error: deadpool_redis::PoolError) -> Self {
+impl From<deadpool::managed::PoolError<redis::RedisError>> for RedisError {
+    fn from(error: deadpool::managed::PoolError<redis::RedisError>) -> Self {
         match error {
-            deadpool_redis::PoolError::Backend(error) => RedisError::Redis(error),
+            deadpool::managed::PoolError::Backend(error) => RedisError::Redis(error),
             other => RedisError::Pool(other.to_string()),
         }
     }
@@ -96,7 +98,7 @@ pub fn pool_with_response_timeout(
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(response_timeout));
-    let manager = Manager::new_with_config(url, config)?;
+    let manager = pool::Manager::new(deadpool_redis::Manager::new_with_config(url, config)?);
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use deadpool_redis::Pool;
+use super::pool::Pool;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -376,7 +376,7 @@ fn sentinel_url(url: &str, node: &Node) -> Result<String, RedisError> {
 /// pipelines and scripts run on it as on any redis-rs connection.
 pub enum Conn {
     /// A pool checkout (single server).
-    Pooled(deadpool_redis::Connection),
+    Pooled(deadpool::managed::Object<super::pool::Manager>),
     /// The shared cluster connection.
     Cluster(ClusterConnection),
     /// The connection to the primary the Sentinels named.

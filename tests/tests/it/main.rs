@@ -33,6 +33,7 @@ mod producer_publish;
 mod producer_security;
 mod redis_acl;
 mod redis_harness;
+mod redis_pool;
 mod redis_topologies;
 mod redis_topology_services;
 mod service_harness;
