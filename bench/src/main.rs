@@ -60,7 +60,7 @@ enum Command {
     },
     /// Run a benchmark scenario.
     Scenario {
-        /// s1, s3, s4, s5, s6 or s7.
+        /// s1, s1c, s1h2, s2 to s9, or p1.
         name: String,
         /// Seconds of load, where the scenario has a load phase.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -68,7 +68,7 @@ enum Command {
         /// Scale the connection counts (1.0 = the figures).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
-        /// The system under test: `streamgate`, `nchan` (s1, s3, s4, s8, s9) or `cluster` (s3, s4, s5:
+        /// The system under test: `streamgate`, `nchan` (s1, s1c, s3, s4, s8, s9) or `cluster` (s3, s4, s5:
         /// Streamgate on a Redis Cluster of three masters).
         #[arg(long, default_value = "streamgate")]
         system: String,

@@ -30,3 +30,20 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     built.insert(name.to_owned(), binary.clone());
     binary
 }
+
+/// Runs the `janitor` binary once with `env` (no configuration file, `RUST_LOG=warn`),
+/// requires it to succeed and returns its report, the one JSON line it prints.
+pub fn sweep_once<K, V>(env: impl IntoIterator<Item = (K, V)>) -> serde_json::Value
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let output = Command::new(workspace_binary("janitor"))
+        .env_remove(streamgate::config::CONFIG_FILE_ENV)
+        .env("RUST_LOG", "warn")
+        .envs(env)
+        .output()
+        .expect("run the janitor");
+    assert!(output.status.success(), "janitor: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("the janitor's report: one JSON line")
+}

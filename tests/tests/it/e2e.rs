@@ -132,14 +132,9 @@ async fn sigkill_a_gateway_mid_stream(redis: RigRedis, rounds: u64) {
 
     // A janitor sweep removes the dead instance's memberships and stream; the live
     // gateways keep theirs.
-    let output = std::process::Command::new(streamgate_tests::binaries::workspace_binary("janitor"))
-        .envs(rig.backend.env())
-        .env("KEY_PREFIX", &rig.prefix)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run the janitor");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    let mut env = rig.backend.env();
+    env.push(("KEY_PREFIX".to_owned(), rig.prefix.clone()));
+    let report = streamgate_tests::binaries::sweep_once(env);
     assert_eq!(report["dead_instances"], 1, "{report}");
     for topic in &topics {
         let group: HashMap<String, i64> =

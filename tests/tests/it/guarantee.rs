@@ -55,14 +55,11 @@ async fn a_cursor_behind_a_history_emptied_by_retention_gets_a_trimmed_reset_fir
     drop(client);
     world.publish("quiet", "missed while away").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let janitor = std::process::Command::new(streamgate_tests::binaries::workspace_binary("janitor"))
-        .env("REDIS_URL", world.redis.url())
-        .env("KEY_PREFIX", &world.prefix)
-        .env("HISTORY_MAX_AGE", "1s")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run the janitor");
-    assert!(janitor.status.success(), "{}", String::from_utf8_lossy(&janitor.stderr));
+    streamgate_tests::binaries::sweep_once([
+        ("REDIS_URL", world.redis.url().as_str()),
+        ("KEY_PREFIX", world.prefix.as_str()),
+        ("HISTORY_MAX_AGE", "1s"),
+    ]);
     let mut conn = world.redis.client().await;
     let held: u64 = conn.xlen(world.keys.history(&topic("quiet"))).await.unwrap();
     assert_eq!(held, 0, "retention emptied the history");

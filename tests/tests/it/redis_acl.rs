@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
-use streamgate_tests::binaries::workspace_binary;
+use streamgate_tests::binaries::sweep_once;
 use streamgate_tests::redis_server::RedisServer;
 use streamgate_tests::rig::{Service, free_port};
 use streamgate_tests::sse_client::connect;
@@ -147,14 +147,9 @@ async fn each_service_runs_as_its_own_redis_user_and_ingest_may_only_xadd() {
     gateway.kill();
     let mut admin = redis.client().await;
     wait_until_gone(&mut admin, "streamgate:i:{gw-acl-1}:alive").await;
-    let janitor = std::process::Command::new(workspace_binary("janitor"))
-        .env_remove(streamgate::config::CONFIG_FILE_ENV)
-        .envs(redis_as(&redis, secrets.path(), "janitor"))
-        .env("HISTORY_MAX_LEN", "2")
-        .output()
-        .unwrap();
-    assert!(janitor.status.success(), "janitor: {}", String::from_utf8_lossy(&janitor.stderr));
-    let report: Value = serde_json::from_slice(&janitor.stdout).unwrap();
+    let mut env = redis_as(&redis, secrets.path(), "janitor");
+    env.push(("HISTORY_MAX_LEN".to_owned(), "2".to_owned()));
+    let report = sweep_once(env);
     assert_eq!(report["dead_instances"], 1, "{report}");
     assert_eq!(report["malformed_keys_skipped"], 0, "{report}");
 

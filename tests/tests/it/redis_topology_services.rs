@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use streamgate::redis::{Conn, Node, Redis, Topology};
-use streamgate_tests::binaries::workspace_binary;
+use streamgate_tests::binaries::sweep_once;
 use streamgate_tests::eventsource::{Publisher, Subscriber, Tally, tally, wait_connected, wait_delivered};
 use streamgate_tests::keys::history;
 use streamgate_tests::redis_cluster::{MASTER_NAME, RedisCluster, RedisSentinels};
@@ -148,15 +148,10 @@ async fn publish_deliver_replay_and_sweep(env: Vec<(String, String)>) {
         assert!(tokio::time::Instant::now() < deadline, "{alive} still exists");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let janitor = std::process::Command::new(workspace_binary("janitor"))
-        .env_remove(streamgate::config::CONFIG_FILE_ENV)
-        .envs(env.iter().cloned())
-        .env("FULL_SCAN", "true")
-        .env("SCAN_COUNT", "2")
-        .output()
-        .unwrap();
-    assert!(janitor.status.success(), "janitor: {}", String::from_utf8_lossy(&janitor.stderr));
-    let report: Value = serde_json::from_slice(&janitor.stdout).unwrap();
+    let mut sweep_env = env.clone();
+    sweep_env
+        .extend([("FULL_SCAN".to_owned(), "true".to_owned()), ("SCAN_COUNT".to_owned(), "2".to_owned())]);
+    let report = sweep_once(sweep_env);
     assert_eq!(report["dead_instances"], 1, "{report}");
     assert_eq!(report["malformed_keys_skipped"], 0, "{report}");
     assert!(report["budget_exhausted"] == false, "{report}");
