@@ -60,7 +60,7 @@ enum Command {
     },
     /// Run a benchmark scenario.
     Scenario {
-        /// s1, s1c, s1h2, s2 to s9, or p1.
+        /// s1, s1c, s1h2, s2 to s9, s5i (the ingest stream), or p1.
         name: String,
         /// Seconds of load, where the scenario has a load phase.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

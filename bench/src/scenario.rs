@@ -37,10 +37,17 @@ struct Streamgate {
 
 impl Streamgate {
     async fn start(gateways: usize, gateway_env: &[(&str, &str)]) -> Streamgate {
-        Streamgate::start_on(RedisKind::Single, gateways, gateway_env).await
+        Streamgate::start_on(RedisKind::Single, gateways, gateway_env, &[]).await
     }
 
-    async fn start_on(redis_kind: RedisKind, gateways: usize, gateway_env: &[(&str, &str)]) -> Streamgate {
+    /// Redis of `redis_kind`, `gateways` gateways with `gateway_env`, and one producer (its
+    /// ingest consumer off unless `producer_env` turns it on).
+    async fn start_on(
+        redis_kind: RedisKind,
+        gateways: usize,
+        gateway_env: &[(&str, &str)],
+        producer_env: &[(&str, &str)],
+    ) -> Streamgate {
         let dir = tempfile::tempdir().expect("temp dir");
         let redis = RedisSetup::start(redis_kind, dir.path()).await;
         let redis_url = redis.url.clone();
@@ -67,11 +74,13 @@ impl Streamgate {
         }
         let producer_port = free_port();
         // P1 compares producer runtimes (the producer also inherits PUBLISH_GROUP_COMMIT).
+        let extra_producer_env = producer_env;
         let mut producer_env = redis.env();
         producer_env.extend([
             ("LISTEN_ADDR", format!("127.0.0.1:{producer_port}")),
             ("INGEST_ENABLED", "false".into()),
         ]);
+        producer_env.extend(extra_producer_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
         if let Ok(workers) = std::env::var("BENCH_PRODUCER_WORKERS") {
             producer_env.push(("TOKIO_WORKER_THREADS", workers));
         }
@@ -173,7 +182,7 @@ impl System {
     async fn start(kind: &str) -> System {
         match kind {
             "nchan" => System::Nchan(Nchan::start().await),
-            "cluster" => System::Streamgate(Streamgate::start_on(RedisKind::Cluster, 1, &[]).await),
+            "cluster" => System::Streamgate(Streamgate::start_on(RedisKind::Cluster, 1, &[], &[]).await),
             _ => System::Streamgate(Streamgate::start(1, &[]).await),
         }
     }
@@ -353,6 +362,7 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
             let redis = if system == "cluster" { RedisKind::Cluster } else { RedisKind::Single };
             s5_ingest(duration, redis).await
         }
+        "s5i" => s5_ingest_stream(scale).await,
         "s6" => s6_replay().await,
         "s7" => s7_janitor(scale).await,
         "s8" => s8_max_rate(scale).await,
@@ -374,7 +384,7 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
             )
             .await
         }
-        other => anyhow::bail!("unknown scenario {other}: use s1 to s9 or p1"),
+        other => anyhow::bail!("unknown scenario {other}: use s1 to s9, s1c, s1h2, s5i or p1"),
     };
     println!("{}", serde_json::to_string(&result)?);
     println!("{row}");
@@ -548,8 +558,101 @@ async fn fan_out(
     (result, row)
 }
 
+/// The ingest stream's default key (`INGEST_STREAM`): upstream services `XADD` there.
+const INGEST_STREAM: &str = "streamgate:ingest";
+/// Events S5i adds to the ingest stream (at scale 1).
+const S5I_EVENTS: usize = 200_000;
+
+/// S5i: events through the ingest stream, the way upstream services send them: 16 lanes
+/// `XADD` pipelines of 100 entries (fields `topic` and `data`) as fast as Redis takes them,
+/// `S5I_EVENTS` in all; the producer's consumer group reads, appends and routes them to two
+/// gateways (1,000 subscribers on 1,000 topics, each lane owning its topics so per-topic
+/// order holds) and acknowledges and deletes each entry. The rate is the events over the
+/// time from the first `XADD` until the stream is empty again, so it is the consumer's
+/// throughput, not the adding.
+async fn s5_ingest_stream(scale: f64) -> (Value, String) {
+    let streamgate = Streamgate::start_on(RedisKind::Single, 2, &[], &[("INGEST_ENABLED", "true")]).await;
+    let client = redis::Client::open(streamgate.redis_url.as_str()).expect("redis url");
+    let system = System::Streamgate(streamgate);
+    let topics = 1_000;
+    let total = scaled(S5I_EVENTS, scale).div_ceil(1_600) * 1_600;
+    let mut processes = subscribe(&system.servers(), topics, topics, None);
+    let connected = connect_all(&mut processes);
+    let cpu_before = system.cpu_by_process();
+    let started = Instant::now();
+    let mut lanes = Vec::new();
+    for lane in 0..16usize {
+        let client = client.clone();
+        lanes.push(tokio::spawn(async move {
+            let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+            let own: Vec<usize> = (lane..topics).step_by(16).collect();
+            let mut seq = vec![0u64; topics];
+            for page in 0..total / 1_600 {
+                let mut pipe = redis::pipe();
+                for n in 0..100 {
+                    let topic = own[(page * 100 + n) % own.len()];
+                    let data = publish::payload(topic, seq[topic], sse::unix_ns());
+                    seq[topic] += 1;
+                    pipe.cmd("XADD")
+                        .arg(INGEST_STREAM)
+                        .arg("*")
+                        .arg("topic")
+                        .arg(format!("bench-{topic}"))
+                        .arg("data")
+                        .arg(data)
+                        .ignore();
+                }
+                let () = pipe.query_async(&mut conn).await.expect("XADD to the ingest stream");
+            }
+        }));
+    }
+    for lane in lanes {
+        lane.await.expect("lane");
+    }
+    let added_s = started.elapsed().as_secs_f64();
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let left: u64 = redis::cmd("XLEN").arg(INGEST_STREAM).query_async(&mut conn).await.expect("XLEN");
+        if left == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let merged = merge_reports(processes);
+    let rate = total as f64 / drained_s;
+    let cpu: Vec<(&str, f64)> = system
+        .cpu_by_process()
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((name, after), (_, before))| (name, after - before))
+        .collect();
+    let by_process = cpu
+        .iter()
+        .map(|(name, cpu)| format!("{name} {:.1} µs", cpu * 1e6 / total as f64))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let result = json!({
+        "scenario": "S5i", "gateways": 2, "subscribers": connected, "events": total, "pipeline": 100, "lanes": 16,
+        "added_s": added_s, "drained_s": drained_s, "events_per_s": rate,
+        "delivered": merged.sum(|r| r.events), "gaps": merged.sum(|r| r.gaps), "duplicates": merged.sum(|r| r.duplicates),
+        "reorders": merged.sum(|r| r.reorders),
+        "server_cpu_s_by_process": cpu.iter().map(|(name, cpu)| (name.to_string(), json!(cpu))).collect::<serde_json::Map<_, _>>(),
+    });
+    let row = format!(
+        "| S5i | {total} events through the ingest stream (`XADD` pipelines of 100 from 16 lanes), 2 gateways ({connected} subscribers on {topics} topics) | ≥ 100,000 events/s | {rate:.0} events/s (all added in {added_s:.1} s, the stream empty after {drained_s:.1} s); {} delivered, gaps {}, dups {}, reorders {}; server CPU per event: {by_process} |",
+        merged.sum(|r| r.events),
+        merged.sum(|r| r.gaps),
+        merged.sum(|r| r.duplicates),
+        merged.sum(|r| r.reorders),
+    );
+    (result, row)
+}
+
 async fn s5_ingest(duration: Duration, redis: RedisKind) -> (Value, String) {
-    let system = Streamgate::start_on(redis, 2, &[]).await;
+    let system = Streamgate::start_on(redis, 2, &[], &[]).await;
     let topics = 1_000;
     let mut processes = subscribe(&system.servers(), topics, topics, None);
     let connected = connect_all(&mut processes);
