@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::pool::Pool;
+use super::pool::{Pool, observed};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -390,17 +390,19 @@ pub struct SentinelConn {
     current: Arc<Mutex<Option<(u64, MultiplexedConnection)>>>,
 }
 
-impl SentinelConn {
-    /// After an error that says the connection is gone or no longer to the primary, drops
-    /// it so the next checkout asks the Sentinels.
-    fn observe<T>(&self, result: &redis::RedisResult<T>) {
-        let Err(error) = result else { return };
-        let demoted = error.code() == Some("READONLY");
-        if demoted || error.is_connection_dropped() || error.is_unrecoverable_error() || error.is_io_error() {
-            let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-            if current.as_ref().is_some_and(|(id, _)| *id == self.id) {
-                *current = None;
-            }
+/// After an error that says the Sentinel-found connection `id` is gone or no longer to
+/// the primary, forgets it (in `current`) so the next checkout asks the Sentinels.
+fn forget_on_failure<T>(
+    id: u64,
+    current: &Mutex<Option<(u64, MultiplexedConnection)>>,
+    result: &redis::RedisResult<T>,
+) {
+    let Err(error) = result else { return };
+    let demoted = error.code() == Some("READONLY");
+    if demoted || error.is_connection_dropped() || error.is_unrecoverable_error() || error.is_io_error() {
+        let mut current = current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|(held, _)| *held == id) {
+            *current = None;
         }
     }
 }
@@ -499,11 +501,11 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Pooled(conn) => conn.req_packed_command(cmd),
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
-            Conn::Sentinel(conn) => Box::pin(async move {
-                let result = conn.conn.req_packed_command(cmd).await;
-                conn.observe(&result);
-                result
-            }),
+            Conn::Sentinel(SentinelConn { conn, id, current }) => {
+                Box::pin(observed(conn.req_packed_command(cmd), |result| {
+                    forget_on_failure(*id, current, result)
+                }))
+            }
         }
     }
 
@@ -521,11 +523,11 @@ impl ConnectionLike for Conn {
                 }
                 Box::pin(split_by_slot(conn.clone(), pipeline))
             }
-            Conn::Sentinel(conn) => Box::pin(async move {
-                let result = conn.conn.req_packed_commands(pipeline, offset, count).await;
-                conn.observe(&result);
-                result
-            }),
+            Conn::Sentinel(SentinelConn { conn, id, current }) => {
+                Box::pin(observed(conn.req_packed_commands(pipeline, offset, count), |result| {
+                    forget_on_failure(*id, current, result)
+                }))
+            }
         }
     }
 

@@ -49,15 +49,24 @@ pub struct Pooled {
     failed: bool,
 }
 
-impl Pooled {
-    /// Remembers an error that leaves the connection unusable, so that it is not handed
-    /// out again.
-    fn observe<T>(&mut self, result: &redis::RedisResult<T>) {
-        if let Err(error) = result
-            && connection_failed(error)
-        {
-            self.failed = true;
-        }
+/// Runs `request`, then shows its result to `observe`: how a connection wrapper learns
+/// from what its commands met (the pool's and the Sentinel handle's).
+pub(super) async fn observed<T>(
+    request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    observe: impl FnOnce(&redis::RedisResult<T>),
+) -> redis::RedisResult<T> {
+    let result = request.await;
+    observe(&result);
+    result
+}
+
+/// Remembers in `failed` an error that leaves the connection unusable, so that it is not
+/// handed out again.
+fn note_failure<T>(failed: &mut bool, result: &redis::RedisResult<T>) {
+    if let Err(error) = result
+        && connection_failed(error)
+    {
+        *failed = true;
     }
 }
 
@@ -120,11 +129,8 @@ pub fn never_sent(error: &redis::RedisError) -> redis::RedisError {
 
 impl ConnectionLike for Pooled {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let result = sent_or_not(self.conn.req_packed_command(cmd)).await;
-            self.observe(&result);
-            result
-        })
+        let Pooled { conn, failed } = self;
+        Box::pin(observed(sent_or_not(conn.req_packed_command(cmd)), |result| note_failure(failed, result)))
     }
 
     fn req_packed_commands<'a>(
@@ -133,11 +139,9 @@ impl ConnectionLike for Pooled {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let result = sent_or_not(self.conn.req_packed_commands(pipeline, offset, count)).await;
-            self.observe(&result);
-            result
-        })
+        let Pooled { conn, failed } = self;
+        let request = sent_or_not(conn.req_packed_commands(pipeline, offset, count));
+        Box::pin(observed(request, |result| note_failure(failed, result)))
     }
 
     fn get_db(&self) -> i64 {
