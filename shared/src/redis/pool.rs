@@ -2,10 +2,11 @@
 //! Redis round trip when they are in use.
 //!
 //! deadpool-redis checks every connection it hands out with `UNWATCH` + `PING`: one more
-//! round trip before every command, script or pipeline a service sends. On the publish
-//! path that was two extra round trips per request (before the append script and before
-//! the routing pipeline), a third of the producer's and Redis' work per event (strace of a
-//! publish; docs/BENCHMARKS.md, session 7). Here a connection that failed is dropped
+//! round trip before every checkout's commands, scripts and pipelines. On the publish path
+//! that was a third round trip per request next to the append script and the routing
+//! pipeline (strace of a publish), about a tenth of the producer's and Redis' CPU per
+//! request, and it stood before both of a new topic's joins on a gateway
+//! (docs/BENCHMARKS.md, session 7). Here a connection that failed is dropped
 //! instead (the next checkout makes a new one), and only a connection idle for more than
 //! [`TRUSTED_FOR`] is checked with deadpool-redis' own `PING` first: one that sat in the
 //! pool while Redis restarted is replaced before a caller sees its error.
