@@ -36,6 +36,18 @@ fail() {
     return 1
 }
 
+# Says how much disk the build has where directory $1 lives, and warns below the
+# 12 GiB a cold run needs (a debug target dir of about 5 GiB, the Docker images and their
+# build cache): a full disk otherwise shows up as a compiler or mktemp error half way in.
+report_free_disk() {
+    local free_kib
+    free_kib="$(df -Pk "$1" | awk 'NR == 2 { print $4 }')"
+    echo "Free disk where $1 is: $((free_kib / 1024 / 1024)) GiB"
+    if [[ "$free_kib" -lt $((12 * 1024 * 1024)) ]]; then
+        warn "less than 12 GiB free where $1 is: the build and the Docker images may not fit"
+    fi
+}
+
 # Runs a command as root: directly when we are root, else through sudo.
 as_root() {
     if [[ "$(id -u)" -eq 0 ]]; then
