@@ -18,19 +18,53 @@ local max_age = tonumber(ARGV[2])
 local dedup_ms = ARGV[3]
 local n = tonumber(ARGV[4])
 
--- A script is not rolled back when a command fails half-way, so check every key's type
--- before writing anything: an accepted batch is appended entirely, a failed one not at all.
+-- A script is not rolled back when a command fails half-way, so every read comes before
+-- the first write: an accepted batch is appended entirely, a failed one not at all. The
+-- reads the appends need anyway check each key's type (a read of the wrong type fails);
+-- only the history needs its own `TYPE`, which also says whether it exists. Each key is
+-- read once per batch, and the tables below follow the batch's own writes, so several
+-- events of one topic (or one idempotency key) in a batch see each other.
 local expected = {'stream', 'hash', 'hash', 'string'}
-for i = 0, n - 1 do
-  local has_idem = ARGV[8 + 4 * i] == '1'
-  for j = 1, 4 do
-    if j < 4 or has_idem then
-      local key = KEYS[4 * i + j]
-      local found = redis.call('TYPE', key)['ok']
-      if found ~= 'none' and found ~= expected[j] then
-        return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. found .. ', expected a ' .. expected[j])
-      end
+local function wrong_type(key, role, found)
+  return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. found .. ', expected a ' .. expected[role])
+end
+-- Runs a read of `key` (in role 1..4); returns its reply, or nil and the error to return.
+local function checked(key, role, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply['err'] then
+    local found = redis.call('TYPE', key)['ok']
+    if found ~= expected[role] then
+      return nil, wrong_type(key, role, found)
     end
+    return nil, reply
+  end
+  return reply
+end
+
+local exists, metas, groups, records = {}, {}, {}, {}
+for i = 0, n - 1 do
+  local h, m, g, k = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
+  if exists[h] == nil then
+    local found = redis.call('TYPE', h)['ok']
+    if found ~= 'none' and found ~= 'stream' then
+      return wrong_type(h, 1, found)
+    end
+    exists[h] = found == 'stream'
+  end
+  if metas[m] == nil then
+    local meta, err = checked(m, 2, 'HMGET', m, 'epoch', 'last')
+    if err then return err end
+    metas[m] = {epoch = meta[1], last = meta[2]}
+  end
+  if groups[g] == nil then
+    local members, err = checked(g, 3, 'HGETALL', g)
+    if err then return err end
+    groups[g] = members
+  end
+  if ARGV[8 + 4 * i] == '1' and records[k] == nil then
+    local record, err = checked(k, 4, 'GET', k)
+    if err then return err end
+    records[k] = record
   end
 end
 
@@ -51,10 +85,11 @@ for i = 0, n - 1 do
   local h, m, g, k = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
   local data, name, new_epoch = ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i]
   local has_idem = ARGV[8 + 4 * i] == '1'
+  local meta = metas[m]
 
   local seen, sep = false, nil
   if has_idem then
-    seen = redis.call('GET', k)
+    seen = records[k]
     -- A record not of our making (no '~') is treated as absent rather than failing the batch.
     sep = seen and string.find(seen, '~', 1, true)
   end
@@ -65,7 +100,7 @@ for i = 0, n - 1 do
     -- Re-route the original only while it is still what the history holds; a gateway
     -- drops what it already delivered, and this fills the gap of a producer that crashed
     -- between append and route.
-    if redis.call('HGET', m, 'epoch') == epoch then
+    if meta.epoch == epoch then
       local found = redis.call('XRANGE', h, id, id)
       if #found == 1 then
         local fields = found[1][2]
@@ -76,22 +111,23 @@ for i = 0, n - 1 do
           elseif field == 'n' then old_name = value
           end
         end
-        members = redis.call('HGETALL', g)
+        members = groups[g]
       end
     end
     results[#results + 1] = {1, id, epoch, prev, members, old_data, old_name}
   else
-    local epoch = redis.call('HGET', m, 'epoch')
-    local last = redis.call('HGET', m, 'last')
-    if redis.call('EXISTS', h) == 0 or not epoch or not last then
+    local epoch, last = meta.epoch, meta.last
+    local fresh = not exists[h] or not epoch or not last
+    if fresh then
       -- A history created anew (first publish, deleted by retention, lost with Redis
       -- data): a new epoch tells cursors into the old one that events may be missing.
       epoch = new_epoch
-      redis.call('HSET', m, 'epoch', epoch)
       last = '0-0'
-      local newest = redis.call('XREVRANGE', h, '+', '-', 'COUNT', 1)
-      if #newest == 1 then
-        last = newest[1][1]
+      if exists[h] then
+        local newest = redis.call('XREVRANGE', h, '+', '-', 'COUNT', 1)
+        if #newest == 1 then
+          last = newest[1][1]
+        end
       end
     end
     local xadd = {'XADD', h}
@@ -110,14 +146,22 @@ for i = 0, n - 1 do
     xadd[#xadd + 1] = 'd'
     xadd[#xadd + 1] = data
     local id = redis.call(unpack(xadd))
-    redis.call('HSET', m, 'last', id)
+    exists[h] = true
+    if fresh then
+      redis.call('HSET', m, 'epoch', epoch, 'last', id)
+    else
+      redis.call('HSET', m, 'last', id)
+    end
+    meta.epoch, meta.last = epoch, id
     if has_idem then
-      redis.call('SET', k, id .. '~' .. epoch, 'PX', dedup_ms)
+      local record = id .. '~' .. epoch
+      redis.call('SET', k, record, 'PX', dedup_ms)
+      records[k] = record
     end
     if min_id then
       to_trim[h] = true
     end
-    results[#results + 1] = {0, id, epoch, last, redis.call('HGETALL', g)}
+    results[#results + 1] = {0, id, epoch, last, groups[g]}
   end
 end
 

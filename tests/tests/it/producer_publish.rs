@@ -420,15 +420,84 @@ async fn a_batch_redis_refuses_is_answered_500_and_none_of_it_is_written() {
     let redis = RedisServer::start();
     let producer = spawn_producer(&redis.url(), &unique_prefix("refused"), &[]).await;
     let mut conn = redis.client().await;
-    let () = conn.set(producer.keys.history(&topic("broken")), "not a stream").await.unwrap();
-    let before = snapshot(&mut conn).await;
+    // Each key an event touches, holding the wrong type (as a hostile operator or another
+    // application sharing the database would leave it): the history, the meta hash, the
+    // group hash, the idempotency record.
+    let broken = topic("broken");
+    let wrong_keys = [
+        (producer.keys.history(&broken), false),
+        (producer.keys.meta(&broken), false),
+        (producer.keys.group(&broken), false),
+        (producer.keys.idempotency(&broken, None, "up-1"), true),
+    ];
+    for (wrong_key, holds_a_string) in wrong_keys {
+        if holds_a_string {
+            let () = conn.hset(&wrong_key, "not", "a string").await.unwrap();
+        } else {
+            let () = conn.set(&wrong_key, "not a stream or a hash").await.unwrap();
+        }
+        let before = snapshot(&mut conn).await;
 
-    let response =
-        producer.publish(&json!([{"topic": "fine", "data": 1}, {"topic": "broken", "data": 2}])).await;
+        let response = producer
+            .publish(&json!([
+                {"topic": "fine", "data": 1},
+                {"topic": "broken", "data": 2, "idempotencyKey": "up-1"},
+                {"topic": "fine", "data": 3},
+            ]))
+            .await;
 
-    assert_eq!(response.status(), 500);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "internal error");
-    assert_eq!(snapshot(&mut conn).await, before, "the events before the refused one are not written either");
+        assert_eq!(response.status(), 500, "{wrong_key}");
+        assert_eq!(response.json::<Value>().await.unwrap()["error"], "internal error");
+        assert_eq!(
+            snapshot(&mut conn).await,
+            before,
+            "{wrong_key}: the events before and after the refused one are not written either"
+        );
+        let () = conn.del(&wrong_key).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn events_of_one_batch_see_each_others_appends_and_idempotency_records() {
+    let redis = RedisServer::start();
+    let producer = spawn_producer(&redis.url(), &unique_prefix("in_batch"), &[]).await;
+    let mut conn = redis.client().await;
+    let _ = results(producer.publish(&json!({"topic": "t", "data": "before"})).await).await;
+    // The meta hash outlives its history (retention, data loss): the batch's first event
+    // starts a new epoch, and the ones after it must continue that chain, not start more.
+    let () = conn.del(producer.keys.history(&topic("t"))).await.unwrap();
+
+    let got = results(
+        producer
+            .publish(&json!([
+                {"topic": "t", "data": "a", "idempotencyKey": "k"},
+                {"topic": "t", "data": "b"},
+                {"topic": "t", "data": "a again", "idempotencyKey": "k"},
+                {"topic": "t", "data": "c"},
+            ]))
+            .await,
+    )
+    .await;
+
+    let cursors: Vec<(HistoryId, String)> = got.iter().map(cursor_of).collect();
+    assert_eq!(
+        got.iter().map(|r| r["duplicate"].as_bool().unwrap()).collect::<Vec<_>>(),
+        [false, false, true, false]
+    );
+    assert_eq!(
+        got[2]["id"], got[0]["id"],
+        "the repeated key within the batch is the first event's duplicate"
+    );
+    assert!(
+        cursors.iter().all(|(_, epoch)| *epoch == cursors[0].1),
+        "one new epoch for the whole batch: {cursors:?}"
+    );
+    let entries = history(&mut conn, &producer.keys, "t").await;
+    assert_eq!(entries.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(entries[0].prev, HistoryId::ZERO);
+    assert_eq!(entries[1].prev, entries[0].id);
+    assert_eq!(entries[2].prev, entries[1].id);
+    assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), [cursors[0].0, cursors[1].0, cursors[3].0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
