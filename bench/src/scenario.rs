@@ -15,7 +15,7 @@ use streamgate::topic::{InstanceId, Topic};
 
 use crate::procs::{Proc, SubscriberProc, free_port, release_dir, wait_http_ok};
 use crate::publish::{self, Api};
-use crate::redis_setup::{RedisKind, RedisSetup};
+use crate::redis_setup::{self, RedisKind, RedisSetup};
 use crate::sse::{self, SubscriberReport, merge};
 
 /// How rows name Streamgate on a Redis Cluster (`scripts/bench` keys its rows apart by
@@ -578,6 +578,8 @@ async fn s5_ingest_stream(scale: f64) -> (Value, String) {
     let total = scaled(S5I_EVENTS, scale).div_ceil(1_600) * 1_600;
     let mut processes = subscribe(&system.servers(), topics, topics, None);
     let connected = connect_all(&mut processes);
+    let mut stats_conn = client.get_multiplexed_async_connection().await.expect("redis");
+    redis_setup::reset_command_stats(&mut stats_conn).await;
     let cpu_before = system.cpu_by_process();
     let started = Instant::now();
     let mut lanes = Vec::new();
@@ -621,6 +623,7 @@ async fn s5_ingest_stream(scale: f64) -> (Value, String) {
     }
     let drained_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let redis_by_command = redis_setup::command_breakdown(&mut stats_conn, total as u64, 8).await;
     let merged = merge_reports(processes);
     let rate = total as f64 / drained_s;
     let cpu: Vec<(&str, f64)> = system
@@ -640,9 +643,10 @@ async fn s5_ingest_stream(scale: f64) -> (Value, String) {
         "delivered": merged.sum(|r| r.events), "gaps": merged.sum(|r| r.gaps), "duplicates": merged.sum(|r| r.duplicates),
         "reorders": merged.sum(|r| r.reorders),
         "server_cpu_s_by_process": cpu.iter().map(|(name, cpu)| (name.to_string(), json!(cpu))).collect::<serde_json::Map<_, _>>(),
+        "redis_by_command": redis_by_command,
     });
     let row = format!(
-        "| S5i | {total} events through the ingest stream (`XADD` pipelines of 100 from 16 lanes), 2 gateways ({connected} subscribers on {topics} topics) | ≥ 100,000 events/s | {rate:.0} events/s (all added in {added_s:.1} s, the stream empty after {drained_s:.1} s); {} delivered, gaps {}, dups {}, reorders {}; server CPU per event: {by_process} |",
+        "| S5i | {total} events through the ingest stream (`XADD` pipelines of 100 from 16 lanes), 2 gateways ({connected} subscribers on {topics} topics) | ≥ 100,000 events/s | {rate:.0} events/s (all added in {added_s:.1} s, the stream empty after {drained_s:.1} s); {} delivered, gaps {}, dups {}, reorders {}; server CPU per event: {by_process}; Redis by command, per event: {redis_by_command} |",
         merged.sum(|r| r.events),
         merged.sum(|r| r.gaps),
         merged.sum(|r| r.duplicates),
