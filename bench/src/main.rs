@@ -6,6 +6,11 @@
 //! - `scenario NAME` starts the system under test from release binaries, drives it, and
 //!   prints one JSON result and one Markdown table row.
 
+// Shared with the test rig as a file, not a dependency: see its header. The rig uses
+// parts of it the benchmark does not.
+#[path = "../../tests/src/host.rs"]
+#[allow(dead_code)]
+mod host;
 mod procs;
 mod publish;
 mod redis_setup;

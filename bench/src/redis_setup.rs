@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::host;
 use crate::procs::{Proc, free_port};
 
 /// Masters of the benchmark's Redis Cluster.
@@ -115,18 +116,7 @@ async fn start_cluster(dir: &Path) -> RedisSetup {
         nodes.push(node);
         addresses.push(format!("127.0.0.1:{port}"));
     }
-    let output = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addresses)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("run redis-cli --cluster create (installed with redis-server)");
-    assert!(
-        output.status.success(),
-        "redis-cli --cluster create failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    host::create_cluster(&addresses, 0);
     let deadline = Instant::now() + START_TIMEOUT;
     for address in &addresses {
         let (_, port) = address.split_once(':').expect("host:port");

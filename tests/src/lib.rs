@@ -28,6 +28,7 @@ pub mod browser;
 pub mod certificate;
 pub mod eventsource;
 pub mod gateway_app;
+pub mod host;
 pub mod http2;
 pub mod ingest;
 pub mod keys;

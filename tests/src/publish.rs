@@ -1,4 +1,5 @@
-//! The producer's routing core, in-process, for tests that need events published.
+//! Publishing in tests: the producer's routing core in-process, or `POST /publish` to a
+//! producer process.
 
 use std::time::Duration;
 
@@ -40,4 +41,20 @@ pub fn event(topic: &str, name: Option<&str>, data: &str) -> Publish {
 pub async fn publish_one(publisher: &Publisher, topic: &str, data: &str) -> String {
     let results: Vec<Published> = publisher.publish(&[event(topic, None, data)]).await.expect("publish");
     results[0].cursor.to_string()
+}
+
+/// `POST /publish` of `body` (one event or a batch) to the producer at `base_url`
+/// (`http://host:port`), with `token` as the bearer token if any. Panics unless it answers
+/// 200; returns the answer's JSON.
+pub async fn over_http(base_url: &str, token: Option<&str>, body: &serde_json::Value) -> serde_json::Value {
+    let mut request = reqwest::Client::new().post(format!("{base_url}/publish")).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("POST {base_url}/publish: {e}"));
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "POST {base_url}/publish: {text}");
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("POST {base_url}/publish answered no JSON ({e}): {text}"))
 }

@@ -191,14 +191,7 @@ impl Service {
 
     /// Whether the process has ended (a zombie not yet reaped counts).
     fn exited(&self) -> bool {
-        let Some(child) = self.child.as_ref() else { return true };
-        match std::fs::read_to_string(format!("/proc/{}/stat", child.id())) {
-            // The state is the field after the parenthesised command name.
-            Ok(stat) => {
-                stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) == Some('Z')
-            }
-            Err(_) => true,
-        }
+        self.child.as_ref().is_none_or(|child| crate::host::has_exited(child.id()))
     }
 
     /// SIGKILL, like a crash.
@@ -227,13 +220,7 @@ impl Service {
 
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        crate::host::rss_kib(self.pid())
     }
 }
 

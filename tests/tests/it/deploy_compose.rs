@@ -103,18 +103,12 @@ async fn compose_services_deliver_a_published_event_through_nginx() {
     );
 
     let token = secrets.read("/run/secrets/publish-token");
-    let published: serde_json::Value = reqwest::Client::new()
-        .post(producer.url("/publish"))
-        .bearer_auth(token.trim_end())
-        .json(&serde_json::json!({"topic": topic, "data": "hello"}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let published = streamgate_tests::publish::over_http(
+        &producer.url(""),
+        Some(token.trim_end()),
+        &serde_json::json!({"topic": topic, "data": "hello"}),
+    )
+    .await;
     let id = published["results"][0]["id"].as_str().expect("an id").to_owned();
     for stream in [&mut first, &mut second] {
         let event = stream.next_event(EVENT_WAIT).await.expect("the published event");

@@ -122,19 +122,9 @@ async fn memory_returns_near_its_baseline_once_every_subscriber_has_caught_up() 
 
 async fn sample_peak(pid: u32, peak: Arc<AtomicU64>, sampling: Arc<AtomicBool>) {
     while sampling.load(Ordering::Acquire) {
-        peak.fetch_max(rss_kib(pid), Ordering::AcqRel);
+        peak.fetch_max(streamgate_tests::host::rss_kib(pid), Ordering::AcqRel);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {

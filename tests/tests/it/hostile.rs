@@ -7,21 +7,13 @@
 use std::time::Duration;
 
 use streamgate_tests::gateway_app::spawn_gateway;
+use streamgate_tests::host::rss_kib;
 use streamgate_tests::producer_app::spawn_producer;
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::rig::{Service, free_port};
 use streamgate_tests::world::TestWorld;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 /// What one raw `GET /events` saw in its first bytes.
 enum Answer {

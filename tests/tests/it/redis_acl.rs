@@ -105,18 +105,12 @@ async fn each_service_runs_as_its_own_redis_user_and_ingest_may_only_xadd() {
 
     // Publish over HTTP and through the ingest stream (as the ingest user); both arrive.
     let mut stream = connect(&gateway.url("/events?topic=acl"), None).await;
-    let published: Value = reqwest::Client::new()
-        .post(producer.url("/publish"))
-        .bearer_auth(&publish_token)
-        .json(&json!({"topic": "acl", "data": "over http", "idempotencyKey": "k-1"}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let published = streamgate_tests::publish::over_http(
+        &producer.url(""),
+        Some(&publish_token),
+        &json!({"topic": "acl", "data": "over http", "idempotencyKey": "k-1"}),
+    )
+    .await;
     assert_eq!(published["results"][0]["duplicate"], false);
     let mut ingest =
         connect_as(&redis, "ingest", &read_secret(secrets.path(), "redis-ingest-password")).await;

@@ -110,14 +110,12 @@ async fn publish_deliver_replay_and_sweep(env: Vec<(String, String)>) {
     let query: Vec<String> = topics.iter().map(|t| format!("topic={t}")).collect();
     let mut live = connect(&first.url(&format!("/events?{}", query.join("&"))), None).await;
     let mut on_second = connect(&second.url("/events?topic=alpha"), None).await;
-    let client = reqwest::Client::new();
     for round in 0..3 {
         let batch: Vec<Value> = topics
             .iter()
             .map(|t| json!({"topic": t, "data": format!("{t} {round}"), "idempotencyKey": format!("{t}-{round}")}))
             .collect();
-        let answer = client.post(producer.url("/publish")).json(&batch).send().await.unwrap();
-        assert_eq!(answer.status(), 200, "{}", producer.log());
+        streamgate_tests::publish::over_http(&producer.url(""), None, &Value::Array(batch)).await;
     }
     let events = live.take(12, WAIT).await;
     let mut per_topic: HashMap<String, Vec<String>> = HashMap::new();

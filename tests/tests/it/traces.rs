@@ -57,13 +57,8 @@ fn spawn_producer(name: &str, redis: &RedisServer, prefix: &str, otel: Vec<(Stri
 }
 
 async fn publish(producer: &Service, topic: &str, data: &str) {
-    let response = reqwest::Client::new()
-        .post(producer.url("/publish"))
-        .json(&json!({"topic": topic, "data": data}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    streamgate_tests::publish::over_http(&producer.url(""), None, &json!({"topic": topic, "data": data}))
+        .await;
 }
 
 /// The routed entries of the test gateway's instance stream: (data, `tp`).
