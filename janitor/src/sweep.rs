@@ -357,22 +357,37 @@ impl Pass {
         if !self.has_type(&index, RedisType::SortedSet).await? {
             return Ok(());
         }
-        let page_size = self.settings.scan_count;
-        let mut offset = 0;
-        while self.budget_left() {
-            let members = self.index_page(&index, offset, page_size).await?;
-            let instances = self.parse_members(
+        self.sweep_index_pages(&index, async |this, members| {
+            let instances = this.parse_members(
                 &index,
                 &members,
                 |m| InstanceId::parse(m).ok(),
                 "names no valid instance id",
             );
-            let unindexed = self.sweep_instances(instances).await?;
-            if members.len() < page_size {
+            this.sweep_instances(instances).await
+        })
+        .await
+    }
+
+    /// Goes through a sorted-set index page by page, lowest scores first, while the budget
+    /// lasts: `sweep` handles one page and returns how many of its members it removed from
+    /// the index.
+    async fn sweep_index_pages(
+        &mut self,
+        index: &str,
+        mut sweep: impl AsyncFnMut(&mut Self, Vec<Vec<u8>>) -> Result<usize, SweepError>,
+    ) -> Result<(), SweepError> {
+        let page_size = self.settings.scan_count;
+        let mut offset = 0;
+        while self.budget_left() {
+            let members = self.index_page(index, offset, page_size).await?;
+            let n_members = members.len();
+            let unindexed = sweep(self, members).await?;
+            if n_members < page_size {
                 break;
             }
-            // Members this sweep removed from the index shift the later ones down.
-            offset += members.len() - unindexed;
+            // Members this page's sweep removed from the index shift the later ones down.
+            offset += n_members - unindexed;
         }
         Ok(())
     }
@@ -418,24 +433,17 @@ impl Pass {
         if !self.has_type(&index, RedisType::SortedSet).await? {
             return Ok(());
         }
-        let page_size = self.settings.scan_count;
-        let mut offset = 0;
-        while self.budget_left() {
-            let members = self.index_page(&index, offset, page_size).await?;
-            let max_topic_bytes = self.settings.max_topic_bytes;
-            let topics = self.parse_members(
+        let max_topic_bytes = self.settings.max_topic_bytes;
+        self.sweep_index_pages(&index, async |this, members| {
+            let topics = this.parse_members(
                 &index,
                 &members,
                 |m| Topic::parse(m, max_topic_bytes).ok(),
                 "names no valid topic",
             );
-            let unindexed = self.sweep_topics(topics).await?;
-            if members.len() < page_size {
-                break;
-            }
-            offset += members.len() - unindexed;
-        }
-        Ok(())
+            this.sweep_topics(topics).await
+        })
+        .await
     }
 
     /// Sweeps the candidates that are dead and not handled yet in this sweep. Returns how

@@ -180,20 +180,7 @@ async fn services_publish_deliver_replay_and_sweep_behind_sentinels() {
 
 /// The sequence numbers a topic's history holds, in history order.
 async fn history_seqs(redis: &Redis, topic: &str) -> Vec<u64> {
-    let mut conn = conn(redis).await;
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(history(PREFIX, topic))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    reply
-        .ids
-        .iter()
-        .filter_map(|entry| entry.get::<String>("d"))
-        .filter_map(|data| data.split(' ').nth(1).and_then(|seq| seq.parse().ok()))
-        .collect()
+    streamgate_tests::eventsource::history_order(&mut conn(redis).await, &history(PREFIX, topic)).await
 }
 
 /// How long a lost tail may take to be announced: reconciliation runs every
