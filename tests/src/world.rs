@@ -13,6 +13,7 @@ use streamgate::topic::Topic;
 
 use crate::eventsource::urlencode;
 use crate::gateway_app::{TestGateway, spawn_gateway};
+use crate::producer_app::{TestProducer, spawn_producer};
 use crate::publish::{publish_one, publisher};
 use crate::redis_server::{RedisServer, unique_prefix};
 use crate::sse_client::{SseStream, connect};
@@ -46,6 +47,12 @@ impl TestWorld {
     /// A gateway in this world, with the given settings over the defaults.
     pub async fn gateway(&self, settings: &[(&str, &str)]) -> TestGateway {
         spawn_gateway(&self.redis.url(), &self.prefix, settings).await
+    }
+
+    /// A producer in this world (in-process, on a free port), with the given settings over
+    /// the defaults.
+    pub async fn producer(&self, settings: &[(&str, &str)]) -> TestProducer {
+        spawn_producer(&self.redis.url(), &self.prefix, settings).await
     }
 
     /// A connection to this world's Redis.
