@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use streamgate_tests::gateway_app::{TestGateway, spawn_gateway};
-use streamgate_tests::publish::{publish_one, publisher};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::gateway_app::TestGateway;
 use streamgate_tests::sse_client::connect_with_headers;
 use streamgate_tests::tokens::{KeyPair, SECRET, claims, hs256, unsigned, write_jwks};
+use streamgate_tests::world::TestWorld;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -34,17 +33,18 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-async fn jwt_gateway(redis: &RedisServer, name: &str, extra: &[(&str, &str)]) -> TestGateway {
+/// A gateway in `world` verifying HS256 tokens, with `public:` topics open to all.
+async fn jwt_gateway(world: &TestWorld, extra: &[(&str, &str)]) -> TestGateway {
     let mut settings =
         vec![("SUBSCRIBE_AUTH", "jwt"), ("JWT_SECRET", SECRET), ("PUBLIC_TOPIC_PREFIXES", "public:")];
     settings.extend_from_slice(extra);
-    spawn_gateway(&redis.url(), &unique_prefix(name), &settings).await
+    world.gateway(&settings).await
 }
 
 #[tokio::test]
 async fn every_invalid_token_gets_401_with_a_bearer_challenge_and_public_topics_need_none() {
-    let redis = RedisServer::start();
-    let gateway = jwt_gateway(&redis, "jwt401", &[]).await;
+    let world = TestWorld::start("jwt401");
+    let gateway = jwt_gateway(&world, &[]).await;
     let keys = tempfile::tempdir().unwrap();
     let rsa = KeyPair::rsa(keys.path(), "rsa-1");
     let good = claims(&["order:*"], 60);
@@ -85,8 +85,8 @@ async fn every_invalid_token_gets_401_with_a_bearer_challenge_and_public_topics_
 
 #[tokio::test]
 async fn the_topics_claim_opens_exact_names_and_prefix_patterns_only() {
-    let redis = RedisServer::start();
-    let gateway = jwt_gateway(&redis, "jwt403", &[]).await;
+    let world = TestWorld::start("jwt403");
+    let gateway = jwt_gateway(&world, &[]).await;
     let token = hs256(&claims(&["order:*", "user:42:*", "status"], 60), SECRET);
     let authorization = bearer(&token);
     let cases = [
@@ -125,17 +125,12 @@ async fn the_topics_claim_opens_exact_names_and_prefix_patterns_only() {
 
 #[tokio::test]
 async fn rs256_and_es256_tokens_verify_against_a_jwks_file_by_kid_without_algorithm_confusion() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("jwks");
     let keys = tempfile::tempdir().unwrap();
     let rsa = KeyPair::rsa(keys.path(), "rsa-1");
     let ec = KeyPair::ec(keys.path(), "ec-1");
     let jwks = write_jwks(keys.path(), &[&rsa, &ec]);
-    let gateway = spawn_gateway(
-        &redis.url(),
-        &unique_prefix("jwks"),
-        &[("SUBSCRIBE_AUTH", "jwt"), ("JWKS_FILE", jwks.to_str().unwrap())],
-    )
-    .await;
+    let gateway = world.gateway(&[("SUBSCRIBE_AUTH", "jwt"), ("JWKS_FILE", jwks.to_str().unwrap())]).await;
     let good = claims(&["t:*"], 60);
     let url = gateway.url("/events?topic=t:1");
     let status_of = |token: String| {
@@ -158,7 +153,7 @@ async fn rs256_and_es256_tokens_verify_against_a_jwks_file_by_kid_without_algori
 
 #[tokio::test]
 async fn a_jwks_url_is_fetched_at_start_up() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("jwksurl");
     let keys = tempfile::tempdir().unwrap();
     let rsa = KeyPair::rsa(keys.path(), "rsa-url");
     let document =
@@ -167,12 +162,7 @@ async fn a_jwks_url_is_fetched_at_start_up() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let jwks_url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let gateway = spawn_gateway(
-        &redis.url(),
-        &unique_prefix("jwksurl"),
-        &[("SUBSCRIBE_AUTH", "jwt"), ("JWKS_URL", &jwks_url)],
-    )
-    .await;
+    let gateway = world.gateway(&[("SUBSCRIBE_AUTH", "jwt"), ("JWKS_URL", &jwks_url)]).await;
     let token = rsa.sign(&claims(&["t"], 60), None);
     let (status, _, body) = get(&gateway.url("/events?topic=t"), &[("authorization", &bearer(&token))]).await;
     assert_eq!(status, 200, "{body}");
@@ -180,25 +170,19 @@ async fn a_jwks_url_is_fetched_at_start_up() {
 
 #[tokio::test]
 async fn a_cookie_carries_the_token_and_a_browser_like_reconnect_resumes_exactly() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("cookie");
-    let gateway = spawn_gateway(
-        &redis.url(),
-        &prefix,
-        &[("SUBSCRIBE_AUTH", "jwt"), ("JWT_SECRET", SECRET), ("AUTH_COOKIE", "sg")],
-    )
-    .await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let world = TestWorld::start("cookie");
+    let gateway =
+        world.gateway(&[("SUBSCRIBE_AUTH", "jwt"), ("JWT_SECRET", SECRET), ("AUTH_COOKIE", "sg")]).await;
     let cookie = format!("theme=dark; sg={}", hs256(&claims(&["room:*"], 60), SECRET));
     let mut stream = connect_with_headers(&gateway.url("/events?topic=room:1"), &[("cookie", &cookie)]).await;
     assert_eq!(stream.status, 200);
     for n in 0..3 {
-        publish_one(&publisher, "room:1", &n.to_string()).await;
+        world.publish("room:1", &n.to_string()).await;
     }
     let seen = stream.take(3, WAIT).await;
     drop(stream);
     for n in 3..5 {
-        publish_one(&publisher, "room:1", &n.to_string()).await;
+        world.publish("room:1", &n.to_string()).await;
     }
     let cursor = seen[2].id.clone();
     let mut resumed = connect_with_headers(
@@ -216,27 +200,24 @@ async fn a_cookie_carries_the_token_and_a_browser_like_reconnect_resumes_exactly
 
 #[tokio::test]
 async fn a_query_token_is_accepted_only_when_enabled() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("query");
     let token = hs256(&claims(&["q"], 60), SECRET);
     let path = format!("/events?topic=q&token={token}");
-    let closed = jwt_gateway(&redis, "noquery", &[]).await;
+    let closed = jwt_gateway(&world, &[]).await;
     assert_eq!(get(&closed.url(&path), &[]).await.0, 401);
-    let open = jwt_gateway(&redis, "query", &[("ALLOW_QUERY_TOKEN", "true")]).await;
+    let open = jwt_gateway(&world, &[("ALLOW_QUERY_TOKEN", "true")]).await;
     assert_eq!(get(&open.url(&path), &[]).await.0, 200);
 }
 
 #[tokio::test]
 async fn a_token_expiring_mid_stream_ends_it_with_auth_expired_and_a_reconnect_is_checked_before_replay() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("expiry");
-    let gateway =
-        spawn_gateway(&redis.url(), &prefix, &[("SUBSCRIBE_AUTH", "jwt"), ("JWT_SECRET", SECRET)]).await;
-    let publisher = publisher(&redis.url(), &prefix);
+    let world = TestWorld::start("expiry");
+    let gateway = world.gateway(&[("SUBSCRIBE_AUTH", "jwt"), ("JWT_SECRET", SECRET)]).await;
     let short = bearer(&hs256(&claims(&["news"], 2), SECRET));
     let mut stream =
         connect_with_headers(&gateway.url("/events?topic=news"), &[("authorization", &short)]).await;
     assert_eq!(stream.status, 200);
-    publish_one(&publisher, "news", "before").await;
+    world.publish("news", "before").await;
     let events = stream.until_end(WAIT).await;
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names, ["message", "streamgate.auth_expired"], "{events:?}");
@@ -247,7 +228,7 @@ async fn a_token_expiring_mid_stream_ends_it_with_auth_expired_and_a_reconnect_i
     let cursor = events[0].id.clone();
     assert_eq!(events[1].id, cursor);
 
-    publish_one(&publisher, "news", "after").await;
+    world.publish("news", "after").await;
     // The browser reconnects by itself with the expired token: refused before any replay.
     let (status, _, body) =
         get(&gateway.url("/events?topic=news"), &[("authorization", &short), ("last-event-id", &cursor)])
@@ -308,19 +289,16 @@ async fn start_hook() -> Hook {
 
 #[tokio::test]
 async fn the_subscribe_hook_allows_denies_narrows_and_is_cached_per_credential() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("hook");
     let hook = start_hook().await;
-    let gateway = spawn_gateway(
-        &redis.url(),
-        &unique_prefix("hook"),
-        &[
+    let gateway = world
+        .gateway(&[
             ("SUBSCRIBE_AUTH", "hook"),
             ("SUBSCRIBE_AUTH_URL", &hook.url),
             ("SUBSCRIBE_AUTH_CACHE", "30s"),
             ("PUBLIC_TOPIC_PREFIXES", "public:"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let status = |topics: &'static str, token: &'static str| {
         let url = gateway.url(&format!("/events?{topics}"));
         async move {
@@ -354,19 +332,16 @@ async fn the_subscribe_hook_allows_denies_narrows_and_is_cached_per_credential()
 
 #[tokio::test]
 async fn a_hook_that_times_out_or_fails_is_a_retryable_refusal_and_never_cached() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("hookslow");
     let hook = start_hook().await;
-    let gateway = spawn_gateway(
-        &redis.url(),
-        &unique_prefix("hookslow"),
-        &[
+    let gateway = world
+        .gateway(&[
             ("SUBSCRIBE_AUTH", "hook"),
             ("SUBSCRIBE_AUTH_URL", &hook.url),
             ("SUBSCRIBE_AUTH_TIMEOUT", "300ms"),
             ("RETRY_INTERVAL", "1s"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let started = std::time::Instant::now();
     let (status, headers, body) =
         get(&gateway.url("/events?topic=a"), &[("authorization", "Bearer slow")]).await;

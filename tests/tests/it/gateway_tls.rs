@@ -13,11 +13,11 @@ use gateway::{Application, GatewayConfig};
 use h2::client::SendRequest;
 use streamgate_tests::certificate::Certificate;
 use streamgate_tests::eventsource::{Tally, counted};
-use streamgate_tests::gateway_app::{TestGateway, spawn_gateway};
+use streamgate_tests::gateway_app::TestGateway;
 use streamgate_tests::http2;
-use streamgate_tests::publish::{event, publisher};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::publish::event;
 use streamgate_tests::wait::wait_until;
+use streamgate_tests::world::TestWorld;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -27,24 +27,18 @@ const ROUNDS: u64 = 40;
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Opens `STREAMS` event streams over `TOPICS` topics on `connection`, publishes `ROUNDS`
-/// events per topic (data `"<topic> <seq>"`) and counts what each stream received.
-async fn fifty_streams(
-    connection: &SendRequest<Bytes>,
-    base: &str,
-    redis: &RedisServer,
-    prefix: &str,
-) -> Tally {
+/// events per topic (data `"<topic> <seq>"`) in `world` and counts what each stream received.
+async fn fifty_streams(connection: &SendRequest<Bytes>, base: &str, world: &TestWorld) -> Tally {
     let topics: Vec<String> = (0..TOPICS).map(|i| format!("h2-{i}")).collect();
     let mut streams = Vec::new();
     for i in 0..STREAMS {
         streams.push(http2::open(connection, base, &topics[i % TOPICS]).await);
     }
-    let publisher = publisher(&redis.url(), prefix);
     let mut published: HashMap<String, u64> = HashMap::new();
     for seq in 0..ROUNDS {
         let batch: Vec<_> =
             topics.iter().map(|topic| event(topic, None, &format!("{topic} {seq}"))).collect();
-        publisher.publish(&batch).await.expect("publish");
+        world.publisher.publish(&batch).await.expect("publish");
         for topic in &topics {
             *published.entry(topic.clone()).or_default() += 1;
         }
@@ -60,44 +54,38 @@ fn assert_complete(scenario: &str, tally: Tally) {
     assert_eq!((tally.missing, tally.duplicates, tally.out_of_order), (0, 0, 0), "{scenario}: {tally}");
 }
 
-async fn tls_gateway(
-    redis: &RedisServer,
-    prefix: &str,
-    certificate: &Certificate,
-    extra: &[(&str, &str)],
-) -> TestGateway {
+/// A gateway in `world` serving TLS with `certificate`.
+async fn tls_gateway(world: &TestWorld, certificate: &Certificate, extra: &[(&str, &str)]) -> TestGateway {
     let mut overrides = vec![
         ("TLS_CERT_FILE", certificate.cert.to_str().unwrap()),
         ("TLS_KEY_FILE", certificate.key.to_str().unwrap()),
     ];
     overrides.extend_from_slice(extra);
-    spawn_gateway(&redis.url(), prefix, &overrides).await
+    world.gateway(&overrides).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tls_connection_carries_fifty_event_streams_over_http2_each_in_order() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("tls-h2");
+    let world = TestWorld::start("tls-h2");
     let dir = tempfile::tempdir().unwrap();
     let certificate = Certificate::self_signed(dir.path(), "gateway");
-    let gateway = tls_gateway(&redis, &prefix, &certificate, &[]).await;
+    let gateway = tls_gateway(&world, &certificate, &[]).await;
 
     // `connect` fails unless ALPN chose h2 and the certificate verifies for the name.
     let address = format!("127.0.0.1:{}", gateway.port);
     let connection = http2::connect(&address, "localhost", &certificate.cert).await;
     let base = format!("https://localhost:{}", gateway.port);
-    let tally = fifty_streams(&connection, &base, &redis, &prefix).await;
+    let tally = fifty_streams(&connection, &base, &world).await;
     assert_complete("one TLS connection, HTTP/2, 50 streams", tally);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_cleartext_http2_connection_with_prior_knowledge_carries_fifty_event_streams() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("h2c");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
+    let world = TestWorld::start("h2c");
+    let gateway = world.gateway(&[]).await;
 
     let connection = http2::connect_cleartext(&format!("127.0.0.1:{}", gateway.port)).await;
-    let tally = fifty_streams(&connection, &gateway.url(""), &redis, &prefix).await;
+    let tally = fifty_streams(&connection, &gateway.url(""), &world).await;
     assert_complete("one h2c connection, 50 streams", tally);
 }
 
@@ -120,10 +108,10 @@ async fn readyz_over_http1(port: u16, ca: &Certificate) -> String {
 
 #[tokio::test]
 async fn http1_is_still_served_over_tls_and_plain_http_is_not_answered_on_the_tls_port() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("tls-h1");
     let dir = tempfile::tempdir().unwrap();
     let certificate = Certificate::self_signed(dir.path(), "gateway");
-    let gateway = tls_gateway(&redis, &unique_prefix("tls-h1"), &certificate, &[]).await;
+    let gateway = tls_gateway(&world, &certificate, &[]).await;
 
     assert_eq!(readyz_over_http1(gateway.port, &certificate).await, "HTTP/1.1 200 OK");
     // Clear text on the TLS port is a failed handshake, never a response.
@@ -133,9 +121,8 @@ async fn http1_is_still_served_over_tls_and_plain_http_is_not_answered_on_the_tl
 
 #[tokio::test]
 async fn an_http2_connection_gets_at_most_its_stream_limit_at_once() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("h2-limit");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("HTTP2_MAX_CONCURRENT_STREAMS", "3")]).await;
+    let world = TestWorld::start("h2-limit");
+    let gateway = world.gateway(&[("HTTP2_MAX_CONCURRENT_STREAMS", "3")]).await;
     let connection = http2::connect_cleartext(&format!("127.0.0.1:{}", gateway.port)).await;
     let base = gateway.url("");
 
@@ -155,9 +142,8 @@ async fn an_http2_connection_gets_at_most_its_stream_limit_at_once() {
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_but_not_one_with_a_stream_open() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("h2-idle");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("HEADER_READ_TIMEOUT", "1s")]).await;
+    let world = TestWorld::start("h2-idle");
+    let gateway = world.gateway(&[("HEADER_READ_TIMEOUT", "1s")]).await;
     let address = format!("127.0.0.1:{}", gateway.port);
 
     // No stream: closed (GOAWAY) within a few header read timeouts.
@@ -172,8 +158,7 @@ async fn an_idle_http2_connection_is_closed_but_not_one_with_a_stream_open() {
     let busy = http2::connect_cleartext(&address).await;
     let stream = http2::open(&busy, &gateway.url(""), "kept").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let publisher = publisher(&redis.url(), &prefix);
-    publisher.publish(&[event("kept", None, "kept 0")]).await.expect("publish");
+    world.publish("kept", "kept 0").await;
     wait_until("the stream on a busy connection receives", Duration::from_secs(10), || {
         let received = stream.seqs.lock().unwrap().clone();
         async move { received == [0] }
@@ -190,13 +175,11 @@ async fn closed_when_silent(port: u16, within: Duration) -> bool {
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_read_timeout_with_and_without_tls() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("silent");
     let dir = tempfile::tempdir().unwrap();
     let certificate = Certificate::self_signed(dir.path(), "gateway");
-    let plain = spawn_gateway(&redis.url(), &unique_prefix("silent"), &[("HEADER_READ_TIMEOUT", "1s")]).await;
-    let tls =
-        tls_gateway(&redis, &unique_prefix("silent-tls"), &certificate, &[("HEADER_READ_TIMEOUT", "1s")])
-            .await;
+    let plain = world.gateway(&[("HEADER_READ_TIMEOUT", "1s")]).await;
+    let tls = tls_gateway(&world, &certificate, &[("HEADER_READ_TIMEOUT", "1s")]).await;
     assert!(closed_when_silent(plain.port, Duration::from_secs(10)).await, "clear text");
     assert!(closed_when_silent(tls.port, Duration::from_secs(10)).await, "TLS handshake never started");
 }
@@ -215,11 +198,10 @@ async fn presented_certificate(port: u16, ca: &Certificate) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("tls-reload");
     let dir = tempfile::tempdir().unwrap();
     let served = Certificate::self_signed(dir.path(), "served");
-    let gateway =
-        tls_gateway(&redis, &unique_prefix("tls-reload"), &served, &[("TLS_RELOAD_INTERVAL", "1s")]).await;
+    let gateway = tls_gateway(&world, &served, &[("TLS_RELOAD_INTERVAL", "1s")]).await;
     let first = presented_certificate(gateway.port, &served).await.expect("the first certificate verifies");
     let original = Certificate { cert: dir.path().join("original.crt"), key: served.key.clone() };
     std::fs::copy(&served.cert, &original.cert).unwrap();
@@ -244,7 +226,7 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_n
 
 #[tokio::test]
 async fn unusable_tls_settings_stop_the_gateway_with_the_reason() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("tls-bad");
     let dir = tempfile::tempdir().unwrap();
     let good = Certificate::self_signed(dir.path(), "good");
     let other = Certificate::self_signed(dir.path(), "other");
@@ -264,10 +246,9 @@ async fn unusable_tls_settings_stop_the_gateway_with_the_reason() {
         (path(&good.cert), path(&other.key), "does not go with"),
     ];
     for (cert, key, expected) in cases {
-        let prefix = unique_prefix("tls-bad");
         let config = GatewayConfig::with_overrides(&[
-            ("REDIS_URL", &redis.url()),
-            ("KEY_PREFIX", &prefix),
+            ("REDIS_URL", &world.redis.url()),
+            ("KEY_PREFIX", &world.prefix),
             ("LISTEN_ADDR", "127.0.0.1:0"),
             ("ADMIN_LISTEN_ADDR", "off"),
             ("TLS_CERT_FILE", &cert),
@@ -280,9 +261,9 @@ async fn unusable_tls_settings_stop_the_gateway_with_the_reason() {
         };
         assert!(error.contains("cannot serve TLS") && error.contains(expected), "{expected}: {error}");
         // Refused before it claimed anything in Redis.
-        let mut connection = redis.redis_client().get_multiplexed_async_connection().await.unwrap();
+        let mut connection = world.conn().await;
         let keys: Vec<String> =
-            redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap();
+            redis::cmd("KEYS").arg(format!("{}*", world.prefix)).query_async(&mut connection).await.unwrap();
         assert!(keys.is_empty(), "{expected}: wrote {keys:?}");
     }
 }
