@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
-use streamgate_tests::producer_app::{TestProducer, history, spawn_producer};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::producer_app::{TestProducer, history};
+use streamgate_tests::world::TestWorld;
 
 /// How long a condition may take before a test fails.
 const WAIT: Duration = Duration::from_secs(15);
@@ -86,15 +86,10 @@ fn request_shape(i: usize) -> (String, &'static str, Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_single_event_publishes_each_get_their_own_result_in_history_order() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("group_many");
-    let producer = spawn_producer(
-        &redis.url(),
-        &prefix,
-        &[("PUBLISH_TOKEN", "token-a,token-b"), ("MAX_CONCURRENT_PUBLISHES", "1000")],
-    )
-    .await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("group_many");
+    let producer =
+        world.producer(&[("PUBLISH_TOKEN", "token-a,token-b"), ("MAX_CONCURRENT_PUBLISHES", "1000")]).await;
+    let mut conn = world.conn().await;
     let calls_before = script_calls(&mut conn).await;
 
     let requests = (0..N_REQUESTS).map(|i| {
@@ -152,10 +147,9 @@ async fn many_concurrent_single_event_publishes_each_get_their_own_result_in_his
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_redis_does_not_answer_is_504_for_each_request_and_retries_find_each_once() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("group_unknown");
-    let producer = spawn_producer(&redis.url(), &prefix, &[("REDIS_RESPONSE_TIMEOUT", "300ms")]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("group_unknown");
+    let producer = world.producer(&[("REDIS_RESPONSE_TIMEOUT", "300ms")]).await;
+    let mut conn = world.conn().await;
     // Loads the append script, so the paused calls run it rather than answering NOSCRIPT.
     assert_eq!(producer.publish(&json!({"topic": "warm-up", "data": "x"})).await.status(), 200);
     let event = |i: usize| json!({"topic": format!("t{}", i % 3), "data": format!("e{i}"), "idempotencyKey": format!("k{i}")});
@@ -202,10 +196,9 @@ async fn a_group_redis_does_not_answer_is_504_for_each_request_and_retries_find_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_redis_refuses_before_running_is_503_for_each_request_and_nothing_is_written() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("group_not_written");
-    let producer = spawn_producer(&redis.url(), &prefix, &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("group_not_written");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     assert_eq!(producer.publish(&json!({"topic": "warm-up", "data": "x"})).await.status(), 200);
     let event = |i: usize| json!({"topic": format!("t{}", i % 3), "data": format!("e{i}")});
 
@@ -238,10 +231,9 @@ async fn a_group_redis_refuses_before_running_is_503_for_each_request_and_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_refused_for_one_requests_topic_fails_that_request_only() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("group_refused");
-    let producer = spawn_producer(&redis.url(), &prefix, &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("group_refused");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     assert_eq!(producer.publish(&json!({"topic": "warm-up", "data": "x"})).await.status(), 200);
     // Topic "bad"'s history key holds a string: the script refuses any batch with it.
     let bad = producer.keys.history(&streamgate::topic::Topic::parse("bad", 256).unwrap());

@@ -7,12 +7,9 @@ use std::time::Duration;
 use redis::AsyncCommands as _;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
-use streamgate_tests::gateway_app::spawn_gateway;
 use streamgate_tests::ingest::{create_group, read_as};
-use streamgate_tests::producer_app::spawn_producer;
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
-use streamgate_tests::sse_client::connect;
 use streamgate_tests::wait::wait_until;
+use streamgate_tests::world::TestWorld;
 
 use crate::gateway_metrics::{sample, scrape};
 
@@ -29,21 +26,21 @@ async fn leave_one_pending(conn: &mut MultiplexedConnection, stream: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_metrics_count_requests_appends_duplicates_fanout_dead_letters_and_the_ingest_backlog() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("producer-metrics");
-    let ingest = format!("{prefix}:ingest");
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("producer-metrics");
+    let ingest = format!("{}:ingest", world.prefix);
+    let mut conn = world.conn().await;
     leave_one_pending(&mut conn, &ingest).await;
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
-    let producer = spawn_producer(
-        &redis.url(),
-        &prefix,
-        &[("ADMIN_LISTEN_ADDR", "127.0.0.1:0"), ("INGEST_ENABLED", "true"), ("INGEST_CLAIM_IDLE", "5m")],
-    )
-    .await;
+    let gateway = world.gateway(&[]).await;
+    let producer = world
+        .producer(&[
+            ("ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+            ("INGEST_ENABLED", "true"),
+            ("INGEST_CLAIM_IDLE", "5m"),
+        ])
+        .await;
     let metrics_url = producer.admin_url("/metrics");
     assert_eq!(reqwest::get(producer.url("/metrics")).await.unwrap().status(), 404, "not on LISTEN_ADDR");
-    let mut subscriber = connect(&gateway.url("/events?topic=t"), None).await;
+    let mut subscriber = gateway.subscribe(&["t"], None).await;
 
     let keyed = json!({"topic": "t", "data": "one", "idempotencyKey": "k-1"});
     assert_eq!(producer.publish(&keyed).await.status(), 200);

@@ -13,10 +13,9 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
-use streamgate::keys::Keys;
 use streamgate::topic::{InstanceId, Topic};
-use streamgate_tests::producer_app::{history, producer_binary, spawn_producer, stream_entries};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::producer_app::{history, producer_binary, stream_entries};
+use streamgate_tests::world::TestWorld;
 use tokio::io::AsyncWriteExt;
 
 /// How long a condition may take before a test fails.
@@ -75,11 +74,9 @@ async fn wait_for_the_pause_to_end(conn: &MultiplexedConnection) {
 
 #[tokio::test]
 async fn a_publish_redis_does_not_answer_is_504_unknown_and_a_keyed_retry_finds_it_once() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("outcome_unknown");
-    let producer =
-        spawn_producer(&redis.url(), &prefix, &[("REDIS_RESPONSE_TIMEOUT", SHORT_RESPONSE_TIMEOUT)]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("outcome_unknown");
+    let producer = world.producer(&[("REDIS_RESPONSE_TIMEOUT", SHORT_RESPONSE_TIMEOUT)]).await;
+    let mut conn = world.conn().await;
     // Loads the append script, so the paused call runs it rather than answering NOSCRIPT.
     assert_eq!(producer.publish(&json!({"topic": "warm-up", "data": "x"})).await.status(), 200);
     let event = json!({"topic": "t", "data": "once", "idempotencyKey": "order-7"});
@@ -110,10 +107,9 @@ async fn a_publish_redis_does_not_answer_is_504_unknown_and_a_keyed_retry_finds_
 
 #[tokio::test]
 async fn redis_refusing_before_running_is_503_not_written_and_nothing_is_written() {
-    let mut redis = RedisServer::start();
-    let prefix = unique_prefix("outcome_not_written");
-    let producer = spawn_producer(&redis.url(), &prefix, &[]).await;
-    let mut conn = redis.client().await;
+    let mut world = TestWorld::start("outcome_not_written");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     assert_eq!(producer.publish(&json!({"topic": "t", "data": "before"})).await.status(), 200);
 
     // Out of memory: Redis refuses the script at its first write.
@@ -125,7 +121,7 @@ async fn redis_refusing_before_running_is_503_not_written_and_nothing_is_written
     assert_eq!(data, ["before"], "nothing of the refused batch");
     assert!(history(&mut conn, &producer.keys, "u").await.is_empty());
     // Stopped: no connection can be had.
-    redis.stop();
+    world.redis.stop();
     let stopped = producer.publish(&json!({"topic": "t", "data": "stopped"})).await;
 
     for (what, response) in [("oom", oom), ("stopped", stopped)] {
@@ -140,17 +136,15 @@ async fn redis_refusing_before_running_is_503_not_written_and_nothing_is_written
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_publishing_through_a_pause_retries_and_leaves_exactly_one_entry() {
     let binary = tokio::task::spawn_blocking(producer_binary).await.unwrap();
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("outcome_cli");
-    let keys = Keys::new(&prefix).unwrap();
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("outcome_cli");
+    let mut conn = world.conn().await;
 
     pause_writes(&mut conn, PAUSE_MS).await;
     let output = tokio::process::Command::new(&binary)
         .args(["publish", "--topic", "cli", "--data", "through the pause"])
         .env_remove(streamgate::config::CONFIG_FILE_ENV)
-        .env("REDIS_URL", redis.url())
-        .env("KEY_PREFIX", &prefix)
+        .env("REDIS_URL", world.redis.url())
+        .env("KEY_PREFIX", &world.prefix)
         .env("REDIS_RESPONSE_TIMEOUT", SHORT_RESPONSE_TIMEOUT)
         .output();
     let output = tokio::time::timeout(WAIT * 2, output).await.expect("the cli finishes").unwrap();
@@ -162,7 +156,7 @@ async fn the_cli_publishing_through_a_pause_retries_and_leaves_exactly_one_entry
     let lines: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     assert_eq!(lines.len(), 1, "{stdout}");
     assert_eq!(lines[0]["duplicate"], false, "its own earlier attempt is no duplicate: {stdout}");
-    let entries = history(&mut conn, &keys, "cli").await;
+    let entries = history(&mut conn, &world.keys, "cli").await;
     assert_eq!(entries.len(), 1, "exactly once: {entries:?}");
     assert!(lines[0]["id"].as_str().unwrap().starts_with(&entries[0].id.to_string()));
 }
@@ -170,14 +164,13 @@ async fn the_cli_publishing_through_a_pause_retries_and_leaves_exactly_one_entry
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_refuses_retrying_longer_than_the_dedup_window() {
     let binary = tokio::task::spawn_blocking(producer_binary).await.unwrap();
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("outcome_cli_window");
+    let world = TestWorld::start("outcome_cli_window");
 
     let output = tokio::process::Command::new(&binary)
         .args(["publish", "--topic", "t", "--data", "x", "--retry-for", "2m"])
         .env_remove(streamgate::config::CONFIG_FILE_ENV)
-        .env("REDIS_URL", redis.url())
-        .env("KEY_PREFIX", &prefix)
+        .env("REDIS_URL", world.redis.url())
+        .env("KEY_PREFIX", &world.prefix)
         .env("DEDUP_WINDOW", "1m")
         .output()
         .await
@@ -195,15 +188,11 @@ async fn the_cli_refuses_retrying_longer_than_the_dedup_window() {
 /// consumer reads its own pending entries again and retries with the same idempotency key.
 #[tokio::test]
 async fn an_ingest_entry_whose_read_or_publish_outcome_was_unknown_is_in_history_once() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("outcome_ingest");
-    let producer = spawn_producer(
-        &redis.url(),
-        &prefix,
-        &[("INGEST_ENABLED", "true"), ("REDIS_RESPONSE_TIMEOUT", SHORT_RESPONSE_TIMEOUT)],
-    )
-    .await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("outcome_ingest");
+    let producer = world
+        .producer(&[("INGEST_ENABLED", "true"), ("REDIS_RESPONSE_TIMEOUT", SHORT_RESPONSE_TIMEOUT)])
+        .await;
+    let mut conn = world.conn().await;
     let stream = producer.config.ingest.stream.clone();
     assert_eq!(producer.publish(&json!({"topic": "warm-up", "data": "x"})).await.status(), 200);
     let reads_before = info_number(&mut conn, "commandstats", "cmdstat_xreadgroup:calls=").await;
@@ -246,11 +235,10 @@ async fn an_ingest_entry_whose_read_or_publish_outcome_was_unknown_is_in_history
 
 #[tokio::test]
 async fn a_client_leaving_mid_publish_does_not_stop_the_event_reaching_live_gateways() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("outcome_detached");
-    let producer = spawn_producer(&redis.url(), &prefix, &[]).await;
+    let world = TestWorld::start("outcome_detached");
+    let producer = world.producer(&[]).await;
     let keys = producer.keys.clone();
-    let mut conn = redis.client().await;
+    let mut conn = world.conn().await;
     let gateway = InstanceId::parse("gw-live").unwrap();
     let () = conn.hset(keys.group(&topic("quiet")), gateway.as_str(), 1).await.unwrap();
     let () = conn.set_ex(keys.instance_alive(&gateway), "1", 60).await.unwrap();
@@ -281,10 +269,9 @@ async fn a_client_leaving_mid_publish_does_not_stop_the_event_reaching_live_gate
 
 #[tokio::test]
 async fn publishes_beyond_max_concurrent_publishes_are_refused_503_and_not_written() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("outcome_busy");
-    let producer = spawn_producer(&redis.url(), &prefix, &[("MAX_CONCURRENT_PUBLISHES", "1")]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("outcome_busy");
+    let producer = world.producer(&[("MAX_CONCURRENT_PUBLISHES", "1")]).await;
+    let mut conn = world.conn().await;
     assert_eq!(producer.publish(&json!({"topic": "warm-up", "data": "x"})).await.status(), 200);
 
     pause_writes(&mut conn, PAUSE_MS).await;

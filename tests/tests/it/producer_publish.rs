@@ -12,10 +12,8 @@ use streamgate::cursor::{HistoryId, TopicCursor};
 use streamgate::keys::Keys;
 use streamgate::stream::RoutedEntry;
 use streamgate::topic::{InstanceId, Topic};
-use streamgate_tests::gateway_app::spawn_gateway;
-use streamgate_tests::producer_app::{history, producer_binary, spawn_producer, stream_entries};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
-use streamgate_tests::sse_client::connect;
+use streamgate_tests::producer_app::{history, producer_binary, stream_entries};
+use streamgate_tests::world::TestWorld;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -53,9 +51,9 @@ async fn snapshot(conn: &mut MultiplexedConnection) -> Vec<(String, usize)> {
 
 #[tokio::test]
 async fn single_event_is_appended_and_its_id_is_what_a_subscriber_sees() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("single"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("single");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
 
     let response =
         producer.publish(&json!({"topic": "order:1", "data": {"state": "paid"}, "event": "status"})).await;
@@ -78,9 +76,9 @@ async fn single_event_is_appended_and_its_id_is_what_a_subscriber_sees() {
 
 #[tokio::test]
 async fn batch_is_appended_in_order_with_each_event_naming_its_predecessor() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("batch"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("batch");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     let batch: Vec<Value> = (0..6)
         .map(|n| json!({"topic": if n % 2 == 0 { "a" } else { "b" }, "data": format!("line {n}\nnext")}))
         .collect();
@@ -106,9 +104,9 @@ async fn batch_is_appended_in_order_with_each_event_naming_its_predecessor() {
 
 #[tokio::test]
 async fn malformed_events_are_rejected_with_400_and_their_index_and_nothing_is_written() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("bad_request"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("bad_request");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     results(producer.publish(&json!({"topic": "t", "data": "existing"})).await).await;
     let before = snapshot(&mut conn).await;
     let cases: &[(&str, Option<u64>)] = &[
@@ -136,10 +134,10 @@ async fn malformed_events_are_rejected_with_400_and_their_index_and_nothing_is_w
 
 #[tokio::test]
 async fn over_the_size_limits_is_rejected_with_413_and_nothing_is_written() {
-    let redis = RedisServer::start();
+    let world = TestWorld::start("too_large");
     let overrides = [("MAX_EVENT_BYTES", "100"), ("MAX_REQUEST_BYTES", "4KiB"), ("MAX_BATCH_EVENTS", "3")];
-    let producer = spawn_producer(&redis.url(), &unique_prefix("too_large"), &overrides).await;
-    let mut conn = redis.client().await;
+    let producer = world.producer(&overrides).await;
+    let mut conn = world.conn().await;
     results(producer.publish(&json!({"topic": "t", "data": "x".repeat(100)})).await).await;
     let before = snapshot(&mut conn).await;
 
@@ -161,9 +159,9 @@ async fn over_the_size_limits_is_rejected_with_413_and_nothing_is_written() {
 
 #[tokio::test]
 async fn another_content_type_is_rejected_with_415_and_nothing_is_written() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("media_type"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("media_type");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     let body = r#"{"topic":"t","data":1}"#;
 
     let plain = producer.post_publish(body, &[("content-type", "text/plain")]).await;
@@ -180,10 +178,9 @@ async fn another_content_type_is_rejected_with_415_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_configured_token_is_required_with_401_and_nothing_is_written() {
-    let redis = RedisServer::start();
-    let producer =
-        spawn_producer(&redis.url(), &unique_prefix("token"), &[("PUBLISH_TOKEN", "s3cret")]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("token");
+    let producer = world.producer(&[("PUBLISH_TOKEN", "s3cret")]).await;
+    let mut conn = world.conn().await;
     let body = r#"{"topic":"t","data":1}"#;
     let json = ("content-type", "application/json");
 
@@ -202,11 +199,11 @@ async fn a_configured_token_is_required_with_401_and_nothing_is_written() {
 
 #[tokio::test]
 async fn redis_down_answers_503_with_retry_after_and_publishing_resumes_when_it_is_back() {
-    let mut redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("redis_down"), &[]).await;
+    let mut world = TestWorld::start("redis_down");
+    let producer = world.producer(&[]).await;
     results(producer.publish(&json!({"topic": "t", "data": "before"})).await).await;
 
-    redis.stop();
+    world.redis.stop();
     let response = producer.publish(&json!({"topic": "t", "data": "during"})).await;
     let ready = producer.get("/readyz").await;
 
@@ -217,7 +214,7 @@ async fn redis_down_answers_503_with_retry_after_and_publishing_resumes_when_it_
     assert_eq!(producer.get("/healthz").await.status(), 200);
 
     // Without persistence the restarted Redis is empty: "during" was never written.
-    redis.restart();
+    world.redis.restart();
     let deadline = Instant::now() + WAIT;
     loop {
         let response = producer.publish(&json!({"topic": "t", "data": "after"})).await;
@@ -227,7 +224,7 @@ async fn redis_down_answers_503_with_retry_after_and_publishing_resumes_when_it_
         assert!(Instant::now() < deadline, "publishing did not resume: {}", response.status());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut conn = redis.client().await;
+    let mut conn = world.conn().await;
     let data: Vec<String> =
         history(&mut conn, &producer.keys, "t").await.into_iter().map(|e| e.data).collect();
     assert_eq!(data, ["after"]);
@@ -236,9 +233,9 @@ async fn redis_down_answers_503_with_retry_after_and_publishing_resumes_when_it_
 
 #[tokio::test]
 async fn a_retried_batch_with_idempotency_keys_returns_the_original_ids_and_writes_nothing_new() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("idempotent"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("idempotent");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     let batch = json!([
         {"topic": "t", "data": "one", "idempotencyKey": "up-1"},
         {"topic": "t", "data": "two", "idempotencyKey": "up-2"},
@@ -282,9 +279,9 @@ async fn routed(conn: &mut MultiplexedConnection, keys: &Keys, instance: &str) -
 
 #[tokio::test]
 async fn routing_reaches_only_live_instances_with_subscribers() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("routing"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("routing");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     let keys = producer.keys.clone();
     register(&mut conn, &keys, "order:1", "gw-live", 2, true).await;
     register(&mut conn, &keys, "order:1", "gw-idle", 0, true).await;
@@ -319,9 +316,9 @@ async fn routing_reaches_only_live_instances_with_subscribers() {
 
 #[tokio::test]
 async fn a_duplicate_is_routed_again_with_the_original_event() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("reroute"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("reroute");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     let keys = producer.keys.clone();
     // The first publish reaches nobody, as if its producer had crashed before routing.
     let first =
@@ -344,10 +341,9 @@ async fn a_duplicate_is_routed_again_with_the_original_event() {
 
 #[tokio::test]
 async fn history_is_trimmed_by_length() {
-    let redis = RedisServer::start();
-    let producer =
-        spawn_producer(&redis.url(), &unique_prefix("trim_len"), &[("HISTORY_MAX_LEN", "50")]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("trim_len");
+    let producer = world.producer(&[("HISTORY_MAX_LEN", "50")]).await;
+    let mut conn = world.conn().await;
 
     for round in 0..10 {
         let batch: Vec<Value> = (0..100).map(|n| json!({"topic": "t", "data": round * 100 + n})).collect();
@@ -365,14 +361,9 @@ async fn history_is_trimmed_by_length() {
 
 #[tokio::test]
 async fn history_is_trimmed_by_age() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(
-        &redis.url(),
-        &unique_prefix("trim_age"),
-        &[("HISTORY_MAX_AGE", "1s"), ("DEDUP_WINDOW", "1s")],
-    )
-    .await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("trim_age");
+    let producer = world.producer(&[("HISTORY_MAX_AGE", "1s"), ("DEDUP_WINDOW", "1s")]).await;
+    let mut conn = world.conn().await;
     // Large events fill a stream node each, so approximate trimming is close to exact.
     let old: Vec<Value> =
         (0..5).map(|n| json!({"topic": "t", "data": format!("{n}{}", "x".repeat(3000))})).collect();
@@ -397,9 +388,9 @@ async fn history_is_trimmed_by_age() {
 
 #[tokio::test]
 async fn a_history_created_anew_gets_a_new_epoch_and_starts_a_new_chain() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("new_epoch"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("new_epoch");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     let first = results(producer.publish(&json!({"topic": "t", "data": "old"})).await).await;
     // As retention or a Redis data loss would leave it: the meta hash outlives the history.
     let () = conn.del(producer.keys.history(&topic("t"))).await.unwrap();
@@ -417,9 +408,9 @@ async fn a_history_created_anew_gets_a_new_epoch_and_starts_a_new_chain() {
 
 #[tokio::test]
 async fn a_batch_redis_refuses_is_answered_500_and_none_of_it_is_written() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("refused"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("refused");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     // Each key an event touches, holding the wrong type (as a hostile operator or another
     // application sharing the database would leave it): the history, the meta hash, the
     // group hash, the idempotency record.
@@ -459,9 +450,9 @@ async fn a_batch_redis_refuses_is_answered_500_and_none_of_it_is_written() {
 
 #[tokio::test]
 async fn events_of_one_batch_see_each_others_appends_and_idempotency_records() {
-    let redis = RedisServer::start();
-    let producer = spawn_producer(&redis.url(), &unique_prefix("in_batch"), &[]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("in_batch");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
     let _ = results(producer.publish(&json!({"topic": "t", "data": "before"})).await).await;
     // The meta hash outlives its history (retention, data loss): the batch's first event
     // starts a new epoch, and the ones after it must continue that chain, not start more.
@@ -503,17 +494,16 @@ async fn events_of_one_batch_see_each_others_appends_and_idempotency_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_publishes_an_event_a_gateway_delivers() {
     let binary = tokio::task::spawn_blocking(producer_binary).await.unwrap();
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("cli");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
-    let mut stream = connect(&gateway.url("/events?topic=cli:1"), None).await;
+    let world = TestWorld::start("cli");
+    let gateway = world.gateway(&[]).await;
+    let mut stream = gateway.subscribe(&["cli:1"], None).await;
     stream.expect_silence(Duration::from_millis(300)).await;
 
     let output = tokio::process::Command::new(&binary)
         .args(["publish", "--topic", "cli:1", "--data", "hello\nfrom the cli", "--event", "greeting"])
         .env_remove(streamgate::config::CONFIG_FILE_ENV)
-        .env("REDIS_URL", redis.url())
-        .env("KEY_PREFIX", &prefix)
+        .env("REDIS_URL", world.redis.url())
+        .env("KEY_PREFIX", &world.prefix)
         .output()
         .await
         .unwrap();
@@ -533,14 +523,13 @@ async fn cli_publishes_an_event_a_gateway_delivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_publishes_a_counted_series_and_rejects_bad_input_with_exit_code_2() {
     let binary = tokio::task::spawn_blocking(producer_binary).await.unwrap();
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("cli_count");
+    let world = TestWorld::start("cli_count");
     let run = |args: &[&str]| {
         tokio::process::Command::new(&binary)
             .args(args)
             .env_remove(streamgate::config::CONFIG_FILE_ENV)
-            .env("REDIS_URL", redis.url())
-            .env("KEY_PREFIX", &prefix)
+            .env("REDIS_URL", world.redis.url())
+            .env("KEY_PREFIX", &world.prefix)
             .output()
     };
 
@@ -553,9 +542,8 @@ async fn cli_publishes_a_counted_series_and_rejects_bad_input_with_exit_code_2()
 
     assert!(series.status.success());
     assert_eq!(String::from_utf8(series.stdout).unwrap().lines().count(), 3);
-    let mut conn = redis.client().await;
-    let keys = Keys::new(&prefix).unwrap();
-    assert_eq!(history(&mut conn, &keys, "t").await.len(), 3);
+    let mut conn = world.conn().await;
+    assert_eq!(history(&mut conn, &world.keys, "t").await.len(), 3);
     for rejected in [bad_topic, bad_setting] {
         assert_eq!(rejected.status.code(), Some(2));
         let stderr = String::from_utf8(rejected.stderr).unwrap();

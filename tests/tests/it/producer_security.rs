@@ -11,12 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
-use streamgate::keys::{Keys, hash_tag};
+use streamgate::keys::hash_tag;
 use streamgate::topic::Topic;
-use streamgate_tests::producer_app::{
-    TestProducer, field, history, producer_binary, spawn_producer, stream_entries,
-};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::producer_app::{TestProducer, field, history, producer_binary, stream_entries};
+use streamgate_tests::redis_server::RedisServer;
+use streamgate_tests::world::TestWorld;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -68,19 +67,17 @@ fn a_producer_on_a_public_address_without_authentication_refuses_to_start() {
 
 #[tokio::test]
 async fn a_public_address_is_served_with_a_token_or_anonymous_on_purpose() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("public");
+    let world = TestWorld::start("public");
     for extra in [("PUBLISH_TOKEN", "some-token"), ("ALLOW_ANONYMOUS_PUBLISH", "true")] {
-        let producer = spawn_producer(&redis.url(), &prefix, &[("LISTEN_ADDR", "0.0.0.0:0"), extra]).await;
+        let producer = world.producer(&[("LISTEN_ADDR", "0.0.0.0:0"), extra]).await;
         assert_eq!(producer.get("/healthz").await.status(), 200, "{extra:?}");
     }
 }
 
 #[tokio::test]
 async fn two_tokens_are_both_accepted_during_a_rotation_and_a_third_is_refused() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("rotation");
-    let producer = spawn_producer(&redis.url(), &prefix, &[("PUBLISH_TOKEN", "old-token, new-token")]).await;
+    let world = TestWorld::start("rotation");
+    let producer = world.producer(&[("PUBLISH_TOKEN", "old-token, new-token")]).await;
     let body = json!({"topic": "t", "data": "x"});
 
     for authorization in ["Bearer old-token", "bearer new-token", "BEARER  old-token"] {
@@ -99,12 +96,11 @@ async fn two_tokens_are_both_accepted_during_a_rotation_and_a_third_is_refused()
 
 #[tokio::test]
 async fn tokens_are_read_from_a_file() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("token-file");
+    let world = TestWorld::start("token-file");
     let mut file = tempfile::NamedTempFile::new().unwrap();
     writeln!(file, "file-token-1\nfile-token-2").unwrap();
     let path = file.path().to_str().unwrap();
-    let producer = spawn_producer(&redis.url(), &prefix, &[("PUBLISH_TOKEN_FILE", path)]).await;
+    let producer = world.producer(&[("PUBLISH_TOKEN_FILE", path)]).await;
     let body = json!({"topic": "t", "data": "x"});
 
     assert_eq!(publish_with(&producer, &body, Some("Bearer file-token-1")).await.status(), 200);
@@ -114,10 +110,9 @@ async fn tokens_are_read_from_a_file() {
 
 #[tokio::test]
 async fn a_jwt_may_publish_only_to_its_topics_and_a_refused_batch_writes_nothing() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("jwt");
-    let producer = spawn_producer(&redis.url(), &prefix, &[("PUBLISH_JWT_SECRET", JWT_SECRET)]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("jwt");
+    let producer = world.producer(&[("PUBLISH_JWT_SECRET", JWT_SECRET)]).await;
+    let mut conn = world.conn().await;
     let token = jwt(json!({"sub": "billing", "exp": now_secs() + 300, "publish": ["orders:*", "news"]}));
     let bearer = format!("Bearer {token}");
 
@@ -136,9 +131,8 @@ async fn a_jwt_may_publish_only_to_its_topics_and_a_refused_batch_writes_nothing
 
 #[tokio::test]
 async fn expired_unsigned_or_foreign_jwts_are_401() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("jwt-bad");
-    let producer = spawn_producer(&redis.url(), &prefix, &[("PUBLISH_JWT_SECRET", JWT_SECRET)]).await;
+    let world = TestWorld::start("jwt-bad");
+    let producer = world.producer(&[("PUBLISH_JWT_SECRET", JWT_SECRET)]).await;
     let body = json!({"topic": "orders:1", "data": "x"});
     let grant = |exp: u64| json!({"sub": "billing", "exp": exp, "publish": ["*"]});
     let unsigned = {
@@ -162,14 +156,9 @@ async fn expired_unsigned_or_foreign_jwts_are_401() {
 
 #[tokio::test]
 async fn one_publisher_cannot_claim_another_publishers_idempotency_key() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("idem-scope");
-    let producer = spawn_producer(
-        &redis.url(),
-        &prefix,
-        &[("PUBLISH_TOKEN", "token-a,token-b"), ("PUBLISH_JWT_SECRET", JWT_SECRET)],
-    )
-    .await;
+    let world = TestWorld::start("idem-scope");
+    let producer =
+        world.producer(&[("PUBLISH_TOKEN", "token-a,token-b"), ("PUBLISH_JWT_SECRET", JWT_SECRET)]).await;
     let publish = |authorization: String, data: &'static str| {
         let body = json!({"topic": "t", "data": data, "idempotencyKey": "order-42"});
         let producer = &producer;
@@ -198,7 +187,7 @@ async fn one_publisher_cannot_claim_another_publishers_idempotency_key() {
     assert_eq!((bob_duplicate, alice_duplicate), (json!(false), json!(true)));
     assert_ne!(alice, bob);
     assert_eq!(alice_again, alice);
-    let mut conn = redis.client().await;
+    let mut conn = world.conn().await;
     let data: Vec<String> =
         history(&mut conn, &producer.keys, "t").await.into_iter().map(|e| e.data).collect();
     assert_eq!(data, ["from a", "from b", "from alice", "from bob"]);
@@ -244,14 +233,9 @@ async fn the_redis_password_is_never_printed() {
 
 #[tokio::test]
 async fn a_trickled_body_is_408_and_slow_headers_close_the_connection() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("slow");
-    let producer = spawn_producer(
-        &redis.url(),
-        &prefix,
-        &[("REQUEST_BODY_TIMEOUT", "500ms"), ("HEADER_READ_TIMEOUT", "500ms")],
-    )
-    .await;
+    let world = TestWorld::start("slow");
+    let producer =
+        world.producer(&[("REQUEST_BODY_TIMEOUT", "500ms"), ("HEADER_READ_TIMEOUT", "500ms")]).await;
     let address = format!("127.0.0.1:{}", producer.port);
 
     let mut trickle = tokio::net::TcpStream::connect(&address).await.unwrap();
@@ -278,7 +262,7 @@ async fn a_trickled_body_is_408_and_slow_headers_close_the_connection() {
     let closed = tokio::time::timeout(WAIT, slow.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the server closes a connection whose headers never end");
     assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
-    let mut conn = redis.client().await;
+    let mut conn = world.conn().await;
     assert!(history(&mut conn, &producer.keys, "t").await.is_empty());
 }
 
@@ -288,13 +272,10 @@ fn sha1_hex(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn an_oversize_ingest_entry_is_dead_lettered_with_a_digest_not_a_copy() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("ingest-oversize");
-    let producer =
-        spawn_producer(&redis.url(), &prefix, &[("INGEST_ENABLED", "true"), ("MAX_EVENT_BYTES", "1KiB")])
-            .await;
+    let world = TestWorld::start("ingest-oversize");
+    let producer = world.producer(&[("INGEST_ENABLED", "true"), ("MAX_EVENT_BYTES", "1KiB")]).await;
     let stream = producer.config.ingest.stream.clone();
-    let mut conn = redis.client().await;
+    let mut conn = world.conn().await;
     let big = vec![b'x'; 4 << 20];
     let big_id: String =
         conn.xadd(&stream, "*", &[("topic", b"t".as_slice()), ("data", big.as_slice())]).await.unwrap();
@@ -353,18 +334,17 @@ fn slot(key: &str) -> u16 {
 async fn topics_with_braces_keep_their_keys_on_one_slot_and_round_trip() {
     assert_eq!(slot("foo"), 12182, "the CRC16 Redis Cluster uses");
     assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("braces");
-    let producer = spawn_producer(&redis.url(), &prefix, &[]).await;
-    let keys = Keys::new(&prefix).unwrap();
+    let world = TestWorld::start("braces");
+    let producer = world.producer(&[]).await;
+    let keys = &world.keys;
     let topics = ["a{b}c", "{x}", "}{", "plain"];
     for topic in topics {
         let body = json!({"topic": topic, "data": topic, "idempotencyKey": "k"});
         assert_eq!(producer.publish(&body).await.status(), 200, "{topic}");
     }
-    let mut conn = redis.client().await;
+    let mut conn = world.conn().await;
 
-    let names: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    let names: Vec<String> = conn.keys(format!("{}:*", world.prefix)).await.unwrap();
     let mut slots: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
     for name in names.iter().filter(|name| !name.ends_with(":topics")) {
         let topic = topics
