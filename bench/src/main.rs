@@ -73,7 +73,7 @@ enum Command {
         /// Scale the connection counts (1.0 = the figures).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
-        /// The system under test: `streamgate`, `nchan` (s1, s1c, s3, s4, s8, s9) or `cluster` (s3, s4, s5:
+        /// The system under test: `streamgate`, `nchan` (s1, s1c, s3, s3i, s4, s4i, s8, s9) or `cluster` (s3, s4, s5:
         /// Streamgate on a Redis Cluster of three masters).
         #[arg(long, default_value = "streamgate")]
         system: String,

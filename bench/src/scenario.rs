@@ -358,6 +358,34 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
             )
             .await
         }
+        // The performance issue's own fan-out row: 1 topic × 2,000 subscribers × 100
+        // events/s (S3 spreads the same 200,000 deliveries/s over 10,000 subscribers).
+        "s3i" => {
+            fan_out(
+                system,
+                "S3i",
+                1,
+                scaled(2_000, scale),
+                100.0,
+                duration,
+                "≤ 2 µs CPU per delivery, p99 ≤ 30 ms",
+            )
+            .await
+        }
+        // The performance issue's own latency row: 5,000 topics, one subscriber each, 2,000
+        // events/s (S4 is twice the topics at 2.5 times the rate).
+        "s4i" => {
+            fan_out(
+                system,
+                "S4i",
+                scaled(5_000, scale),
+                scaled(5_000, scale),
+                2_000.0,
+                duration,
+                "p50 ≤ 1.5 ms, p99 ≤ 5 ms, ≤ 60 µs server CPU per event",
+            )
+            .await
+        }
         "s5" => {
             let redis = if system == "cluster" { RedisKind::Cluster } else { RedisKind::Single };
             s5_ingest(duration, redis).await
@@ -384,7 +412,7 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
             )
             .await
         }
-        other => anyhow::bail!("unknown scenario {other}: use s1 to s9, s1c, s1h2, s5i or p1"),
+        other => anyhow::bail!("unknown scenario {other}: use s1 to s9, s1c, s1h2, s3i, s4i, s5i or p1"),
     };
     println!("{}", serde_json::to_string(&result)?);
     println!("{row}");
