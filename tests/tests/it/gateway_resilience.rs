@@ -44,30 +44,28 @@ async fn a_slow_consumer_is_closed_and_resumes_from_its_cursor_without_loss() {
 
 #[tokio::test]
 async fn clients_stay_connected_through_a_redis_restart_and_miss_nothing() {
-    let mut redis = RedisServer::builder().append_only(true).start();
-    let prefix = unique_prefix("outage");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("HEARTBEAT_INTERVAL", "1s")]).await;
-    let publisher = publisher(&redis.url(), &prefix);
-    let url = gateway.url("/events?topic=t");
-    let mut before = connect(&url, None).await;
+    let mut world = TestWorld::on("outage", RedisServer::builder().append_only(true).start());
+    let gateway = world.gateway(&[("HEARTBEAT_INTERVAL", "1s")]).await;
+    let mut before = gateway.subscribe(&["t"], None).await;
     for n in 0..5 {
-        publish_one(&publisher, "t", &n.to_string()).await;
+        world.publish("t", &n.to_string()).await;
     }
     assert_eq!(before.take(5, WAIT).await.len(), 5);
 
-    redis.stop();
+    world.redis.stop();
     // A new connection during the outage is held open (200), never refused with a 5xx.
-    let mut during = tokio::time::timeout(Duration::from_secs(10), connect(&url, None)).await.unwrap();
+    let mut during =
+        tokio::time::timeout(Duration::from_secs(10), gateway.subscribe(&["t"], None)).await.unwrap();
     assert_eq!(during.status, 200);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    redis.restart();
+    world.redis.restart();
 
     // The publisher's pool reconnects on its own; retry until it does.
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut published = 5;
     while published < 10 {
         let event = streamgate_tests::publish::event("t", None, &published.to_string());
-        match publisher.publish(&[event]).await {
+        match world.publisher.publish(&[event]).await {
             Ok(_) => published += 1,
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
@@ -84,16 +82,16 @@ async fn clients_stay_connected_through_a_redis_restart_and_miss_nothing() {
 
 #[tokio::test]
 async fn a_restart_under_the_same_instance_id_resets_the_earlier_lifes_state() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("stale");
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("stale");
+    let prefix = &world.prefix;
+    let mut conn = world.conn().await;
     let instance = "gw-stateful-0";
     // What a SIGKILLed earlier life left behind.
-    let _: () = conn.hset(streamgate_tests::keys::group(&prefix, "old"), instance, 7).await.unwrap();
+    let _: () = conn.hset(streamgate_tests::keys::group(prefix, "old"), instance, 7).await.unwrap();
     let _: () = conn.sadd(format!("{prefix}:i:{{{instance}}}:topics"), "old").await.unwrap();
     let _: String = conn.xadd(format!("{prefix}:i:{{{instance}}}:s"), "*", &[("t", "old")]).await.unwrap();
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[("INSTANCE_ID", instance)]).await;
-    assert!(!conn.exists::<_, bool>(streamgate_tests::keys::group(&prefix, "old")).await.unwrap());
+    let gateway = world.gateway(&[("INSTANCE_ID", instance)]).await;
+    assert!(!conn.exists::<_, bool>(streamgate_tests::keys::group(prefix, "old")).await.unwrap());
     assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:topics")).await.unwrap());
     assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:s")).await.unwrap());
     assert!(conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:alive")).await.unwrap());
@@ -139,16 +137,13 @@ fn calls(stats: &str, command: &str) -> u64 {
 
 #[tokio::test]
 async fn a_redis_restart_that_lost_the_data_is_announced_and_delivery_goes_on() {
-    let mut redis = RedisServer::start(); // no persistence: a restart loses everything
-    let prefix = unique_prefix("wiped");
-    let gateway =
-        spawn_gateway(&redis.url(), &prefix, &[("HEARTBEAT_INTERVAL", "1s"), ("LIVENESS_TTL", "3s")]).await;
-    let publisher = publisher(&redis.url(), &prefix);
-    let mut stream = connect(&gateway.url("/events?topic=t"), None).await;
-    publish_one(&publisher, "t", "before").await;
+    let mut world = TestWorld::start("wiped"); // no persistence: a restart loses everything
+    let gateway = world.gateway(&[("HEARTBEAT_INTERVAL", "1s"), ("LIVENESS_TTL", "3s")]).await;
+    let mut stream = gateway.subscribe(&["t"], None).await;
+    world.publish("t", "before").await;
     assert_eq!(stream.take(1, WAIT).await[0].data, "before");
 
-    redis.restart();
+    world.redis.restart();
     // The gateway notices, registers again (its liveness key is gone) and tells the client
     // that the history it was reading no longer exists.
     let reset = stream.take(1, WAIT).await;
@@ -156,15 +151,15 @@ async fn a_redis_restart_that_lost_the_data_is_announced_and_delivery_goes_on() 
     assert!(reset[0].data.contains("history_lost"), "{}", reset[0].data);
     // Once registered again, new events flow, in a new epoch.
     let deadline = tokio::time::Instant::now() + WAIT;
-    let mut conn = redis.client().await;
-    let group = streamgate_tests::keys::group(&prefix, "t");
+    let mut conn = world.conn().await;
+    let group = streamgate_tests::keys::group(&world.prefix, "t");
     while !conn.exists::<_, bool>(&group).await.unwrap_or(false) {
         assert!(tokio::time::Instant::now() < deadline, "membership was not registered again");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut id = None;
     while id.is_none() {
-        match publisher.publish(&[streamgate_tests::publish::event("t", None, "after")]).await {
+        match world.publisher.publish(&[streamgate_tests::publish::event("t", None, "after")]).await {
             Ok(results) => id = Some(results[0].cursor.to_string()),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }

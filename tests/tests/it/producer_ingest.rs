@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamInfoConsumersReply;
+use streamgate::topic::Topic;
 use streamgate_tests::ingest::{GROUP, create_group, read_as};
 use streamgate_tests::producer_app::{
-    ProducerProcess, field, history, producer_binary, spawn_producer, stream_entries, test_settings,
+    ProducerProcess, field, history, producer_binary, stream_entries, test_settings,
 };
-use streamgate_tests::publish::{event, publisher};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::publish::event;
+use streamgate_tests::world::TestWorld;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -48,13 +49,12 @@ async fn wait_until_drained(conn: &mut MultiplexedConnection, stream: &str, time
 
 #[tokio::test]
 async fn ingest_entries_are_published_in_order_then_acknowledged_and_deleted() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("ingest");
-    let stream = format!("{prefix}:ingest");
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("ingest");
+    let stream = format!("{}:ingest", world.prefix);
+    let mut conn = world.conn().await;
     // Entries added before any producer ran are not skipped.
     xadd(&mut conn, &stream, &[("topic", "t"), ("data", "0")]).await;
-    let producer = spawn_producer(&redis.url(), &prefix, &[("INGEST_ENABLED", "true")]).await;
+    let producer = world.producer(&[("INGEST_ENABLED", "true")]).await;
 
     xadd(&mut conn, &stream, &[("topic", "t"), ("data", "1"), ("event", "status")]).await;
     xadd(&mut conn, &stream, &[("topic", "t"), ("data", "2"), ("idempotencyKey", "up-2")]).await;
@@ -69,25 +69,22 @@ async fn ingest_entries_are_published_in_order_then_acknowledged_and_deleted() {
 
 #[tokio::test]
 async fn a_redelivered_or_resent_ingest_entry_is_not_published_twice() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("ingest_redeliver");
-    let stream = format!("{prefix}:ingest");
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("ingest_redeliver");
+    let stream = format!("{}:ingest", world.prefix);
+    let mut conn = world.conn().await;
     // A producer that crashed after publishing two entries and before acknowledging them.
     create_group(&mut conn, &stream).await;
     let keyless = xadd(&mut conn, &stream, &[("topic", "t"), ("data", "keyless")]).await;
     xadd(&mut conn, &stream, &[("topic", "t"), ("data", "keyed"), ("idempotencyKey", "up-1")]).await;
     read_as(&mut conn, &stream, "crashed", 10).await;
-    let crashed = publisher(&redis.url(), &prefix);
+    let crashed = &world.publisher;
     let mut first = event("t", None, "keyless");
     first.idempotency_key = Some(format!("ingest:{keyless}"));
     let mut second = event("t", None, "keyed");
     second.idempotency_key = Some("up-1".to_owned());
     crashed.publish(&[first, second]).await.unwrap();
 
-    let producer =
-        spawn_producer(&redis.url(), &prefix, &[("INGEST_ENABLED", "true"), ("INGEST_CLAIM_IDLE", "200ms")])
-            .await;
+    let producer = world.producer(&[("INGEST_ENABLED", "true"), ("INGEST_CLAIM_IDLE", "200ms")]).await;
     wait_until_drained(&mut conn, &stream, WAIT).await;
     // The upstream sends the keyed event once more, as a new entry.
     xadd(&mut conn, &stream, &[("topic", "t"), ("data", "keyed"), ("idempotencyKey", "up-1")]).await;
@@ -100,12 +97,11 @@ async fn a_redelivered_or_resent_ingest_entry_is_not_published_twice() {
 
 #[tokio::test]
 async fn malformed_ingest_entries_are_dead_lettered_with_a_reason_and_the_rest_goes_on() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("ingest_dead");
-    let stream = format!("{prefix}:ingest");
-    let dead_letter = format!("{prefix}:ingest:dead");
-    let producer = spawn_producer(&redis.url(), &prefix, &[("INGEST_ENABLED", "true")]).await;
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("ingest_dead");
+    let stream = format!("{}:ingest", world.prefix);
+    let dead_letter = format!("{}:ingest:dead", world.prefix);
+    let producer = world.producer(&[("INGEST_ENABLED", "true")]).await;
+    let mut conn = world.conn().await;
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("data", "x")], "missing field topic"),
         (&[("topic", "t")], "missing field data"),
@@ -140,21 +136,19 @@ async fn malformed_ingest_entries_are_dead_lettered_with_a_reason_and_the_rest_g
 
 #[tokio::test]
 async fn an_entry_redis_refuses_is_dead_lettered_without_holding_back_the_batch() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("ingest_refused");
-    let stream = format!("{prefix}:ingest");
-    let mut conn = redis.client().await;
-    let keys = streamgate::keys::Keys::new(&prefix).unwrap();
-    let broken = keys.history(&streamgate::topic::Topic::parse("broken", 256).unwrap());
+    let world = TestWorld::start("ingest_refused");
+    let stream = format!("{}:ingest", world.prefix);
+    let mut conn = world.conn().await;
+    let broken = world.keys.history(&Topic::parse("broken", 256).unwrap());
     let () = conn.set(&broken, "not a stream").await.unwrap();
     // Both are in the stream before the producer starts, so its first read returns both.
     xadd(&mut conn, &stream, &[("topic", "broken"), ("data", "x")]).await;
     xadd(&mut conn, &stream, &[("topic", "fine"), ("data", "y")]).await;
-    let producer = spawn_producer(&redis.url(), &prefix, &[("INGEST_ENABLED", "true")]).await;
+    let producer = world.producer(&[("INGEST_ENABLED", "true")]).await;
 
     wait_until_drained(&mut conn, &stream, WAIT).await;
 
-    let letters = stream_entries(&mut conn, &format!("{prefix}:ingest:dead")).await;
+    let letters = stream_entries(&mut conn, &format!("{}:ingest:dead", world.prefix)).await;
     assert_eq!(letters.len(), 1);
     assert_eq!(field(&letters[0], "topic").as_deref(), Some("broken"));
     assert!(field(&letters[0], "reason").unwrap().starts_with("publish failed"));
@@ -178,10 +172,9 @@ async fn two_producers_with_one_killed_mid_batch_publish_every_entry_exactly_onc
     const ENTRIES: usize = 20_000;
     const TOPICS: usize = 5;
     let binary = tokio::task::spawn_blocking(producer_binary).await.unwrap();
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("ingest_kill");
-    let stream = format!("{prefix}:ingest");
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("ingest_kill");
+    let stream = format!("{}:ingest", world.prefix);
+    let mut conn = world.conn().await;
     let mut pipe = redis::pipe();
     for seq in 0..ENTRIES {
         pipe.cmd("XADD")
@@ -194,7 +187,7 @@ async fn two_producers_with_one_killed_mid_batch_publish_every_entry_exactly_onc
             .ignore();
     }
     let () = pipe.query_async(&mut conn).await.unwrap();
-    let mut settings = test_settings(&redis.url(), &prefix);
+    let mut settings = test_settings(&world.redis.url(), &world.prefix);
     settings.push(("INGEST_ENABLED".into(), "true".into()));
     settings.push(("INGEST_CLAIM_IDLE".into(), "1s".into()));
 
@@ -220,10 +213,9 @@ async fn two_producers_with_one_killed_mid_batch_publish_every_entry_exactly_onc
     wait_until_drained(&mut conn, &stream, Duration::from_secs(60)).await;
 
     let mut seen = Vec::with_capacity(ENTRIES);
-    let keys = streamgate::keys::Keys::new(&prefix).unwrap();
     for topic in 0..TOPICS {
         let name = format!("t{topic}");
-        for entry in history(&mut conn, &keys, &name).await {
+        for entry in history(&mut conn, &world.keys, &name).await {
             seen.push(entry.data.parse::<usize>().unwrap());
         }
     }
@@ -244,10 +236,9 @@ async fn consumers_after_kill(conn: &mut MultiplexedConnection, stream: &str) ->
 
 #[tokio::test]
 async fn consumers_of_producers_that_are_gone_are_removed_once_nothing_is_pending() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("ingest_prune");
-    let stream = format!("{prefix}:ingest");
-    let mut conn = redis.client().await;
+    let world = TestWorld::start("ingest_prune");
+    let stream = format!("{}:ingest", world.prefix);
+    let mut conn = world.conn().await;
     // Two earlier producers: one left nothing pending, the other died holding an entry.
     create_group(&mut conn, &stream).await;
     let _: i64 = redis::cmd("XGROUP")
@@ -261,9 +252,7 @@ async fn consumers_of_producers_that_are_gone_are_removed_once_nothing_is_pendin
     xadd(&mut conn, &stream, &[("topic", "t"), ("data", "held by gone-2")]).await;
     read_as(&mut conn, &stream, "gone-2", 1).await;
 
-    let producer =
-        spawn_producer(&redis.url(), &prefix, &[("INGEST_ENABLED", "true"), ("INGEST_CLAIM_IDLE", "200ms")])
-            .await;
+    let producer = world.producer(&[("INGEST_ENABLED", "true"), ("INGEST_CLAIM_IDLE", "200ms")]).await;
     let deadline = Instant::now() + WAIT;
     loop {
         let reply: StreamInfoConsumersReply = conn.xinfo_consumers(&stream, GROUP).await.unwrap();
