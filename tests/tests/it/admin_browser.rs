@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use streamgate_tests::browser::{Browser, Page, artifacts_dir};
-use streamgate_tests::gateway_app::spawn_gateway;
-use streamgate_tests::publish::{publish_one, publisher};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
-use streamgate_tests::sse_client::{SseStream, connect};
+use streamgate_tests::world::TestWorld;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const TOKEN: &str = "admin-token-0123456789";
@@ -37,11 +34,10 @@ const ORDERS_SUBSCRIBERS: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_live_gateways_and_subscriber_counts_as_streams_come_and_go() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("admin-page");
+    let world = TestWorld::start("admin-page");
     let settings = |id| [("INSTANCE_ID", id), ("ADMIN_TOKEN", TOKEN), ("LIVENESS_TTL", "3s")];
-    let a = spawn_gateway(&redis.url(), &prefix, &settings("gw-a")).await;
-    let b = spawn_gateway(&redis.url(), &prefix, &settings("gw-b")).await;
+    let a = world.gateway(&settings("gw-a")).await;
+    let b = world.gateway(&settings("gw-b")).await;
     let mut browser = Browser::launch().await;
 
     let page = browser.open(&a.admin_url(&format!("/admin?token={TOKEN}"))).await;
@@ -53,16 +49,15 @@ async fn the_dashboard_shows_live_gateways_and_subscriber_counts_as_streams_come
     let own: String = browser.eval(page, "document.getElementById('self').textContent").await;
     assert_eq!(own, "gw-a");
 
-    let open = |base: String| async move {
-        let stream: SseStream = connect(&format!("{base}/events?topic=orders"), None).await;
+    let mut streams = Vec::new();
+    for gateway in [&a, &a, &b] {
+        let stream = gateway.subscribe(&["orders"], None).await;
         assert_eq!(stream.status, 200);
-        stream
-    };
-    let mut streams = vec![open(a.url("")).await, open(a.url("")).await, open(b.url("")).await];
+        streams.push(stream);
+    }
     wait_for(&mut browser, page, ORDERS_SUBSCRIBERS, Some("3".to_owned())).await;
-    let publisher = publisher(&redis.url(), &prefix);
     for n in 0..20 {
-        publish_one(&publisher, "orders", &format!("order {n}")).await;
+        world.publish("orders", &format!("order {n}")).await;
     }
     wait_for(&mut browser, page, "window.streamgateAdmin.rates.some((rate) => rate > 0)", true).await;
     browser.screenshot(page, &artifacts_dir().join("admin-dashboard.png")).await;

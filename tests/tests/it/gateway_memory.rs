@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use streamgate_tests::publish::{event, publisher};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::publish::event;
 use streamgate_tests::rig::{Service, free_port};
 use streamgate_tests::sse_client::connect;
+use streamgate_tests::world::TestWorld;
 use tokio::task::JoinSet;
 
 const TOPICS: usize = 1000;
@@ -32,12 +32,11 @@ const DELIVERY_DEADLINE: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_returns_near_its_baseline_once_every_subscriber_has_caught_up() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("memory");
+    let world = TestWorld::start("memory");
     let port = free_port();
     let env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        ("KEY_PREFIX".to_owned(), prefix.clone()),
+        ("REDIS_URL".to_owned(), world.redis.url()),
+        ("KEY_PREFIX".to_owned(), world.prefix.clone()),
         ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
         ("QUEUE_SIZE".to_owned(), QUEUE_SIZE.to_string()),
         ("REPLAY_BATCH".to_owned(), QUEUE_SIZE.to_string()),
@@ -78,12 +77,11 @@ async fn memory_returns_near_its_baseline_once_every_subscriber_has_caught_up() 
     let peak = Arc::new(AtomicU64::new(baseline));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_peak(gateway.pid(), Arc::clone(&peak), Arc::clone(&sampling)));
-    let publisher = publisher(&redis.url(), &prefix);
     let padding = "x".repeat(EVENT_BYTES);
     for topic in 0..TOPICS {
         let name = format!("m{topic}");
         let batch: Vec<_> = (0..QUEUE_SIZE).map(|n| event(&name, None, &format!("{n} {padding}"))).collect();
-        publisher.publish(&batch).await.expect("publish");
+        world.publisher.publish(&batch).await.expect("publish");
     }
     wait_until("every subscriber read its topic's events", DELIVERY_DEADLINE, || {
         received.iter().all(|count| count.load(Ordering::Acquire) == QUEUE_SIZE)

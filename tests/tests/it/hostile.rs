@@ -6,10 +6,7 @@
 
 use std::time::Duration;
 
-use streamgate_tests::gateway_app::spawn_gateway;
 use streamgate_tests::host::rss_kib;
-use streamgate_tests::producer_app::spawn_producer;
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::rig::{Service, free_port};
 use streamgate_tests::world::TestWorld;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,12 +65,11 @@ async fn open_stream(port: u16, path: &str) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_streams_from_one_address_over_its_cap_are_told_to_retry_and_memory_stays_bounded() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("flood-one-address");
+    let world = TestWorld::start("flood-one-address");
     let port = free_port();
     let env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        ("KEY_PREFIX".to_owned(), prefix),
+        ("REDIS_URL".to_owned(), world.redis.url()),
+        ("KEY_PREFIX".to_owned(), world.prefix.clone()),
         ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
         ("MAX_CONNECTIONS_PER_IP".to_owned(), "1000".to_owned()),
         ("SUBSCRIBE_RATE_PER_IP".to_owned(), "0".to_owned()),
@@ -142,19 +138,15 @@ async fn many_connections_asking_for_32_topics_each_stop_at_the_hub_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_in_every_field_gets_its_documented_answer() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("utf8");
-    let gateway = spawn_gateway(
-        &redis.url(),
-        &prefix,
-        &[
+    let world = TestWorld::start("utf8");
+    let gateway = world
+        .gateway(&[
             ("SUBSCRIBE_AUTH", "jwt"),
             ("JWT_SECRET", "a-test-secret-of-at-least-32-bytes!!"),
             ("PUBLIC_TOPIC_PREFIXES", "pub"),
-        ],
-    )
-    .await;
-    let producer = spawn_producer(&redis.url(), &prefix, &[]).await;
+        ])
+        .await;
+    let producer = world.producer(&[]).await;
     let http = reqwest::Client::new();
     let json_error = |response: reqwest::Response| async move {
         let status = response.status().as_u16();
@@ -196,8 +188,8 @@ async fn invalid_utf8_in_every_field_gets_its_documented_answer() {
         assert_eq!(status, 400, "{}: {error}", String::from_utf8_lossy(body));
     }
     // Nothing of it was written.
-    let mut conn = redis.client().await;
+    let mut conn = world.conn().await;
     let keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{prefix}:h:*")).query_async(&mut conn).await.unwrap();
+        redis::cmd("KEYS").arg(format!("{}:h:*", world.prefix)).query_async(&mut conn).await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }

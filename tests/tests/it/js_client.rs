@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use streamgate_tests::gateway_app::spawn_gateway;
-use streamgate_tests::producer_app::spawn_producer;
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
+use streamgate_tests::world::TestWorld;
 
 /// `clients/js` in the repository.
 pub fn js_client_dir() -> PathBuf {
@@ -20,24 +18,20 @@ async fn the_js_client_tests_pass_against_a_real_gateway() {
         dir.join("node_modules/eventsource").exists(),
         "clients/js/node_modules is missing: run scripts/test (it runs `npm ci` there)"
     );
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("js-client");
+    let world = TestWorld::start("js-client");
     // Tokens are needed except for the `js-` topics, so the client's token handling is
     // tested against the real JWT check.
     let secret = "a-test-secret-of-at-least-32-bytes!!";
-    let gateway = spawn_gateway(
-        &redis.url(),
-        &prefix,
-        &[
+    let gateway = world
+        .gateway(&[
             ("RETRY_INTERVAL", "200ms"),
             ("SUBSCRIBE_AUTH", "jwt"),
             ("JWT_SECRET", secret),
             ("ALLOW_QUERY_TOKEN", "true"),
             ("PUBLIC_TOPIC_PREFIXES", "js-"),
-        ],
-    )
-    .await;
-    let producer = spawn_producer(&redis.url(), &prefix, &[]).await;
+        ])
+        .await;
+    let producer = world.producer(&[]).await;
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .args(["--test", "--test-reporter=spec", "test/"])

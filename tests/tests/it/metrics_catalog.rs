@@ -7,10 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use streamgate_tests::gateway_app::spawn_gateway;
-use streamgate_tests::producer_app::spawn_producer;
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
-use streamgate_tests::sse_client::connect;
+use streamgate_tests::world::TestWorld;
 
 use crate::gateway_metrics::scrape;
 
@@ -38,16 +35,10 @@ fn declared(text: &str) -> BTreeMap<String, String> {
 /// Everything exported: a gateway and a producer after an event went through both, and
 /// the janitor's textfile.
 async fn exported() -> BTreeMap<String, String> {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("metrics-catalog");
-    let gateway = spawn_gateway(&redis.url(), &prefix, &[]).await;
-    let producer = spawn_producer(
-        &redis.url(),
-        &prefix,
-        &[("ADMIN_LISTEN_ADDR", "127.0.0.1:0"), ("INGEST_ENABLED", "true")],
-    )
-    .await;
-    let mut subscriber = connect(&gateway.url("/events?topic=t"), None).await;
+    let world = TestWorld::start("metrics-catalog");
+    let gateway = world.gateway(&[]).await;
+    let producer = world.producer(&[("ADMIN_LISTEN_ADDR", "127.0.0.1:0"), ("INGEST_ENABLED", "true")]).await;
+    let mut subscriber = gateway.subscribe(&["t"], None).await;
     assert_eq!(producer.publish(&json!({"topic": "t", "data": "x"})).await.status(), 200);
     subscriber.take(1, Duration::from_secs(10)).await;
 

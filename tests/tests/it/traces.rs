@@ -7,18 +7,16 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use serde_json::json;
-use streamgate::keys::Keys;
 use streamgate::stream::field;
 use streamgate::topic::InstanceId;
 use streamgate_tests::certificate::Certificate;
 use streamgate_tests::otlp_collector::{Collector, ReceivedSpan};
 use streamgate_tests::producer_app::{field as entry_field, stream_entries, test_settings};
-use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::rig::{Service, free_port};
 use streamgate_tests::sse_client::connect;
 use streamgate_tests::wait::wait_until;
+use streamgate_tests::world::TestWorld;
 
 const WAIT: Duration = Duration::from_secs(20);
 const INSTANCE: &str = "gw-traces";
@@ -36,11 +34,11 @@ fn otel_env(endpoint: &str, ratio: &str) -> Vec<(String, String)> {
     env
 }
 
-fn spawn_gateway(redis: &RedisServer, prefix: &str, otel: Vec<(String, String)>) -> Service {
+fn spawn_gateway(world: &TestWorld, otel: Vec<(String, String)>) -> Service {
     let port = free_port();
     let mut env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        ("KEY_PREFIX".to_owned(), prefix.to_owned()),
+        ("REDIS_URL".to_owned(), world.redis.url()),
+        ("KEY_PREFIX".to_owned(), world.prefix.clone()),
         ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
         ("INSTANCE_ID".to_owned(), INSTANCE.to_owned()),
     ];
@@ -48,9 +46,9 @@ fn spawn_gateway(redis: &RedisServer, prefix: &str, otel: Vec<(String, String)>)
     Service::spawn("gateway", "gateway", &[], port, env)
 }
 
-fn spawn_producer(name: &str, redis: &RedisServer, prefix: &str, otel: Vec<(String, String)>) -> Service {
+fn spawn_producer(name: &str, world: &TestWorld, otel: Vec<(String, String)>) -> Service {
     let port = free_port();
-    let mut env = test_settings(&redis.url(), prefix);
+    let mut env = test_settings(&world.redis.url(), &world.prefix);
     env.push(("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")));
     env.extend(otel);
     Service::spawn(name, "producer", &["serve"], port, env)
@@ -62,9 +60,9 @@ async fn publish(producer: &Service, topic: &str, data: &str) {
 }
 
 /// The routed entries of the test gateway's instance stream: (data, `tp`).
-async fn routed(conn: &mut MultiplexedConnection, prefix: &str) -> Vec<(String, Option<String>)> {
-    let stream = Keys::new(prefix).unwrap().instance_stream(&InstanceId::parse(INSTANCE).unwrap());
-    stream_entries(conn, &stream)
+async fn routed(world: &TestWorld) -> Vec<(String, Option<String>)> {
+    let stream = world.keys.instance_stream(&InstanceId::parse(INSTANCE).unwrap());
+    stream_entries(&mut world.conn().await, &stream)
         .await
         .iter()
         .map(|entry| {
@@ -86,12 +84,11 @@ async fn a_published_event_is_one_trace_across_producer_and_gateway(
     collector: &Collector,
     extra: &[(&str, &str)],
 ) {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("traces");
+    let world = TestWorld::start("traces");
     let mut otel = otel_env(&collector.endpoint(), "1");
     otel.extend(extra.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
-    let gateway = spawn_gateway(&redis, &prefix, otel.clone());
-    let producer = spawn_producer("producer", &redis, &prefix, otel);
+    let gateway = spawn_gateway(&world, otel.clone());
+    let producer = spawn_producer("producer", &world, otel);
     gateway.wait_ready().await;
     producer.wait_ready().await;
     let mut subscriber = connect(&gateway.url("/events?topic=traced"), None).await;
@@ -123,8 +120,7 @@ async fn a_published_event_is_one_trace_across_producer_and_gateway(
     assert_eq!(sent.len(), 1, "one hand-over event per subscriber: {deliver:#?}");
     assert_eq!(route.attribute("n_routed"), Some("1"), "{route:#?}");
 
-    let mut conn = redis.client().await;
-    assert_eq!(routed(&mut conn, &prefix).await, vec![("hello".to_owned(), Some(route.traceparent()))]);
+    assert_eq!(routed(&world).await, vec![("hello".to_owned(), Some(route.traceparent()))]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,13 +144,12 @@ async fn spans_reach_an_https_collector_verified_with_otel_exporter_otlp_certifi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsampled_publishes_and_producers_without_an_endpoint_write_no_traceparent() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("traces-unsampled");
+    let world = TestWorld::start("traces-unsampled");
     let collector = Collector::start().await;
-    let gateway = spawn_gateway(&redis, &prefix, Vec::new());
-    let unsampled = spawn_producer("unsampled", &redis, &prefix, otel_env(&collector.endpoint(), "0"));
-    let no_endpoint = spawn_producer("no-endpoint", &redis, &prefix, otel_env("", "1"));
-    let sampled = spawn_producer("sampled", &redis, &prefix, otel_env(&collector.endpoint(), "1"));
+    let gateway = spawn_gateway(&world, Vec::new());
+    let unsampled = spawn_producer("unsampled", &world, otel_env(&collector.endpoint(), "0"));
+    let no_endpoint = spawn_producer("no-endpoint", &world, otel_env("", "1"));
+    let sampled = spawn_producer("sampled", &world, otel_env(&collector.endpoint(), "1"));
     gateway.wait_ready().await;
     for producer in [&unsampled, &no_endpoint, &sampled] {
         producer.wait_ready().await;
@@ -166,8 +161,7 @@ async fn unsampled_publishes_and_producers_without_an_endpoint_write_no_tracepar
     publish(&sampled, "t", "ratio 1").await;
     subscriber.take(3, WAIT).await;
 
-    let mut conn = redis.client().await;
-    let entries = routed(&mut conn, &prefix).await;
+    let entries = routed(&world).await;
     let data: Vec<&str> = entries.iter().map(|(data, _)| data.as_str()).collect();
     assert_eq!(data, ["ratio 0", "no endpoint", "ratio 1"]);
     assert_eq!(entries[0].1, None, "ratio 0: {entries:?}");
@@ -178,22 +172,21 @@ async fn unsampled_publishes_and_producers_without_an_endpoint_write_no_tracepar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingested_event_is_one_trace_from_the_ingest_read_to_the_gateway() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix("traces-ingest");
+    let world = TestWorld::start("traces-ingest");
     let collector = Collector::start().await;
     let otel = otel_env(&collector.endpoint(), "1");
-    let gateway = spawn_gateway(&redis, &prefix, otel.clone());
+    let gateway = spawn_gateway(&world, otel.clone());
     let mut producer_env = otel;
     producer_env.push(("INGEST_ENABLED".to_owned(), "true".to_owned()));
-    let producer = spawn_producer("producer", &redis, &prefix, producer_env);
+    let producer = spawn_producer("producer", &world, producer_env);
     gateway.wait_ready().await;
     producer.wait_ready().await;
     let mut subscriber = connect(&gateway.url("/events?topic=ingested"), None).await;
 
-    let mut conn = redis.client().await;
+    let mut conn = world.conn().await;
     let _: String = redis::AsyncCommands::xadd(
         &mut conn,
-        format!("{prefix}:ingest"),
+        format!("{}:ingest", world.prefix),
         "*",
         &[("topic", "ingested"), ("data", "from upstream")],
     )
