@@ -568,7 +568,7 @@ async fn fan_out(
         return (result, row);
     }
     let row = format!(
-        "| {label} | {}: {topics} topic(s) × {connections} subscribers, {rate} events/s for {:.0} s | {target} | delivered {delivered}/{expected} (missing {missing}, gaps {}, dups {}, reorders {}); latency p50 {:.2} / p90 {:.2} / p99 {:.2} / p999 {:.2} / max {:.2} ms; {:.0} deliveries/s; server CPU {:.2} µs/delivery, {:.1} µs/event ({by_process}); one event per request |",
+        "| {label} | {}: {topics} topic(s) × {connections} subscribers, {rate} events/s for {:.0} s | {target} | delivered {delivered}/{expected} (missing {missing}, gaps {}, dups {}, reorders {}); latency p50 {:.2} / p90 {:.2} / p99 {:.2} / p999 {:.2} / max {:.2} ms (of which the load tool's dispatch: p50 {} / p99 {} µs); {:.0} deliveries/s; server CPU {:.2} µs/delivery, {:.1} µs/event ({by_process}); one event per request |",
         system.name(),
         duration.as_secs_f64(),
         merged.sum(|r| r.gaps),
@@ -579,6 +579,8 @@ async fn fan_out(
         latency["p99"].as_f64().unwrap_or(0.0),
         latency["p999"].as_f64().unwrap_or(0.0),
         latency["max"].as_f64().unwrap_or(0.0),
+        published.dispatch_lag_p50_us,
+        published.dispatch_lag_p99_us,
         delivered as f64 / duration.as_secs_f64(),
         cpu_us_per_delivery,
         cpu * 1e6 / events,
