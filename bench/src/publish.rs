@@ -123,7 +123,8 @@ pub async fn open_loop(
     let (per_topic, mut dispatch_lag_us, start) = pacer.await.expect("the pacing thread");
     dispatch_lag_us.sort_unstable();
     let quantile = |q: f64| {
-        dispatch_lag_us.get(((dispatch_lag_us.len() as f64 * q) as usize).min(dispatch_lag_us.len().saturating_sub(1)))
+        dispatch_lag_us
+            .get(((dispatch_lag_us.len() as f64 * q) as usize).min(dispatch_lag_us.len().saturating_sub(1)))
     };
     let (dispatch_lag_p50_us, dispatch_lag_p99_us) =
         (quantile(0.5).copied().unwrap_or(0), quantile(0.99).copied().unwrap_or(0));

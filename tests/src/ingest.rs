@@ -11,6 +11,17 @@ pub const STREAM: &str = producer::settings::INGEST_STREAM.default;
 /// The ingest dead-letter stream by default (`INGEST_DEAD_LETTER`).
 pub const DEAD_LETTER: &str = producer::settings::INGEST_DEAD_LETTER.default;
 
+/// The ingest stream of every test producer under `prefix` (its `INGEST_STREAM`), so that
+/// tests sharing one Redis under different prefixes never read each other's entries.
+pub fn stream_under(prefix: &str) -> String {
+    format!("{prefix}:ingest")
+}
+
+/// The dead-letter stream of every test producer under `prefix` (`INGEST_DEAD_LETTER`).
+pub fn dead_letter_under(prefix: &str) -> String {
+    format!("{}:dead", stream_under(prefix))
+}
+
 /// Creates the producers' consumer group (and the stream), as a producer would.
 pub async fn create_group(conn: &mut MultiplexedConnection, stream: &str) {
     let () = redis::cmd("XGROUP")

@@ -35,8 +35,8 @@ pub fn test_settings(redis_url: &str, prefix: &str) -> Vec<(String, String)> {
         ("KEY_PREFIX", prefix.to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("INGEST_ENABLED", "false".to_owned()),
-        ("INGEST_STREAM", format!("{prefix}:ingest")),
-        ("INGEST_DEAD_LETTER", format!("{prefix}:ingest:dead")),
+        ("INGEST_STREAM", crate::ingest::stream_under(prefix)),
+        ("INGEST_DEAD_LETTER", crate::ingest::dead_letter_under(prefix)),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))

@@ -481,8 +481,8 @@ impl Rig {
             let port = free_port();
             let mut env = common(port);
             for (name, value) in [
-                ("INGEST_STREAM", format!("{prefix}:ingest")),
-                ("INGEST_DEAD_LETTER", format!("{prefix}:ingest:dead")),
+                ("INGEST_STREAM", crate::ingest::stream_under(&prefix)),
+                ("INGEST_DEAD_LETTER", crate::ingest::dead_letter_under(&prefix)),
                 ("INGEST_CLAIM_IDLE", "1s".into()),
                 ("LIVENESS_CACHE", "0s".into()),
             ] {

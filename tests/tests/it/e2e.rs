@@ -15,6 +15,7 @@ use redis::AsyncCommands;
 use streamgate_tests::eventsource::{
     Publisher, Subscriber, Tally, counted, history_order, tally, topic_names, wait_connected, wait_delivered,
 };
+use streamgate_tests::keys::InstanceKey;
 use streamgate_tests::rig::{Rig, RigOptions, RigRedis};
 
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(30);
@@ -118,13 +119,13 @@ async fn sigkill_a_gateway_mid_stream(redis: RigRedis, rounds: u64) {
     finish(&format!("2 gateway SIGKILL ({redis:?})"), &subscribers, &publisher.published).await;
     // The dead instance's liveness expires (LIVENESS_TTL=3s): producers stop routing to it.
     let mut conn = rig.conn().await;
-    let alive = format!("{}:i:{{gw-0}}:alive", rig.prefix);
+    let alive = streamgate_tests::keys::instance(&rig.prefix, "gw-0", InstanceKey::Alive);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while conn.exists::<_, bool>(&alive).await.unwrap() {
         assert!(tokio::time::Instant::now() < deadline, "liveness of the killed gateway never expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stream = format!("{}:i:{{gw-0}}:s", rig.prefix);
+    let stream = streamgate_tests::keys::instance(&rig.prefix, "gw-0", InstanceKey::Stream);
     let before: u64 = conn.xlen(&stream).await.unwrap();
     publisher.publish_round(&names).await;
     let after: u64 = conn.xlen(&stream).await.unwrap();
@@ -218,7 +219,7 @@ async fn producer_sigkill_mid_batch_on_the_ingest_stream(redis: RigRedis, rounds
     let subscribers = subscribe_all(&rig, &topics, 15);
     wait_connected(&subscribers, Duration::from_secs(20)).await;
     let mut conn = rig.conn().await;
-    let ingest = format!("{}:ingest", rig.prefix);
+    let ingest = streamgate_tests::ingest::stream_under(&rig.prefix);
     let mut published: HashMap<String, u64> = HashMap::new();
     for round in 0..rounds {
         let mut pipe = redis::pipe();
@@ -346,7 +347,16 @@ async fn graceful_shutdown_during_traffic(redis: RigRedis, rounds: u64) {
                     conn.hget(streamgate_tests::keys::group(&rig.prefix, topic), "gw-1").await.unwrap();
                 assert_eq!(field, None, "gw-1 still registered in {topic}");
             }
-            assert!(!conn.exists::<_, bool>(format!("{}:i:{{gw-1}}:alive", rig.prefix)).await.unwrap());
+            assert!(
+                !conn
+                    .exists::<_, bool>(streamgate_tests::keys::instance(
+                        &rig.prefix,
+                        "gw-1",
+                        InstanceKey::Alive
+                    ))
+                    .await
+                    .unwrap()
+            );
         }
         publisher.publish_round(&names).await;
     }

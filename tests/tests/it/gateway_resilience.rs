@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use streamgate_tests::gateway_app::spawn_gateway;
+use streamgate_tests::keys::InstanceKey;
 use streamgate_tests::publish::{publish_one, publisher};
 use streamgate_tests::redis_server::{RedisServer, unique_prefix};
 use streamgate_tests::sse_client::connect;
@@ -88,13 +89,33 @@ async fn a_restart_under_the_same_instance_id_resets_the_earlier_lifes_state() {
     let instance = "gw-stateful-0";
     // What a SIGKILLed earlier life left behind.
     let _: () = conn.hset(streamgate_tests::keys::group(prefix, "old"), instance, 7).await.unwrap();
-    let _: () = conn.sadd(format!("{prefix}:i:{{{instance}}}:topics"), "old").await.unwrap();
-    let _: String = conn.xadd(format!("{prefix}:i:{{{instance}}}:s"), "*", &[("t", "old")]).await.unwrap();
+    let _: () = conn
+        .sadd(streamgate_tests::keys::instance(prefix, instance, InstanceKey::Topics), "old")
+        .await
+        .unwrap();
+    let _: String = conn
+        .xadd(streamgate_tests::keys::instance(prefix, instance, InstanceKey::Stream), "*", &[("t", "old")])
+        .await
+        .unwrap();
     let gateway = world.gateway(&[("INSTANCE_ID", instance)]).await;
     assert!(!conn.exists::<_, bool>(streamgate_tests::keys::group(prefix, "old")).await.unwrap());
-    assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:topics")).await.unwrap());
-    assert!(!conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:s")).await.unwrap());
-    assert!(conn.exists::<_, bool>(format!("{prefix}:i:{{{instance}}}:alive")).await.unwrap());
+    assert!(
+        !conn
+            .exists::<_, bool>(streamgate_tests::keys::instance(prefix, instance, InstanceKey::Topics))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !conn
+            .exists::<_, bool>(streamgate_tests::keys::instance(prefix, instance, InstanceKey::Stream))
+            .await
+            .unwrap()
+    );
+    assert!(
+        conn.exists::<_, bool>(streamgate_tests::keys::instance(prefix, instance, InstanceKey::Alive))
+            .await
+            .unwrap()
+    );
     assert_eq!(gateway.instance, instance);
 }
 

@@ -190,6 +190,6 @@ async fn invalid_utf8_in_every_field_gets_its_documented_answer() {
     // Nothing of it was written.
     let mut conn = world.conn().await;
     let keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{}:h:*", world.prefix)).query_async(&mut conn).await.unwrap();
+        redis::cmd("KEYS").arg(world.keys.history_pattern()).query_async(&mut conn).await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }

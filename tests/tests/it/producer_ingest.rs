@@ -50,7 +50,7 @@ async fn wait_until_drained(conn: &mut MultiplexedConnection, stream: &str, time
 #[tokio::test]
 async fn ingest_entries_are_published_in_order_then_acknowledged_and_deleted() {
     let world = TestWorld::start("ingest");
-    let stream = format!("{}:ingest", world.prefix);
+    let stream = streamgate_tests::ingest::stream_under(&world.prefix);
     let mut conn = world.conn().await;
     // Entries added before any producer ran are not skipped.
     xadd(&mut conn, &stream, &[("topic", "t"), ("data", "0")]).await;
@@ -70,7 +70,7 @@ async fn ingest_entries_are_published_in_order_then_acknowledged_and_deleted() {
 #[tokio::test]
 async fn a_redelivered_or_resent_ingest_entry_is_not_published_twice() {
     let world = TestWorld::start("ingest_redeliver");
-    let stream = format!("{}:ingest", world.prefix);
+    let stream = streamgate_tests::ingest::stream_under(&world.prefix);
     let mut conn = world.conn().await;
     // A producer that crashed after publishing two entries and before acknowledging them.
     create_group(&mut conn, &stream).await;
@@ -98,8 +98,8 @@ async fn a_redelivered_or_resent_ingest_entry_is_not_published_twice() {
 #[tokio::test]
 async fn malformed_ingest_entries_are_dead_lettered_with_a_reason_and_the_rest_goes_on() {
     let world = TestWorld::start("ingest_dead");
-    let stream = format!("{}:ingest", world.prefix);
-    let dead_letter = format!("{}:ingest:dead", world.prefix);
+    let stream = streamgate_tests::ingest::stream_under(&world.prefix);
+    let dead_letter = streamgate_tests::ingest::dead_letter_under(&world.prefix);
     let producer = world.producer(&[("INGEST_ENABLED", "true")]).await;
     let mut conn = world.conn().await;
     let cases: &[(&[(&str, &str)], &str)] = &[
@@ -137,7 +137,7 @@ async fn malformed_ingest_entries_are_dead_lettered_with_a_reason_and_the_rest_g
 #[tokio::test]
 async fn an_entry_redis_refuses_is_dead_lettered_without_holding_back_the_batch() {
     let world = TestWorld::start("ingest_refused");
-    let stream = format!("{}:ingest", world.prefix);
+    let stream = streamgate_tests::ingest::stream_under(&world.prefix);
     let mut conn = world.conn().await;
     let broken = world.keys.history(&Topic::parse("broken", 256).unwrap());
     let () = conn.set(&broken, "not a stream").await.unwrap();
@@ -148,7 +148,8 @@ async fn an_entry_redis_refuses_is_dead_lettered_without_holding_back_the_batch(
 
     wait_until_drained(&mut conn, &stream, WAIT).await;
 
-    let letters = stream_entries(&mut conn, &format!("{}:ingest:dead", world.prefix)).await;
+    let letters =
+        stream_entries(&mut conn, &streamgate_tests::ingest::dead_letter_under(&world.prefix)).await;
     assert_eq!(letters.len(), 1);
     assert_eq!(field(&letters[0], "topic").as_deref(), Some("broken"));
     assert!(field(&letters[0], "reason").unwrap().starts_with("publish failed"));
@@ -173,7 +174,7 @@ async fn two_producers_with_one_killed_mid_batch_publish_every_entry_exactly_onc
     const TOPICS: usize = 5;
     let binary = tokio::task::spawn_blocking(producer_binary).await.unwrap();
     let world = TestWorld::start("ingest_kill");
-    let stream = format!("{}:ingest", world.prefix);
+    let stream = streamgate_tests::ingest::stream_under(&world.prefix);
     let mut conn = world.conn().await;
     let mut pipe = redis::pipe();
     for seq in 0..ENTRIES {
@@ -237,7 +238,7 @@ async fn consumers_after_kill(conn: &mut MultiplexedConnection, stream: &str) ->
 #[tokio::test]
 async fn consumers_of_producers_that_are_gone_are_removed_once_nothing_is_pending() {
     let world = TestWorld::start("ingest_prune");
-    let stream = format!("{}:ingest", world.prefix);
+    let stream = streamgate_tests::ingest::stream_under(&world.prefix);
     let mut conn = world.conn().await;
     // Two earlier producers: one left nothing pending, the other died holding an entry.
     create_group(&mut conn, &stream).await;

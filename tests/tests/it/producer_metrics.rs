@@ -27,7 +27,7 @@ async fn leave_one_pending(conn: &mut MultiplexedConnection, stream: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_metrics_count_requests_appends_duplicates_fanout_dead_letters_and_the_ingest_backlog() {
     let world = TestWorld::start("producer-metrics");
-    let ingest = format!("{}:ingest", world.prefix);
+    let ingest = streamgate_tests::ingest::stream_under(&world.prefix);
     let mut conn = world.conn().await;
     leave_one_pending(&mut conn, &ingest).await;
     let gateway = world.gateway(&[]).await;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 use streamgate_tests::binaries::sweep_once;
+use streamgate_tests::keys::InstanceKey;
 use streamgate_tests::redis_server::RedisServer;
 use streamgate_tests::rig::{Service, free_port};
 use streamgate_tests::sse_client::connect;
@@ -140,7 +141,11 @@ async fn each_service_runs_as_its_own_redis_user_and_ingest_may_only_xadd() {
     // A gateway that dies is swept by the janitor as its own user.
     gateway.kill();
     let mut admin = redis.client().await;
-    wait_until_gone(&mut admin, "streamgate:i:{gw-acl-1}:alive").await;
+    wait_until_gone(
+        &mut admin,
+        &streamgate_tests::keys::instance("streamgate", "gw-acl-1", InstanceKey::Alive),
+    )
+    .await;
     let mut env = redis_as(&redis, secrets.path(), "janitor");
     env.push(("HISTORY_MAX_LEN".to_owned(), "2".to_owned()));
     let report = sweep_once(env);

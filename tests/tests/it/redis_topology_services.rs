@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use streamgate::redis::{Conn, Node, Redis, Topology};
 use streamgate_tests::binaries::sweep_once;
 use streamgate_tests::eventsource::{Publisher, Subscriber, Tally, tally, wait_connected, wait_delivered};
+use streamgate_tests::keys::InstanceKey;
 use streamgate_tests::keys::history;
 use streamgate_tests::redis_cluster::{MASTER_NAME, RedisCluster, RedisSentinels};
 use streamgate_tests::rig::{Service, free_port};
@@ -140,7 +141,7 @@ async fn publish_deliver_replay_and_sweep(env: Vec<(String, String)>) {
     // A killed gateway is swept by the janitor: its keys live on other nodes than the
     // topics' groups, and the keyspace pass SCANs every master.
     second.kill();
-    let alive = format!("{PREFIX}:i:{{gw-topo-2}}:alive");
+    let alive = streamgate_tests::keys::instance(PREFIX, "gw-topo-2", InstanceKey::Alive);
     let deadline = tokio::time::Instant::now() + WAIT;
     while exists(&redis, &alive).await {
         assert!(tokio::time::Instant::now() < deadline, "{alive} still exists");
@@ -154,7 +155,7 @@ async fn publish_deliver_replay_and_sweep(env: Vec<(String, String)>) {
     assert_eq!(report["malformed_keys_skipped"], 0, "{report}");
     assert!(report["budget_exhausted"] == false, "{report}");
     assert!(
-        !exists(&redis, &format!("{PREFIX}:i:{{gw-topo-2}}:s")).await,
+        !exists(&redis, &streamgate_tests::keys::instance(PREFIX, "gw-topo-2", InstanceKey::Stream)).await,
         "the dead gateway's stream is gone"
     );
     let mut conn = conn(&redis).await;

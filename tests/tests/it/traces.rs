@@ -186,7 +186,7 @@ async fn an_ingested_event_is_one_trace_from_the_ingest_read_to_the_gateway() {
     let mut conn = world.conn().await;
     let _: String = redis::AsyncCommands::xadd(
         &mut conn,
-        format!("{}:ingest", world.prefix),
+        streamgate_tests::ingest::stream_under(&world.prefix),
         "*",
         &[("topic", "ingested"), ("data", "from upstream")],
     )
