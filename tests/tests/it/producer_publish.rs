@@ -407,6 +407,43 @@ async fn a_history_created_anew_gets_a_new_epoch_and_starts_a_new_chain() {
 }
 
 #[tokio::test]
+async fn a_lost_meta_hash_starts_a_new_epoch_whose_chain_goes_on_from_the_history() {
+    let world = TestWorld::start("lost_meta");
+    let producer = world.producer(&[]).await;
+    let mut conn = world.conn().await;
+    // The other partial loss: the history survives, its meta hash (epoch, last) does not,
+    // wholly or only its `last`.
+    for lost in [None, Some(field::META_LAST)] {
+        let before = results(producer.publish(&json!({"topic": "t", "data": "before"})).await).await;
+        match lost {
+            None => {
+                let () = conn.del(producer.keys.meta(&topic("t"))).await.unwrap();
+            }
+            Some(field) => {
+                let () = conn.hdel(producer.keys.meta(&topic("t")), field).await.unwrap();
+            }
+        }
+
+        let after = results(producer.publish(&json!({"topic": "t", "data": "after"})).await).await;
+
+        let (before_id, before_epoch) = cursor_of(&before[0]);
+        let (after_id, after_epoch) = cursor_of(&after[0]);
+        assert_ne!(after_epoch, before_epoch, "lost {lost:?}: a cursor into the old epoch is told");
+        let entries = history(&mut conn, &producer.keys, "t").await;
+        let newest = entries.last().unwrap();
+        assert_eq!(newest.id, after_id);
+        assert_eq!(newest.prev, before_id, "lost {lost:?}: the chain goes on from what the history holds");
+        let epoch: String = conn.hget(producer.keys.meta(&topic("t")), field::META_EPOCH).await.unwrap();
+        let last: String = conn.hget(producer.keys.meta(&topic("t")), field::META_LAST).await.unwrap();
+        assert_eq!(
+            (epoch, last),
+            (after_epoch, after_id.to_string()),
+            "lost {lost:?}: the meta hash is whole again"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_batch_redis_refuses_is_answered_500_and_none_of_it_is_written() {
     let world = TestWorld::start("refused");
     let producer = world.producer(&[]).await;
