@@ -70,7 +70,7 @@ enum Command {
         /// Seconds of load, where the scenario has a load phase.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
-        /// Scale the connection counts (1.0 = the figures).
+        /// Scale the connection counts (1.0 = the counts the targets are set for).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
         /// The system under test: `streamgate`, `nchan` (s1, s1c, s3, s3i, s4, s4i, s8, s9) or `cluster` (s3, s4, s5:
@@ -153,5 +153,7 @@ async fn subscribe(
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let _ = stdin.next_line().await;
     println!("{}", serde_json::to_string(&metrics.report().await)?);
+    // At once, without the runtime's shutdown: it would wait for the blocking thread that
+    // reads stdin, and tens of thousands of connection tasks have nothing left to do.
     std::process::exit(0);
 }

@@ -1,4 +1,4 @@
-//! The benchmark scenarios of issue 8, run against release binaries on this machine.
+//! The benchmark scenarios (docs/BENCHMARKS.md), run against release binaries on this machine.
 //! Each prints one JSON object and one Markdown table row.
 
 use std::net::SocketAddr;
@@ -331,7 +331,7 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
     let (result, row) = match name {
         "s1" => s1_idle_connections(system, "S1", scaled(19_000, scale), 0).await,
         "s1h2" => s1_idle_connections(system, "S1h2", scaled(19_000, scale), H2_STREAMS_PER_CONNECTION).await,
-        // The performance issue's shape: 10,000 connections, one new topic each.
+        // The connect-time goal's shape: 10,000 connections, one new topic each.
         "s1c" => s1_idle_connections(system, "S1c", scaled(10_000, scale), 0).await,
         "s2" => s2_many_gateways(scale).await,
         "s3" => {
@@ -358,7 +358,7 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
             )
             .await
         }
-        // The performance issue's own fan-out row: 1 topic × 2,000 subscribers × 100
+        // The fan-out goal's own shape: 1 topic × 2,000 subscribers × 100
         // events/s (S3 spreads the same 200,000 deliveries/s over 10,000 subscribers).
         "s3i" => {
             fan_out(
@@ -372,7 +372,7 @@ pub async fn run(name: &str, system: &str, duration: Duration, scale: f64) -> an
             )
             .await
         }
-        // The performance issue's own latency row: 5,000 topics, one subscriber each, 2,000
+        // The latency goal's own shape: 5,000 topics, one subscriber each, 2,000
         // events/s (S4 is twice the topics at 2.5 times the rate).
         "s4i" => {
             fan_out(

@@ -1,4 +1,4 @@
-//! End-to-end proof of the delivery promise under faults (issue 6): three gateway
+//! End-to-end proof of the delivery promise under faults: three gateway
 //! processes behind a real nginx, two producer processes, Redis with AOF
 //! (`appendfsync always`), browser-like subscribers. Each scenario prints one line —
 //! published, delivered, missing, duplicates, out-of-order — and requires the last three
