@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::sse::SubscriberReport;
 
-/// A free port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+pub use crate::host::free_port;
 
 /// The release binaries' directory (next to this benchmark binary).
 pub fn release_dir() -> PathBuf {

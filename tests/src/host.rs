@@ -1,12 +1,21 @@
 //! What the test rig and the benchmark both ask of this host, with the standard library
-//! only: a process's resident memory, CPU time and state from `/proc`, and forming a Redis
-//! Cluster with `redis-cli --cluster create`.
+//! only: a free port, a process's resident memory, CPU time and state from `/proc`, and
+//! forming a Redis Cluster with `redis-cli --cluster create`.
 //!
 //! The benchmark includes this file as a module of its own (`#[path]`) rather than
 //! depending on this crate: its release build then compiles none of the test crate's
 //! dependencies. So this file may use nothing but `std`.
 
 use std::process::Command;
+
+/// A free TCP port on 127.0.0.1 (bound to port 0, read back, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
 
 /// Resident memory of `pid` in KiB (`VmRSS`), 0 when the process is gone.
 pub fn rss_kib(pid: u32) -> u64 {

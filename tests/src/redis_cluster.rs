@@ -274,7 +274,7 @@ fn sentinel_query(port: u16, command: &[&str]) -> redis::RedisResult<redis::Valu
 fn start_sentinel(master_port: u16) -> Sentinel {
     let dir = tempfile::Builder::new().prefix("streamgate-sentinel-").tempdir().expect("sentinel dir");
     for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::host::free_port();
         let config = dir.path().join("sentinel.conf");
         fs::write(
             &config,

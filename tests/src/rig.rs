@@ -22,10 +22,7 @@ enum Readiness {
     Exited,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+pub use crate::host::free_port;
 
 /// A service binary running as a child process; SIGKILLed on drop.
 pub struct Service {

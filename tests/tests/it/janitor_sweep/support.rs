@@ -3,7 +3,6 @@
 //! dead gateways leave, dumping every key under a prefix, waiting with a deadline.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 use streamgate::config::ServiceConfig as _;
@@ -157,11 +156,7 @@ pub fn instance(id: &str) -> InstanceId {
     InstanceId::parse(id).expect("instance id")
 }
 
-/// A free loopback port (bound to port 0, read back, released).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
+pub use streamgate_tests::host::free_port;
 
 /// Redis' clock, in unix ms.
 pub async fn server_time_ms(conn: &mut (impl ConnectionLike + Send)) -> u64 {
