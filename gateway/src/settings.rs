@@ -1,4 +1,7 @@
 //! The gateway's settings: the shared ones plus what only a gateway needs.
+//!
+//! Each setting's documentation is its own `help` and `allowed` text (what `--help`, the
+//! error messages and the README show), not a doc comment repeating them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,105 +14,90 @@ use streamgate::topic::InstanceId;
 use crate::access::config::AccessConfig;
 use crate::limits::client_ip::TrustedProxies;
 
-/// `LISTEN_ADDR`.
 pub const LISTEN_ADDR: Setting = Setting {
     name: "LISTEN_ADDR",
     default: "127.0.0.1:8080",
     allowed: "a socket address such as 0.0.0.0:8080 (port 0 picks a free port)",
     help: "Where the gateway listens for HTTP.",
 };
-/// `INSTANCE_ID`.
 pub const INSTANCE_ID: Setting = Setting {
     name: "INSTANCE_ID",
     default: "",
     allowed: "1 to 128 ASCII letters, digits, '.', '_' or '-' (empty: host name plus a random suffix)",
     help: "This gateway's identity in Redis. Set it to the pod name in a StatefulSet; leave it empty elsewhere.",
 };
-/// `HEARTBEAT_INTERVAL`.
 pub const HEARTBEAT_INTERVAL: Setting = Setting {
     name: "HEARTBEAT_INTERVAL",
     default: "15s",
     allowed: "a duration from 1s to 5m",
     help: "How often an idle SSE stream gets a comment, so proxies do not cut it.",
 };
-/// `RETRY_INTERVAL`.
 pub const RETRY_INTERVAL: Setting = Setting {
     name: "RETRY_INTERVAL",
     default: "2s",
     allowed: "a duration from 100ms to 1m",
     help: "The SSE retry: value: how long a browser waits before reconnecting.",
 };
-/// `MAX_CONNECTIONS`.
 pub const MAX_CONNECTIONS: Setting = Setting {
     name: "MAX_CONNECTIONS",
     default: "10000",
     allowed: "a whole number from 1 to 10000000",
     help: "SSE connections per instance; beyond it an EventSource gets a 200 that only sets retry: (so browsers keep retrying), other clients 503 with Retry-After.",
 };
-/// `MAX_TOPICS_PER_CONNECTION`.
 pub const MAX_TOPICS_PER_CONNECTION: Setting = Setting {
     name: "MAX_TOPICS_PER_CONNECTION",
     default: "32",
     allowed: "a whole number from 1 to 1024",
     help: "How many topic parameters one /events request may name.",
 };
-/// `QUEUE_SIZE`.
 pub const QUEUE_SIZE: Setting = Setting {
     name: "QUEUE_SIZE",
     default: "1024",
     allowed: "a whole number from 16 to 1048576",
     help: "Events a subscriber may fall behind its topic before it is closed (it resumes from its cursor).",
 };
-/// `QUEUE_BYTES`.
 pub const QUEUE_BYTES: Setting = Setting {
     name: "QUEUE_BYTES",
     default: "8MiB",
     allowed: "a size from 64KiB to 1GiB",
     help: "Bytes of encoded events a topic may hold for subscribers that have not read them; a subscriber whose unread events exceed it is closed (it resumes from its cursor).",
 };
-/// `REPLAY_BATCH`.
 pub const REPLAY_BATCH: Setting = Setting {
     name: "REPLAY_BATCH",
     default: "500",
     allowed: "a whole number from 1 to 10000",
     help: "History entries read per XRANGE when a client catches up.",
 };
-/// `REPLAY_BYTES`.
 pub const REPLAY_BYTES: Setting = Setting {
     name: "REPLAY_BYTES",
     default: "1MiB",
     allowed: "a size from 64KiB to 64MiB, such as 1MiB",
     help: "Bytes of events one history read may return (at least one event): bounds what a replaying client pins.",
 };
-/// `REPLAY_CONCURRENCY`.
 pub const REPLAY_CONCURRENCY: Setting = Setting {
     name: "REPLAY_CONCURRENCY",
     default: "32",
     allowed: "a whole number from 1 to 4096",
     help: "History reads for replaying clients that may run at once on one gateway; more wait their turn.",
 };
-/// `RECONCILE_INTERVAL`.
 pub const RECONCILE_INTERVAL: Setting = Setting {
     name: "RECONCILE_INTERVAL",
     default: "1s",
     allowed: "a duration from 100ms to 1m",
     help: "How often topics that received nothing are compared with their histories, so an event appended but never routed is delivered within two intervals.",
 };
-/// `LIVENESS_TTL`.
 pub const LIVENESS_TTL: Setting = Setting {
     name: "LIVENESS_TTL",
     default: "15s",
     allowed: "a duration from 3s to 10m",
     help: "The TTL of the instance's liveness key, refreshed every third of it; the janitor treats an expired instance as dead.",
 };
-/// `DRAIN_TIMEOUT`.
 pub const DRAIN_TIMEOUT: Setting = Setting {
     name: "DRAIN_TIMEOUT",
     default: "10s",
     allowed: "a duration from 0s to 10m",
     help: "On SIGTERM, how long to wait for connections to close before exiting.",
 };
-/// `CORS_ORIGINS`.
 pub const CORS_ORIGINS: Setting = Setting {
     name: "CORS_ORIGINS",
     default: "",
@@ -117,14 +105,12 @@ pub const CORS_ORIGINS: Setting = Setting {
     help: "Origins allowed to open event streams from other sites.",
 };
 
-/// `ADMIN_LISTEN_ADDR`.
 pub const ADMIN_LISTEN_ADDR: Setting = Setting {
     name: "ADMIN_LISTEN_ADDR",
     default: "127.0.0.1:9080",
     allowed: "a socket address such as 127.0.0.1:9080 (port 0 picks a free port), or off",
     help: "Where /admin/* is served, apart from the public listener; off (or empty) serves no admin endpoint.",
 };
-/// `ADMIN_TOKEN`.
 pub const ADMIN_TOKEN: Setting = Setting {
     name: "ADMIN_TOKEN",
     default: "",
@@ -152,161 +138,138 @@ pub const INGEST_DEAD_LETTER: Setting = Setting {
     allowed: "a Redis key name without control characters",
     help: "The producers' dead-letter stream, whose length /admin/cluster reports.",
 };
-/// `DEMO_PAGE`.
 pub const DEMO_PAGE: Setting = Setting {
     name: "DEMO_PAGE",
     default: "false",
     allowed: "true or false",
     help: "Serve the demo page at / on the public listener.",
 };
-/// `SUBSCRIBE_AUTH`.
 pub const SUBSCRIBE_AUTH: Setting = Setting {
     name: "SUBSCRIBE_AUTH",
     default: "none",
     allowed: "none, jwt or hook",
     help: "How /events requests are authorized: not at all, by a JWT, or by asking SUBSCRIBE_AUTH_URL.",
 };
-/// `JWT_SECRET`.
 pub const JWT_SECRET: Setting = Setting {
     name: "JWT_SECRET",
     default: "",
     allowed: "a secret of at least 32 bytes (empty: none)",
     help: "HS256 key of subscriber tokens (SUBSCRIBE_AUTH=jwt).",
 };
-/// `JWT_SECRET_FILE`.
 pub const JWT_SECRET_FILE: Setting = Setting {
     name: "JWT_SECRET_FILE",
     default: "",
     allowed: "a readable file holding a secret of at least 32 bytes (one trailing newline is removed)",
     help: "JWT_SECRET from a file, read at start-up (for Docker and Kubernetes secrets).",
 };
-/// `JWKS_FILE`.
 pub const JWKS_FILE: Setting = Setting {
     name: "JWKS_FILE",
     default: "",
     allowed: "a readable JWKS JSON file of RSA, EC (P-256, P-384) or Ed25519 public keys",
     help: "Public keys of subscriber tokens (RS256, ES256, ...), chosen by kid when the token names one.",
 };
-/// `JWKS_URL`.
 pub const JWKS_URL: Setting = Setting {
     name: "JWKS_URL",
     default: "",
     allowed: "an http:// or https:// URL of a JWKS document (empty: none)",
     help: "Public keys of subscriber tokens fetched at start-up and every JWKS_REFRESH.",
 };
-/// `JWKS_REFRESH`.
 pub const JWKS_REFRESH: Setting = Setting {
     name: "JWKS_REFRESH",
     default: "5m",
     allowed: "a duration from 10s to 24h",
     help: "How often JWKS_URL is fetched again (also at most every 30 s when a token names an unknown kid).",
 };
-/// `JWT_AUDIENCE`.
 pub const JWT_AUDIENCE: Setting = Setting {
     name: "JWT_AUDIENCE",
     default: "",
     allowed: "a comma-separated list of audiences (empty: tokens must carry no aud)",
     help: "Accepted aud values; when set, aud is required.",
 };
-/// `JWT_ISSUER`.
 pub const JWT_ISSUER: Setting = Setting {
     name: "JWT_ISSUER",
     default: "",
     allowed: "a comma-separated list of issuers (empty: not checked)",
     help: "Accepted iss values; when set, iss is required.",
 };
-/// `AUTH_COOKIE`.
 pub const AUTH_COOKIE: Setting = Setting {
     name: "AUTH_COOKIE",
     default: "streamgate_token",
     allowed: "a cookie name: 1 to 64 ASCII letters, digits, '_' or '-'",
     help: "The cookie a subscriber token may come in (set it HttpOnly).",
 };
-/// `ALLOW_QUERY_TOKEN`.
 pub const ALLOW_QUERY_TOKEN: Setting = Setting {
     name: "ALLOW_QUERY_TOKEN",
     default: "false",
     allowed: "true or false",
     help: "Accept the token as ?token= too. URLs end up in access logs: use short-lived tokens.",
 };
-/// `SUBSCRIBE_AUTH_URL`.
 pub const SUBSCRIBE_AUTH_URL: Setting = Setting {
     name: "SUBSCRIBE_AUTH_URL",
     default: "",
     allowed: "an http:// or https:// URL",
     help: "The hook POSTed for every /events request with SUBSCRIBE_AUTH=hook.",
 };
-/// `SUBSCRIBE_AUTH_TIMEOUT`.
 pub const SUBSCRIBE_AUTH_TIMEOUT: Setting = Setting {
     name: "SUBSCRIBE_AUTH_TIMEOUT",
     default: "2s",
     allowed: "a duration from 100ms to 30s",
     help: "How long the hook may take to answer; slower counts as unavailable.",
 };
-/// `SUBSCRIBE_AUTH_CACHE`.
 pub const SUBSCRIBE_AUTH_CACHE: Setting = Setting {
     name: "SUBSCRIBE_AUTH_CACHE",
     default: "10s",
     allowed: "a duration from 0s (no cache) to 10m",
     help: "How long a hook answer is reused for the same credentials and topics.",
 };
-/// `PUBLIC_TOPIC_PREFIXES`.
 pub const PUBLIC_TOPIC_PREFIXES: Setting = Setting {
     name: "PUBLIC_TOPIC_PREFIXES",
     default: "",
     allowed: "a comma-separated list of non-empty prefixes such as public:",
     help: "Topics starting with one of these need no token.",
 };
-/// `MAX_CONNECTIONS_PER_IP`.
 pub const MAX_CONNECTIONS_PER_IP: Setting = Setting {
     name: "MAX_CONNECTIONS_PER_IP",
     default: "1000",
     allowed: "a whole number from 0 (no limit) to 10000000",
     help: "Open streams per client address (IPv6: per /64) on one gateway.",
 };
-/// `SUBSCRIBE_RATE_PER_IP`.
 pub const SUBSCRIBE_RATE_PER_IP: Setting = Setting {
     name: "SUBSCRIBE_RATE_PER_IP",
     default: "20",
     allowed: "a number of requests per second from 0 (no limit) to 1000000, such as 20 or 0.5",
     help: "Sustained /events requests per second per client address, after SUBSCRIBE_BURST_PER_IP.",
 };
-/// `SUBSCRIBE_BURST_PER_IP`.
 pub const SUBSCRIBE_BURST_PER_IP: Setting = Setting {
     name: "SUBSCRIBE_BURST_PER_IP",
     default: "100",
     allowed: "a whole number from 1 to 1000000",
     help: "/events requests a client address may make at once before SUBSCRIBE_RATE_PER_IP applies.",
 };
-/// `TRUSTED_PROXIES`.
 pub const TRUSTED_PROXIES: Setting = Setting {
     name: "TRUSTED_PROXIES",
     default: "127.0.0.0/8,::1/128",
     allowed: "a comma-separated list of IP addresses or CIDRs, or none",
     help: "Peers whose X-Forwarded-For is believed when finding a client's address.",
 };
-/// `MAX_TOPICS`.
 pub const MAX_TOPICS: Setting = Setting {
     name: "MAX_TOPICS",
     default: "100000",
     allowed: "a whole number from 1 to 10000000",
     help: "Topics with local subscribers (hubs) on one gateway; a request needing more is refused as retryable.",
 };
-/// `MAX_STREAM_LIFETIME`.
 pub const MAX_STREAM_LIFETIME: Setting = Setting {
     name: "MAX_STREAM_LIFETIME",
     default: "0s",
     allowed: "0s (no limit) or a duration from 1s to 7d",
     help: "Streams end after this long (after an id:-only block); clients reconnect and resume.",
 };
-/// `HEADER_READ_TIMEOUT`.
 pub const HEADER_READ_TIMEOUT: Setting = Setting {
     name: "HEADER_READ_TIMEOUT",
     default: "10s",
     allowed: "a duration from 1s to 5m",
     help: "How long a client may take to send a request's headers (slowloris); slower connections are closed.",
 };
-/// `MAX_HEADER_BYTES`.
 pub const MAX_HEADER_BYTES: Setting = Setting {
     name: "MAX_HEADER_BYTES",
     default: "32KiB",
@@ -314,7 +277,6 @@ pub const MAX_HEADER_BYTES: Setting = Setting {
     help: "Largest request head (request line and headers); larger gets 431.",
 };
 
-/// `TLS_CERT_FILE`.
 pub const TLS_CERT_FILE: Setting = Setting {
     name: "TLS_CERT_FILE",
     default: "",
@@ -322,21 +284,18 @@ pub const TLS_CERT_FILE: Setting = Setting {
     help: "Serve the public listener over TLS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate chain; \
            re-read when it changes. Empty: clear text (HTTP/1.1, and HTTP/2 with prior knowledge).",
 };
-/// `TLS_KEY_FILE`.
 pub const TLS_KEY_FILE: Setting = Setting {
     name: "TLS_KEY_FILE",
     default: "",
     allowed: "a path to a PEM private key (PKCS#8, PKCS#1 or SEC1), with TLS_CERT_FILE",
     help: "The private key of TLS_CERT_FILE's certificate; re-read when it changes.",
 };
-/// `TLS_RELOAD_INTERVAL`.
 pub const TLS_RELOAD_INTERVAL: Setting = Setting {
     name: "TLS_RELOAD_INTERVAL",
     default: "10s",
     allowed: "a duration from 1s to 1h",
     help: "How often TLS_CERT_FILE and TLS_KEY_FILE are checked for a change (a renewed certificate is served without restart).",
 };
-/// `HTTP2_MAX_CONCURRENT_STREAMS`.
 pub const HTTP2_MAX_CONCURRENT_STREAMS: Setting = Setting {
     name: "HTTP2_MAX_CONCURRENT_STREAMS",
     default: "128",

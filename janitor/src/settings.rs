@@ -3,6 +3,9 @@
 //!
 //! Values are merged by [`streamgate::config::Layered`] (defaults < TOML file < environment
 //! < flags) and typed here, once; an invalid value is a [`ConfigError`] naming the setting.
+//!
+//! Each setting's documentation is its own `help` and `allowed` text (what `--help`, the
+//! error messages and the README show), not a doc comment repeating them.
 
 use std::time::Duration;
 
@@ -15,7 +18,6 @@ use streamgate::settings::{
 use crate::instances::MIN_CLAIM_TTL;
 use crate::sweep::SweepSettings;
 
-/// `SWEEP_BUDGET`.
 pub const SWEEP_BUDGET: Setting = Setting {
     name: "SWEEP_BUDGET",
     default: "100000",
@@ -23,7 +25,6 @@ pub const SWEEP_BUDGET: Setting = Setting {
     help: "Most keys one sweep examines; the next full pass resumes where this one stopped.",
 };
 
-/// `SCAN_COUNT`.
 pub const SCAN_COUNT: Setting = Setting {
     name: "SCAN_COUNT",
     default: "500",
@@ -31,7 +32,6 @@ pub const SCAN_COUNT: Setting = Setting {
     help: "The COUNT of each SCAN, SSCAN and HSCAN, and the size of each batch of keys.",
 };
 
-/// `FULL_SCAN`.
 pub const FULL_SCAN: Setting = Setting {
     name: "FULL_SCAN",
     default: "true",
@@ -40,7 +40,6 @@ pub const FULL_SCAN: Setting = Setting {
            topic indexes are swept).",
 };
 
-/// `SWEEP_CLAIM_TTL`.
 pub const SWEEP_CLAIM_TTL: Setting = Setting {
     name: "SWEEP_CLAIM_TTL",
     default: "60s",

@@ -5,6 +5,9 @@
 //! < flags) and typed here, once; an invalid value is a [`ConfigError`] naming the setting.
 //! [`SETTINGS`] lists every setting the producer reads, shared ones included, in the order
 //! the README documents them.
+//!
+//! Each setting's documentation is its own `help` and `allowed` text (what `--help`, the
+//! error messages and the README show), not a doc comment repeating them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,7 +23,6 @@ use crate::ingest::IngestConfig;
 use crate::input::Limits;
 use crate::publisher::PublisherConfig;
 
-/// `LISTEN_ADDR`.
 pub const LISTEN_ADDR: Setting = Setting {
     name: "LISTEN_ADDR",
     default: "127.0.0.1:8090",
@@ -28,7 +30,6 @@ pub const LISTEN_ADDR: Setting = Setting {
     help: "Where the HTTP API (POST /publish, /healthz, /readyz) listens.",
 };
 
-/// `ADMIN_LISTEN_ADDR`.
 pub const ADMIN_LISTEN_ADDR: Setting = Setting {
     name: "ADMIN_LISTEN_ADDR",
     default: "off",
@@ -37,7 +38,6 @@ pub const ADMIN_LISTEN_ADDR: Setting = Setting {
            authentication; off (or empty) serves no metrics.",
 };
 
-/// `PUBLISH_TOKEN`.
 pub const PUBLISH_TOKEN: Setting = Setting {
     name: "PUBLISH_TOKEN",
     default: "",
@@ -46,7 +46,6 @@ pub const PUBLISH_TOKEN: Setting = Setting {
            drop the old one to rotate without downtime). Use at least 32 random bytes each.",
 };
 
-/// `PUBLISH_TOKEN_FILE`.
 pub const PUBLISH_TOKEN_FILE: Setting = Setting {
     name: "PUBLISH_TOKEN_FILE",
     default: "",
@@ -54,7 +53,6 @@ pub const PUBLISH_TOKEN_FILE: Setting = Setting {
     help: "PUBLISH_TOKEN read from a file (a Docker or Kubernetes secret); not both.",
 };
 
-/// `PUBLISH_JWT_SECRET`.
 pub const PUBLISH_JWT_SECRET: Setting = Setting {
     name: "PUBLISH_JWT_SECRET",
     default: "",
@@ -63,7 +61,6 @@ pub const PUBLISH_JWT_SECRET: Setting = Setting {
            and publish (topics: exact names or prefixes ending in *).",
 };
 
-/// `PUBLISH_JWT_SECRET_FILE`.
 pub const PUBLISH_JWT_SECRET_FILE: Setting = Setting {
     name: "PUBLISH_JWT_SECRET_FILE",
     default: "",
@@ -71,7 +68,6 @@ pub const PUBLISH_JWT_SECRET_FILE: Setting = Setting {
     help: "PUBLISH_JWT_SECRET read from a file (a Docker or Kubernetes secret); not both.",
 };
 
-/// `ALLOW_ANONYMOUS_PUBLISH`.
 pub const ALLOW_ANONYMOUS_PUBLISH: Setting = Setting {
     name: "ALLOW_ANONYMOUS_PUBLISH",
     default: "false",
@@ -80,7 +76,6 @@ pub const ALLOW_ANONYMOUS_PUBLISH: Setting = Setting {
            such a producer refuses to start.",
 };
 
-/// `HEADER_READ_TIMEOUT`.
 pub const HEADER_READ_TIMEOUT: Setting = Setting {
     name: "HEADER_READ_TIMEOUT",
     default: "10s",
@@ -89,7 +84,6 @@ pub const HEADER_READ_TIMEOUT: Setting = Setting {
            connection may wait for the next request) before the connection is closed.",
 };
 
-/// `REQUEST_BODY_TIMEOUT`.
 pub const REQUEST_BODY_TIMEOUT: Setting = Setting {
     name: "REQUEST_BODY_TIMEOUT",
     default: "10s",
@@ -97,7 +91,6 @@ pub const REQUEST_BODY_TIMEOUT: Setting = Setting {
     help: "How long a client may take to send a POST /publish body (408 after it).",
 };
 
-/// `DEDUP_WINDOW`.
 pub const DEDUP_WINDOW: Setting = Setting {
     name: "DEDUP_WINDOW",
     default: "10m",
@@ -106,7 +99,6 @@ pub const DEDUP_WINDOW: Setting = Setting {
            id with duplicate: true and writes nothing.",
 };
 
-/// `INSTANCE_STREAM_MAX_LEN`.
 pub const INSTANCE_STREAM_MAX_LEN: Setting = Setting {
     name: "INSTANCE_STREAM_MAX_LEN",
     default: "100000",
@@ -114,7 +106,6 @@ pub const INSTANCE_STREAM_MAX_LEN: Setting = Setting {
     help: "Approximate bound of each gateway instance stream of routed events.",
 };
 
-/// `MAX_EVENT_BYTES`.
 pub const MAX_EVENT_BYTES: Setting = Setting {
     name: "MAX_EVENT_BYTES",
     default: "64KiB",
@@ -122,7 +113,6 @@ pub const MAX_EVENT_BYTES: Setting = Setting {
     help: "Largest event data accepted (413 over HTTP, dead letter on the ingest stream).",
 };
 
-/// `MAX_REQUEST_BYTES`.
 pub const MAX_REQUEST_BYTES: Setting = Setting {
     name: "MAX_REQUEST_BYTES",
     default: "1MiB",
@@ -130,7 +120,6 @@ pub const MAX_REQUEST_BYTES: Setting = Setting {
     help: "Largest POST /publish body accepted (413 over it).",
 };
 
-/// `MAX_BATCH_EVENTS`.
 pub const MAX_BATCH_EVENTS: Setting = Setting {
     name: "MAX_BATCH_EVENTS",
     default: "1000",
@@ -138,7 +127,6 @@ pub const MAX_BATCH_EVENTS: Setting = Setting {
     help: "Most events in one POST /publish batch (413 over it).",
 };
 
-/// `INGEST_STREAM`.
 pub const INGEST_STREAM: Setting = Setting {
     name: "INGEST_STREAM",
     default: "streamgate:ingest",
@@ -146,7 +134,6 @@ pub const INGEST_STREAM: Setting = Setting {
     help: "The stream upstream services XADD events to (fields topic, data, event, idempotencyKey).",
 };
 
-/// `INGEST_GROUP`.
 pub const INGEST_GROUP: Setting = Setting {
     name: "INGEST_GROUP",
     default: "streamgate-producers",
@@ -154,7 +141,6 @@ pub const INGEST_GROUP: Setting = Setting {
     help: "The consumer group all producers share on the ingest stream.",
 };
 
-/// `INGEST_DEAD_LETTER`.
 pub const INGEST_DEAD_LETTER: Setting = Setting {
     name: "INGEST_DEAD_LETTER",
     default: "streamgate:ingest:dead",
@@ -162,7 +148,6 @@ pub const INGEST_DEAD_LETTER: Setting = Setting {
     help: "Where ingest entries that can never be valid go, with fields reason and source_id.",
 };
 
-/// `INGEST_BATCH`.
 pub const INGEST_BATCH: Setting = Setting {
     name: "INGEST_BATCH",
     default: "500",
@@ -170,7 +155,6 @@ pub const INGEST_BATCH: Setting = Setting {
     help: "Most ingest entries read, published and acknowledged together.",
 };
 
-/// `INGEST_CLAIM_IDLE`.
 pub const INGEST_CLAIM_IDLE: Setting = Setting {
     name: "INGEST_CLAIM_IDLE",
     default: "30s",
@@ -178,7 +162,6 @@ pub const INGEST_CLAIM_IDLE: Setting = Setting {
     help: "Pending ingest entries idle this long (their producer died) are claimed by another.",
 };
 
-/// `INGEST_ENABLED`.
 pub const INGEST_ENABLED: Setting = Setting {
     name: "INGEST_ENABLED",
     default: "true",
@@ -186,7 +169,6 @@ pub const INGEST_ENABLED: Setting = Setting {
     help: "Whether `producer serve` consumes the ingest stream.",
 };
 
-/// `LIVENESS_CACHE`.
 pub const LIVENESS_CACHE: Setting = Setting {
     name: "LIVENESS_CACHE",
     default: "1s",
@@ -194,7 +176,6 @@ pub const LIVENESS_CACHE: Setting = Setting {
     help: "How long an instance seen alive is trusted before its liveness key is checked again.",
 };
 
-/// `REDIS_RESPONSE_TIMEOUT`.
 pub const REDIS_RESPONSE_TIMEOUT: Setting = Setting {
     name: "REDIS_RESPONSE_TIMEOUT",
     default: "5s",
@@ -203,7 +184,6 @@ pub const REDIS_RESPONSE_TIMEOUT: Setting = Setting {
            answered 504 with written: unknown (Redis may still run it).",
 };
 
-/// `MAX_CONCURRENT_PUBLISHES`.
 pub const MAX_CONCURRENT_PUBLISHES: Setting = Setting {
     name: "MAX_CONCURRENT_PUBLISHES",
     default: "256",
@@ -212,7 +192,6 @@ pub const MAX_CONCURRENT_PUBLISHES: Setting = Setting {
            (each runs to completion). Beyond it: 503 with written: false.",
 };
 
-/// `PUBLISH_GROUP_COMMIT`.
 pub const PUBLISH_GROUP_COMMIT: Setting = Setting {
     name: "PUBLISH_GROUP_COMMIT",
     default: "true",

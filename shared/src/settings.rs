@@ -1,4 +1,7 @@
 //! Settings every service shares, and the one way a binary stops on bad configuration.
+//!
+//! Each setting's documentation is its own `help` and `allowed` text (what `--help`, the
+//! error messages and the README show), not a doc comment repeating them.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +12,6 @@ use crate::redis::{Node, Topology};
 use crate::telemetry::LogFormat;
 use crate::traces::{OtlpCertificate, TracesConfig, parse_ratio};
 
-/// `REDIS_URL`.
 pub const REDIS_URL: Setting = Setting {
     name: "REDIS_URL",
     default: "redis://127.0.0.1:6379",
@@ -17,7 +19,6 @@ pub const REDIS_URL: Setting = Setting {
     help: "The Redis server holding histories, memberships and instance streams.",
 };
 
-/// `REDIS_PASSWORD_FILE`.
 pub const REDIS_PASSWORD_FILE: Setting = Setting {
     name: "REDIS_PASSWORD_FILE",
     default: "",
@@ -26,7 +27,6 @@ pub const REDIS_PASSWORD_FILE: Setting = Setting {
            whose own password must then be empty: REDIS_URL=redis://producer@redis:6379.",
 };
 
-/// `KEY_PREFIX`.
 pub const KEY_PREFIX: Setting = Setting {
     name: "KEY_PREFIX",
     default: DEFAULT_PREFIX,
@@ -34,7 +34,6 @@ pub const KEY_PREFIX: Setting = Setting {
     help: "Prefix of every Redis key Streamgate writes (not the ingest stream).",
 };
 
-/// `REDIS_POOL_SIZE`.
 pub const REDIS_POOL_SIZE: Setting = Setting {
     name: "REDIS_POOL_SIZE",
     default: "16",
@@ -42,7 +41,6 @@ pub const REDIS_POOL_SIZE: Setting = Setting {
     help: "Maximum pooled Redis connections (blocking readers have their own).",
 };
 
-/// `LOG_FORMAT`.
 pub const LOG_FORMAT: Setting = Setting {
     name: "LOG_FORMAT",
     default: "text",
@@ -50,7 +48,6 @@ pub const LOG_FORMAT: Setting = Setting {
     help: "Log output format on stderr. The filter is RUST_LOG (default info).",
 };
 
-/// `REDIS_CLUSTER_NODES`.
 pub const REDIS_CLUSTER_NODES: Setting = Setting {
     name: "REDIS_CLUSTER_NODES",
     default: "",
@@ -59,7 +56,6 @@ pub const REDIS_CLUSTER_NODES: Setting = Setting {
            user, password and TLS (rediss://).",
 };
 
-/// `REDIS_SENTINEL_NODES`.
 pub const REDIS_SENTINEL_NODES: Setting = Setting {
     name: "REDIS_SENTINEL_NODES",
     default: "",
@@ -68,7 +64,6 @@ pub const REDIS_SENTINEL_NODES: Setting = Setting {
            a failover); REDIS_URL then supplies only the user, password, database and TLS.",
 };
 
-/// `REDIS_SENTINEL_MASTER`.
 pub const REDIS_SENTINEL_MASTER: Setting = Setting {
     name: "REDIS_SENTINEL_MASTER",
     default: "",
