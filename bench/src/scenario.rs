@@ -236,6 +236,15 @@ impl System {
             System::Nchan(n) => n.cpu_by_process(),
         }
     }
+
+    /// CPU seconds of every server process since `before` (an earlier `cpu_by_process`).
+    fn cpu_since(&self, before: Vec<(&'static str, f64)>) -> Vec<(&'static str, f64)> {
+        self.cpu_by_process()
+            .into_iter()
+            .zip(before)
+            .map(|((name, after), (_, before))| (name, after - before))
+            .collect()
+    }
 }
 
 /// Opens `connections` over subscriber processes; returns them once all are connected.
@@ -520,12 +529,7 @@ async fn fan_out(
             .await;
     // Let the last events arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_by_process: Vec<(&str, f64)> = system
-        .cpu_by_process()
-        .into_iter()
-        .zip(cpu_before)
-        .map(|((name, after), (_, before))| (name, after - before))
-        .collect();
+    let cpu_by_process = system.cpu_since(cpu_before);
     let cpu: f64 = cpu_by_process.iter().map(|(_, cpu)| cpu).sum();
     let events = published.published.max(1) as f64;
     let merged = merge_reports(processes);
@@ -656,12 +660,7 @@ async fn s5_ingest_stream(scale: f64) -> (Value, String) {
     let redis_by_command = redis_setup::command_breakdown(&mut stats_conn, total as u64, 8).await;
     let merged = merge_reports(processes);
     let rate = total as f64 / drained_s;
-    let cpu: Vec<(&str, f64)> = system
-        .cpu_by_process()
-        .into_iter()
-        .zip(cpu_before)
-        .map(|((name, after), (_, before))| (name, after - before))
-        .collect();
+    let cpu = system.cpu_since(cpu_before);
     let by_process = cpu
         .iter()
         .map(|(name, cpu)| format!("{name} {:.1} µs", cpu * 1e6 / total as f64))
