@@ -47,9 +47,22 @@ async fn handshake<T>(io: T) -> SendRequest<Bytes>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, connection) = h2::client::handshake(io).await.expect("an HTTP/2 handshake");
+    // Every event is a DATA frame of its own, tens of bytes. h2 (0.4.20 on) closes a
+    // connection with ENHANCE_YOUR_CALM ("too_many_data_frames") once its small frames
+    // not yet read by the application exceed a budget, by default ~150 events' worth: a
+    // reader lagging on a loaded machine then loses all fifty streams at once. A budget of
+    // the whole connection window in one-byte frames is never reached.
+    let window: u32 = 1 << 20;
+    let (send, connection) = h2::client::Builder::new()
+        .initial_connection_window_size(window)
+        .data_frame_budget(window as usize * 256)
+        .handshake(io)
+        .await
+        .expect("an HTTP/2 handshake");
     tokio::spawn(async move {
-        let _ = connection.await;
+        if let Err(error) = connection.await {
+            eprintln!("the HTTP/2 connection ended with an error: {error}");
+        }
     });
     send
 }
@@ -107,11 +120,20 @@ pub async fn open(connection: &SendRequest<Bytes>, base: &str, topic: &str) -> S
     });
     let seqs = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seqs);
+    let reader_topic = topic.to_owned();
     let reader = tokio::spawn(async move {
         let mut events = Box::pin(chunks.eventsource());
-        while let Some(Ok(event)) = events.next().await {
-            if let Some(seq) = event.data.split(' ').nth(1).and_then(|seq| seq.parse().ok()) {
-                sink.lock().expect("seqs lock").push(seq);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    if let Some(seq) = event.data.split(' ').nth(1).and_then(|seq| seq.parse().ok()) {
+                        sink.lock().expect("seqs lock").push(seq);
+                    }
+                }
+                Err(error) => {
+                    eprintln!("stream of {reader_topic}: ended with an error: {error}");
+                    break;
+                }
             }
         }
     });
