@@ -106,6 +106,9 @@ impl Streamgate {
     }
 }
 
+/// Requests in a row without a 503 before Nchan counts as ready.
+const NCHAN_READY_PROBES: usize = 20;
+
 /// Nchan (nginx + libnginx-mod-nchan, Redis storage) from `bench/nchan/run.sh`.
 struct Nchan {
     master: Proc,
@@ -138,6 +141,24 @@ impl Nchan {
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             assert!(Instant::now() < deadline, "nchan did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Each worker connects to Redis on its own after nginx listens, and answers 503
+        // to subscribers and publishers until it has: wait until a run of channel-info
+        // requests, each on a new connection (so both workers answer some), gets no 503.
+        let probe = format!("http://127.0.0.1:{port}/pub?id=bench-readiness-probe");
+        let mut answered = 0;
+        while answered < NCHAN_READY_PROBES {
+            assert!(Instant::now() < deadline, "nchan did not connect to its Redis");
+            let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+            match client.get(&probe).send().await {
+                Ok(response) if response.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                    answered += 1
+                }
+                _ => {
+                    answered = 0;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
         }
         Nchan { master, port, _dir: dir }
     }

@@ -122,6 +122,9 @@ pub struct Target {
     pub last_event_id: Option<String>,
 }
 
+/// A subscriber process prints why its first few connections failed (to stderr).
+const REPORTED_FAILURES: u64 = 3;
+
 /// Runs one connection until the server closes it or an error occurs. Events are checked
 /// against the sequence expected per topic (events of several topics may interleave).
 ///
@@ -134,8 +137,14 @@ pub async fn run_connection(
 ) {
     let begin = Instant::now();
     let result = connect_and_read(&target, &metrics, begin, permit).await;
-    if result.is_err() {
-        metrics.failed.fetch_add(1, Ordering::Relaxed);
+    if let Err(error) = result
+        && metrics.failed.fetch_add(1, Ordering::Relaxed) < REPORTED_FAILURES
+    {
+        eprintln!(
+            "subscriber: a connection to {} failed after {:?}: {error}",
+            target.server,
+            begin.elapsed()
+        );
     }
 }
 
