@@ -570,18 +570,18 @@ async fn replay_step(
     state: &AppState,
     hub: &Hub,
     position: &Position,
-) -> Result<(continuity::Verdict, HistoryRead), RedisError> {
-    let read = {
-        let _permit = state.replays.acquire().await.expect("the replay semaphore is never closed");
-        let read = history::read_after(
+) -> Result<(continuity::Verdict, Arc<HistoryRead>), Arc<RedisError>> {
+    let read = state
+        .replays
+        .read_after(
             &state.redis,
             &state.keys,
+            &state.metrics,
             hub.topic(),
             position.last,
             state.config.read_limit(),
-        );
-        state.metrics.redis.time(command::HISTORY_READ, read).await?
-    };
+        )
+        .await?;
     let mut verdict = continuity::check(position, read.view());
     let same_epoch = verdict.position.epoch.is_some() && verdict.position.epoch == position.epoch;
     if verdict.reset == Some(ResetReason::HistoryLost) && same_epoch {
@@ -590,7 +590,7 @@ async fn replay_step(
             history::surviving_tail(&state.redis, &state.keys, hub.topic(), verdict.position.last, |id| {
                 hub.delivered(&epoch, id)
             });
-        let tail = state.metrics.redis.time(command::HISTORY_READ, tail).await?;
+        let tail = state.metrics.redis.time(command::HISTORY_READ, tail).await.map_err(Arc::new)?;
         verdict.position = Position::at(epoch, tail);
         verdict.next = Next::ReadAgain;
     }

@@ -36,6 +36,7 @@ mod limits;
 mod membership;
 mod metrics;
 mod reader;
+mod replay_reads;
 mod server;
 pub mod settings;
 mod sparse;

@@ -144,6 +144,9 @@ pub struct GatewayMetrics {
     pub events_replayed: Counter,
     /// Replays running now.
     pub replays_in_progress: Gauge,
+    /// Replay reads a client joined instead of sending its own (same topic and position,
+    /// not sent yet).
+    pub replay_reads_shared: Counter,
     /// Resets sent to subscribers, by reason.
     pub resets: Family<ResetLabels, Counter>,
     /// Hub catch-ups from history (gaps, reconciliations, epochs).
@@ -217,6 +220,12 @@ impl GatewayMetrics {
                 "replays_in_progress",
                 "Replays running now",
                 Gauge::default(),
+            ),
+            replay_reads_shared: registered(
+                &mut registry,
+                "replay_reads_shared",
+                "History reads a replaying client joined rather than sending its own",
+                Counter::default(),
             ),
             resets: registered(
                 &mut registry,

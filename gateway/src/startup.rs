@@ -40,8 +40,8 @@ pub struct AppState {
     pub membership: Arc<Membership>,
     /// Open connections.
     pub connections: Arc<Connections>,
-    /// Bounds the history reads of replaying clients that run at once.
-    pub replays: Arc<tokio::sync::Semaphore>,
+    /// The history reads of replaying clients: bounded, and shared per topic and position.
+    pub replays: Arc<crate::replay_reads::ReplayReads>,
     /// Prometheus metrics (`GET /metrics` on the admin listener).
     pub metrics: Arc<crate::metrics::GatewayMetrics>,
     /// Fires when streams must end (shutdown).
@@ -203,7 +203,7 @@ impl Application {
         }
         let access = Arc::new(Access::new(config.access.clone(), verifier));
         tracing::info!(instance = %config.instance_id, port, admin_port, "Gateway registered and listening.");
-        let replays = Arc::new(tokio::sync::Semaphore::new(config.replay_concurrency));
+        let replays = Arc::new(crate::replay_reads::ReplayReads::new(config.replay_concurrency));
         let config_limits = config.limits.clone();
         let state = AppState {
             config,

@@ -438,20 +438,26 @@ async fn a_replay_flood_on_a_busy_pool_never_lets_a_healthy_gateway_expire() {
     let gateway = world.gateway(&[("REDIS_POOL_SIZE", "1"), ("LIVENESS_TTL", "3s")]).await;
     let publisher = &world.publisher;
     let pad = "x".repeat(10 * 1024);
+    let mut cursors = Vec::new();
     for first in (0..200).step_by(50) {
         let batch: Vec<_> = (first..first + 50)
             .map(|n| streamgate_tests::publish::event("heavy", None, &format!("{n} {pad}")))
             .collect();
-        publisher.publish(&batch).await.unwrap();
+        let published = publisher.publish(&batch).await.unwrap();
+        cursors.extend(published.into_iter().map(|event| event.cursor.to_string()));
     }
     let instance = InstanceId::parse(gateway.instance.as_str()).unwrap();
     let alive = world.keys.instance_alive(&instance);
     let mut conn = world.redis.client().await;
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let mut clients = Vec::new();
-    for _ in 0..150 {
-        let request =
-            http.get(gateway.url("/events?topic=heavy&lastEventId=0")).header("accept", "text/event-stream");
+    // Each from its own position (the first 150 events' cursors, so up to 2 MB each):
+    // clients resuming from one position would share their reads.
+    for cursor in &cursors[..150] {
+        let request = http
+            .get(gateway.url("/events?topic=heavy"))
+            .header("accept", "text/event-stream")
+            .header("last-event-id", cursor.as_str());
         clients.push(tokio::spawn(async move {
             let Ok(response) = request.send().await else { return 0 };
             let mut body = response.bytes_stream();
@@ -484,6 +490,46 @@ async fn a_replay_flood_on_a_busy_pool_never_lets_a_healthy_gateway_expire() {
         }
     }
     println!("guarantee replay flood: {done} of 150 clients replayed 2 MB in 8 s, liveness held throughout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_resuming_a_topic_from_one_position_at_once_share_its_history_reads() {
+    let world = TestWorld::start("shared-replay");
+    // One read at a time, so the storm's reads queue behind the first.
+    let gateway = world.gateway(&[("REPLAY_CONCURRENCY", "1")]).await;
+    let cursor = world.publish("storm", "0").await;
+    for n in 1..50 {
+        world.publish("storm", &n.to_string()).await;
+    }
+    // Redis held still while the storm arrives, so every client has joined the topic and
+    // asked for its read before the first read is answered.
+    let mut conn = world.redis.client().await;
+    let () = redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("ALL").query_async(&mut conn).await.unwrap();
+    let url = gateway.url("/events?topic=storm");
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            let (url, cursor) = (url.clone(), cursor.clone());
+            tokio::spawn(async move {
+                let mut stream = connect(&url, Some(&cursor)).await;
+                let events = stream.take(49, WAIT).await;
+                events.into_iter().map(|event| event.data).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let expected: Vec<String> = (1..50).map(|n| n.to_string()).collect();
+    for client in clients {
+        assert_eq!(client.await.unwrap(), expected, "every client gets what it missed, once and in order");
+    }
+
+    let text = crate::gateway_metrics::scrape(&gateway.admin_url("/metrics")).await;
+    let sample = |series: &str| crate::gateway_metrics::sample(&text, series).unwrap_or(0.0);
+    let reads = sample(r#"streamgate_gateway_redis_command_duration_seconds_count{command="history_read"}"#);
+    let shared = sample("streamgate_gateway_replay_reads_shared_total");
+    println!("guarantee shared replay reads: 40 clients, {reads} history reads, {shared} joined");
+    // The first client's read is sent at once; those behind it join the next one (the
+    // hub's own reads count as history reads too).
+    assert!(shared >= 30.0, "the clients behind the first read joined one: {shared} of 40");
+    assert!(reads <= 5.0, "a read per position, not per client: {reads} reads");
 }
 
 /// Raw bytes of an SSE body as they arrive, and the `lastEventId` they set.
