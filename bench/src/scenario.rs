@@ -823,7 +823,7 @@ async fn s5_ingest(duration: Duration, redis: RedisKind) -> (Value, String) {
     // The one-server row keeps its old text; the cluster's names its system.
     let on = if system.redis.is_cluster() { format!("{}: ", system.name()) } else { String::new() };
     let row = format!(
-        "| S5 | {on}HTTP batches of 100, 16 concurrent, into 2 gateways ({connected} subscribers on {topics} topics) | ≥ 50,000 events/s | {rate:.0} events/s accepted over {elapsed:.0} s; {} |",
+        "| S5 | {on}HTTP batches of 100, 16 concurrent, into 2 gateways ({connected} subscribers on {topics} topics) | ≥ 60,000 events/s (≥ 50,000 at least) | {rate:.0} events/s accepted over {elapsed:.0} s; {} |",
         delivery.text()
     );
     (result, row)
