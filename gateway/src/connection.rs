@@ -11,6 +11,7 @@
 //! deploy, a crash, a proxy cut) then still resumes exactly where it started.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -463,6 +464,53 @@ pub fn event_stream(
     }
 }
 
+/// A coalesced chunk stops growing at this size (the next ready chunk starts another).
+const COALESCED_BYTES: usize = 64 * 1024;
+
+/// `stream` with the chunks that are ready at once joined into one (up to
+/// [`COALESCED_BYTES`]): a chunk alone passes through as it is, without a copy.
+pub fn coalesced(
+    stream: impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let mut inner = Box::pin(stream);
+    let mut ended = false;
+    futures_util::stream::poll_fn(move |cx| {
+        if ended {
+            return std::task::Poll::Ready(None);
+        }
+        let mut first: Option<Bytes> = None;
+        let mut joined = BytesMut::new();
+        loop {
+            match inner.as_mut().poll_next(cx) {
+                std::task::Poll::Ready(Some(Ok(chunk))) => match first.take() {
+                    None if joined.is_empty() => first = Some(chunk),
+                    held => {
+                        if let Some(held) = held {
+                            joined.extend_from_slice(&held);
+                        }
+                        joined.extend_from_slice(&chunk);
+                    }
+                },
+                std::task::Poll::Ready(Some(Err(never))) => match never {},
+                std::task::Poll::Ready(None) => {
+                    ended = true;
+                    break;
+                }
+                std::task::Poll::Pending => break,
+            }
+            if joined.len() >= COALESCED_BYTES {
+                break;
+            }
+        }
+        match (first, joined.is_empty()) {
+            (Some(chunk), true) => std::task::Poll::Ready(Some(Ok(chunk))),
+            (None, false) => std::task::Poll::Ready(Some(Ok(joined.freeze()))),
+            (None, true) if ended => std::task::Poll::Ready(None),
+            _ => std::task::Poll::Pending,
+        }
+    })
+}
+
 /// What a stream's opening yields: bytes to send, or its end (with the reason to count,
 /// when it is not a shutdown).
 enum Opening {
@@ -595,4 +643,34 @@ async fn replay_step(
         verdict.next = Next::ReadAgain;
     }
     Ok((verdict, read))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(chunks: Vec<Bytes>) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+        futures_util::stream::iter(chunks.into_iter().map(Ok))
+    }
+
+    #[tokio::test]
+    async fn chunks_ready_together_become_one_and_a_lone_chunk_is_not_copied() {
+        let lone = Bytes::from_static(b"data: 1\n\n");
+        let only: Vec<Bytes> = coalesced(ready(vec![lone.clone()])).map(Result::unwrap).collect().await;
+        assert_eq!(only.as_slice(), std::slice::from_ref(&lone));
+        assert_eq!(only[0].as_ptr(), lone.as_ptr(), "passed through, not copied");
+
+        let parts = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b"), Bytes::from_static(b"c")];
+        let joined: Vec<Bytes> = coalesced(ready(parts)).map(Result::unwrap).collect().await;
+        assert_eq!(joined, [Bytes::from_static(b"abc")]);
+    }
+
+    #[tokio::test]
+    async fn a_joined_chunk_stops_growing_at_its_bound() {
+        let big = Bytes::from(vec![b'x'; COALESCED_BYTES / 2]);
+        let parts = vec![big; 5];
+        let joined: Vec<Bytes> = coalesced(ready(parts)).map(Result::unwrap).collect().await;
+        let sizes: Vec<usize> = joined.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [COALESCED_BYTES, COALESCED_BYTES, COALESCED_BYTES / 2]);
+    }
 }

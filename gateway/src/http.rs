@@ -13,14 +13,14 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use streamgate::cursor::{TopicCursor, parse_cursors};
 use streamgate::topic::Topic;
 
-use crate::connection::{StreamDeadline, StreamEnd, event_stream, join_subscribed};
+use crate::connection::{StreamDeadline, StreamEnd, coalesced, event_stream, join_subscribed};
 use crate::error::AppError;
 use crate::limits::per_ip::ClientKey;
 use crate::startup::AppState;
@@ -150,6 +150,7 @@ async fn events(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
+    version: Version,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let limits = &state.config.limits;
@@ -198,7 +199,15 @@ async fn events(
         let _held = &client_slot;
         chunk
     });
-    let mut response = Response::new(Body::from_stream(stream));
+    // Over HTTP/2 every chunk is a DATA frame: what is ready at once goes as one, so a
+    // stream that was held back by flow control resumes with a few frames, not one per
+    // event. (The HTTP/1.1 paths write what is ready with one `writev` already.)
+    let body = if version == Version::HTTP_2 {
+        Body::from_stream(coalesced(stream))
+    } else {
+        Body::from_stream(stream)
+    };
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -89,6 +89,43 @@ async fn one_cleartext_http2_connection_with_prior_knowledge_carries_fifty_event
     assert_complete("one h2c connection, 50 streams", tally);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_events_that_are_ready_at_once_share_data_frames() {
+    let world = TestWorld::start("h2-coalesce");
+    let gateway = world.gateway(&[]).await;
+    let cursor = world.publish("burst", "0").await;
+    let events: Vec<_> = (1..200).map(|n| event("burst", None, &n.to_string())).collect();
+    world.publisher.publish(&events).await.unwrap();
+
+    // A client resuming 199 events behind: the replay's events are ready together.
+    let connection = http2::connect_cleartext(&format!("127.0.0.1:{}", gateway.port)).await;
+    let request = http::Request::get(gateway.url("/events?topic=burst"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", cursor.as_str())
+        .body(())
+        .unwrap();
+    let mut sender = connection.ready().await.unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let (mut frames, mut text) = (0, String::new());
+    let complete = |text: &str| text.contains("\ndata: 199\n");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !complete(&text) {
+            let frame = body.data().await.expect("the stream goes on").unwrap();
+            let _ = body.flow_control().release_capacity(frame.len());
+            frames += 1;
+            text.push_str(std::str::from_utf8(&frame).unwrap());
+        }
+    })
+    .await
+    .expect("the replay within 10 s");
+    let data: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("data: ")).collect();
+    let expected: Vec<String> = (1..200).map(|n| n.to_string()).collect();
+    assert_eq!(data, expected, "every missed event once, in order");
+    println!("h2 coalescing: 199 replayed events in {frames} DATA frames");
+    assert!(frames <= 20, "the replay's events shared frames: {frames} frames for 199 events");
+}
+
 /// `GET /readyz` over TLS offering only `http/1.1` by ALPN: the status line.
 async fn readyz_over_http1(port: u16, ca: &Certificate) -> String {
     let pem = std::fs::read(&ca.cert).unwrap();
