@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -476,13 +477,13 @@ pub fn coalesced(
     let mut ended = false;
     futures_util::stream::poll_fn(move |cx| {
         if ended {
-            return std::task::Poll::Ready(None);
+            return Poll::Ready(None);
         }
         let mut first: Option<Bytes> = None;
         let mut joined = BytesMut::new();
         loop {
             match inner.as_mut().poll_next(cx) {
-                std::task::Poll::Ready(Some(Ok(chunk))) => match first.take() {
+                Poll::Ready(Some(Ok(chunk))) => match first.take() {
                     None if joined.is_empty() => first = Some(chunk),
                     held => {
                         if let Some(held) = held {
@@ -491,22 +492,22 @@ pub fn coalesced(
                         joined.extend_from_slice(&chunk);
                     }
                 },
-                std::task::Poll::Ready(Some(Err(never))) => match never {},
-                std::task::Poll::Ready(None) => {
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => {
                     ended = true;
                     break;
                 }
-                std::task::Poll::Pending => break,
+                Poll::Pending => break,
             }
             if joined.len() >= COALESCED_BYTES {
                 break;
             }
         }
         match (first, joined.is_empty()) {
-            (Some(chunk), true) => std::task::Poll::Ready(Some(Ok(chunk))),
-            (None, false) => std::task::Poll::Ready(Some(Ok(joined.freeze()))),
-            (None, true) if ended => std::task::Poll::Ready(None),
-            _ => std::task::Poll::Pending,
+            (Some(chunk), true) => Poll::Ready(Some(Ok(chunk))),
+            (None, false) => Poll::Ready(Some(Ok(joined.freeze()))),
+            (None, true) if ended => Poll::Ready(None),
+            _ => Poll::Pending,
         }
     })
 }
