@@ -620,17 +620,7 @@ async fn replay_step(
     hub: &Hub,
     position: &Position,
 ) -> Result<(continuity::Verdict, Arc<HistoryRead>), Arc<RedisError>> {
-    let read = state
-        .replays
-        .read_after(
-            &state.redis,
-            &state.keys,
-            &state.metrics,
-            hub.topic(),
-            position.last,
-            state.config.read_limit(),
-        )
-        .await?;
+    let read = state.replays.read_after(hub.topic(), position.last).await?;
     let mut verdict = continuity::check(position, read.view());
     let same_epoch = verdict.position.epoch.is_some() && verdict.position.epoch == position.epoch;
     if verdict.reset == Some(ResetReason::HistoryLost) && same_epoch {

@@ -31,60 +31,76 @@ use crate::metrics::{GatewayMetrics, command};
 /// A read's outcome, shared by every client that joined it.
 pub type SharedOutcome = Result<Arc<HistoryRead>, Arc<RedisError>>;
 
-type SharedRead = Shared<BoxFuture<'static, SharedOutcome>>;
+type ReadFuture = BoxFuture<'static, SharedOutcome>;
+type SharedRead = Shared<ReadFuture>;
 
-/// Reads waiting for a slot, by topic and position.
-type Waiting = HashMap<(Topic, HistoryId), (u64, WeakShared<BoxFuture<'static, SharedOutcome>>)>;
+/// Reads waiting for a slot, by topic and position, with the id each was started under.
+struct Waiting {
+    reads: HashMap<(Topic, HistoryId), (u64, WeakShared<ReadFuture>)>,
+    /// The size at which the reads every client left are swept out (then twice what
+    /// survives, at least [`SWEEP_AT`]), so abandoned reads cost O(1) amortised.
+    sweep_at: usize,
+}
+
+/// The least size at which the table is swept.
+const SWEEP_AT: usize = 64;
 
 /// The gateway's replay reads.
 pub struct ReplayReads {
-    slots: Arc<Semaphore>,
-    waiting: Arc<Mutex<Waiting>>,
+    reader: Arc<Reader>,
     next_read: AtomicU64,
 }
 
-/// The table is swept of reads every client left once it holds this many entries (then
-/// twice what survives), so abandoned reads cost O(1) amortised.
-const SWEEP_AT: usize = 64;
+/// What a read needs, shared with the reads in flight.
+struct Reader {
+    slots: Semaphore,
+    waiting: Mutex<Waiting>,
+    redis: Redis,
+    keys: Keys,
+    metrics: Arc<GatewayMetrics>,
+    limit: ReadLimit,
+}
 
 impl ReplayReads {
-    /// At most `concurrency` reads at once.
-    pub fn new(concurrency: usize) -> ReplayReads {
-        ReplayReads {
-            slots: Arc::new(Semaphore::new(concurrency)),
-            waiting: Arc::new(Mutex::new(HashMap::new())),
-            next_read: AtomicU64::new(0),
-        }
+    /// At most `concurrency` reads at once, each within `limit`.
+    pub fn new(
+        concurrency: usize,
+        limit: ReadLimit,
+        redis: Redis,
+        keys: Keys,
+        metrics: Arc<GatewayMetrics>,
+    ) -> ReplayReads {
+        let reader = Reader {
+            slots: Semaphore::new(concurrency),
+            waiting: Mutex::new(Waiting { reads: HashMap::new(), sweep_at: SWEEP_AT }),
+            redis,
+            keys,
+            metrics,
+            limit,
+        };
+        ReplayReads { reader: Arc::new(reader), next_read: AtomicU64::new(0) }
     }
 
-    /// The entries of `topic` after `after` (within `limit`), from a read this call starts
-    /// or from one of the same topic and position that has not been sent yet.
-    pub async fn read_after(
-        &self,
-        redis: &Redis,
-        keys: &Keys,
-        metrics: &Arc<GatewayMetrics>,
-        topic: &Topic,
-        after: HistoryId,
-        limit: ReadLimit,
-    ) -> SharedOutcome {
+    /// The entries of `topic` after `after`, from a read this call starts or from one of
+    /// the same topic and position that has not been sent yet.
+    pub async fn read_after(&self, topic: &Topic, after: HistoryId) -> SharedOutcome {
         let read = {
-            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut waiting = self.reader.waiting.lock().unwrap_or_else(PoisonError::into_inner);
             let key = (topic.clone(), after);
-            match waiting.get(&key).and_then(|(_, read)| read.upgrade()) {
+            match waiting.reads.get(&key).and_then(|(_, read)| read.upgrade()) {
                 Some(read) => {
-                    metrics.replay_reads_shared.inc();
+                    self.reader.metrics.replay_reads_shared.inc();
                     read
                 }
                 None => {
                     let id = self.next_read.fetch_add(1, Ordering::Relaxed);
-                    let read =
-                        self.start(id, key.clone(), redis.clone(), keys.clone(), Arc::clone(metrics), limit);
-                    if waiting.len() >= SWEEP_AT {
-                        waiting.retain(|_, (_, read)| read.upgrade().is_some());
+                    let read = start(Arc::clone(&self.reader), id, key.clone());
+                    if waiting.reads.len() >= waiting.sweep_at {
+                        waiting.reads.retain(|_, (_, read)| read.upgrade().is_some());
+                        waiting.sweep_at = (waiting.reads.len() * 2).max(SWEEP_AT);
                     }
                     if let Some(weak) = read.downgrade() {
-                        waiting.insert(key, (id, weak));
+                        waiting.reads.insert(key, (id, weak));
                     }
                     read
                 }
@@ -92,34 +108,24 @@ impl ReplayReads {
         };
         read.await
     }
+}
 
-    /// A read that waits for a slot, leaves the table when it gets one, then reads.
-    fn start(
-        &self,
-        id: u64,
-        key: (Topic, HistoryId),
-        redis: Redis,
-        keys: Keys,
-        metrics: Arc<GatewayMetrics>,
-        limit: ReadLimit,
-    ) -> SharedRead {
-        let slots = Arc::clone(&self.slots);
-        let waiting = Arc::clone(&self.waiting);
-        async move {
-            let _slot = slots.acquire_owned().await.expect("the replay slots are never closed");
-            // Sent from here on: a client that comes now may have subscribed after this
-            // read's view of the history, so it starts its own.
-            {
-                let mut waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);
-                if waiting.get(&key).is_some_and(|(waiting_id, _)| *waiting_id == id) {
-                    waiting.remove(&key);
-                }
+/// A read that waits for a slot, leaves the table when it gets one, then reads.
+fn start(reader: Arc<Reader>, id: u64, key: (Topic, HistoryId)) -> SharedRead {
+    async move {
+        let _slot = reader.slots.acquire().await.expect("the replay slots are never closed");
+        // Sent from here on: a client that comes now may have subscribed after this read's
+        // view of the history, so it starts its own.
+        {
+            let mut waiting = reader.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            if waiting.reads.get(&key).is_some_and(|(waiting_id, _)| *waiting_id == id) {
+                waiting.reads.remove(&key);
             }
-            let (topic, after) = key;
-            let read = history::read_after(&redis, &keys, &topic, after, limit);
-            metrics.redis.time(command::HISTORY_READ, read).await.map(Arc::new).map_err(Arc::new)
         }
-        .boxed()
-        .shared()
+        let (topic, after) = key;
+        let read = history::read_after(&reader.redis, &reader.keys, &topic, after, reader.limit);
+        reader.metrics.redis.time(command::HISTORY_READ, read).await.map(Arc::new).map_err(Arc::new)
     }
+    .boxed()
+    .shared()
 }

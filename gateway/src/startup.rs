@@ -203,7 +203,13 @@ impl Application {
         }
         let access = Arc::new(Access::new(config.access.clone(), verifier));
         tracing::info!(instance = %config.instance_id, port, admin_port, "Gateway registered and listening.");
-        let replays = Arc::new(crate::replay_reads::ReplayReads::new(config.replay_concurrency));
+        let replays = Arc::new(crate::replay_reads::ReplayReads::new(
+            config.replay_concurrency,
+            config.read_limit(),
+            redis.clone(),
+            keys.clone(),
+            Arc::clone(&metrics),
+        ));
         let config_limits = config.limits.clone();
         let state = AppState {
             config,
